@@ -1,0 +1,29 @@
+# Two commands do all set-up on a fresh machine (Python, pip and apt only):
+#   make demo   train the default spec on the bundled digits data set
+#   make test   run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench setup
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@command -v dot >/dev/null 2>&1 || { \
+	  echo "installing Graphviz (dot) with apt-get"; \
+	  (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq graphviz >/dev/null); }
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/netspec train
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) benchmarks/run_all.py

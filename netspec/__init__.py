@@ -1,0 +1,1 @@
+"""netspec: write a neural network once as a .net spec; analyze, draw, compile and train it."""
