@@ -1,0 +1,574 @@
+"""Runtime: NumPy forward/backward kernel pairs for every layer op (CS231n-style, cache = state).
+
+Conventions, shared by every pair below:
+- `X_forward(inputs..., params..., **attrs) -> (out, cache)`, `X_backward(dout, cache)` returns
+  `dx` for an op without parameters, `(dx, d<param>...)` in the forward's parameter order for
+  an op with parameters, and a list of dx for multi-input ops (concat, add).
+- Layouts: activations (N, C, H, W) or (N, D); conv weight (C_out, C_in/groups, KH, KW); linear
+  weight (D_out, D_in) (PyTorch layouts); a bias or affine parameter may be None and its
+  gradient is then None. Spatial tuples are (h, w).
+- The input dtype is preserved (float32 in training, float64 for gradient checks).
+- A returned gradient may alias `dout` (identity, add, concat, flatten): treat it as read-only.
+"""
+
+import numpy as np
+
+from netspec.runtime.im2col import col2im, conv_output_size, im2col, offset_slices, pad2d
+
+# ----------------------------------------------------------------------------------------------
+# Linear
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
+    """out = x @ w.T + b.
+
+    x: (N, ...) flattened to (N, D_in); w: (D_out, D_in); b: (D_out,) or None -> out: (N, D_out).
+    """
+    x2 = x.reshape(x.shape[0], -1)
+    out = x2 @ w.T
+    if b is not None:
+        out += b
+    return out, (x2, w, x.shape, b is not None)
+
+
+def linear_backward(dout: np.ndarray, cache):
+    """dout: (N, D_out) -> dx (x's shape), dw (D_out, D_in), db (D_out,) or None."""
+    x2, w, x_shape, has_bias = cache
+    dx = (dout @ w).reshape(x_shape)
+    dw = dout.T @ x2
+    db = dout.sum(axis=0) if has_bias else None
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------------------------
+# Convolution
+
+
+def _conv_gemm(
+    x: np.ndarray,
+    w: np.ndarray,
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    dilation: tuple[int, int],
+    groups: int,
+):
+    """Grouped cross-correlation as one GEMM per (sample, group) on the im2col matrix.
+
+    x: (N, C_in, H, W); w: (C_out, C_in/groups, KH, KW) -> out (N, C_out, OH, OW), cols.
+    """
+    n, _, h, wd = x.shape
+    c_out, cg, kh, kw = w.shape
+    oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
+    ow = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
+    cols = im2col(x, (kh, kw), stride, padding, dilation)  # (N, C_in*KH*KW, OH*OW)
+    k = cg * kh * kw
+    # (G, C_out/G, K) @ (N, G, K, P) -> (N, G, C_out/G, P): rows of a group are contiguous.
+    out = np.matmul(w.reshape(groups, c_out // groups, k), cols.reshape(n, groups, k, oh * ow))
+    return out.reshape(n, c_out, oh, ow), cols
+
+
+def conv2d_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
+):
+    """2-D convolution (cross-correlation, as torch.nn.functional.conv2d), zero padding.
+
+    x: (N, C_in, H, W); w: (C_out, C_in/groups, KH, KW); b: (C_out,) or None
+    -> out: (N, C_out, OH, OW), OH = (H + 2P - D*(KH-1) - 1) // S + 1.
+    The cache keeps the im2col matrix (for dw) and w (for dx), not x.
+    """
+    if x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
+        raise ValueError(
+            f"conv2d: input has {x.shape[1]} channels, weight {w.shape} with groups={groups}"
+        )
+    out, cols = _conv_gemm(x, w, stride, padding, dilation, groups)
+    if b is not None:
+        out += b.reshape(1, -1, 1, 1)
+    cache = (cols, w, x.shape, b is not None, stride, padding, dilation, groups)
+    return out, cache
+
+
+def conv2d_backward(dout: np.ndarray, cache):
+    """dout: (N, C_out, OH, OW) -> dx (N, C_in, H, W), dw (w's shape), db (C_out,) or None.
+
+    dw is one GEMM per (sample, group) against the cached cols. With stride 1, dx is itself a
+    convolution (dout padded by D*(K-1)-P, correlated with the flipped, group-transposed
+    weight): an im2col plus a GEMM, which beats the GEMM-then-col2im scatter; other strides
+    use col2im.
+    """
+    cols, w, x_shape, has_bias, stride, padding, dilation, groups = cache
+    n, c_out, oh, ow = dout.shape
+    _, cg, kh, kw = w.shape
+    k = cg * kh * kw
+    dout_g = dout.reshape(n, groups, c_out // groups, oh * ow)
+    cols_g = cols.reshape(n, groups, k, oh * ow)
+    dw = np.matmul(dout_g, cols_g.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+
+    full_pad = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    if stride == (1, 1) and min(full_pad) >= 0:
+        # (C_out, C_in/G, KH, KW) -> (C_in, C_out/G, KH, KW), flipped in both spatial axes.
+        w_t = w.reshape(groups, c_out // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
+        w_t = np.ascontiguousarray(w_t[..., ::-1, ::-1]).reshape(groups * cg, c_out // groups, kh, kw)
+        dx, _ = _conv_gemm(dout, w_t, (1, 1), full_pad, dilation, groups)
+    else:
+        w_g = w.reshape(groups, c_out // groups, k).transpose(0, 2, 1)
+        dcols = np.matmul(w_g, dout_g).reshape(n, groups * k, oh * ow)
+        dx = col2im(dcols, x_shape, (kh, kw), stride, padding, dilation)
+    return dx, dw, db
+
+
+# ----------------------------------------------------------------------------------------------
+# Pooling
+
+
+def _pool_geometry(x_shape, kernel, stride, padding, ceil_mode):
+    """Output size and (top, bottom, left, right) pads, bottom/right grown for ceil_mode windows."""
+    _, _, h, w = x_shape
+    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    if 2 * ph > kh or 2 * pw > kw:
+        raise ValueError(f"pool padding {padding} must be at most half the kernel {kernel}")
+    oh = conv_output_size(h, kh, sh, ph, 1, ceil_mode)
+    ow = conv_output_size(w, kw, sw, pw, 1, ceil_mode)
+    # A ceil_mode window may hang past the bottom/right padding: pad further so it is in range.
+    bottom = max(ph, (oh - 1) * sh + kh - h - ph)
+    right = max(pw, (ow - 1) * sw + kw - w - pw)
+    return (oh, ow), (ph, bottom, pw, right)
+
+
+def maxpool2d_forward(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int] = (0, 0),
+    ceil_mode: bool = False,
+):
+    """Max pooling, torch.nn.functional.max_pool2d semantics (padding is -inf, ceil_mode).
+
+    x: (N, C, H, W) -> out: (N, C, OH, OW). The cache keeps the winning tap index per output
+    pixel (first maximum wins, as in PyTorch).
+    """
+    out_size, pads = _pool_geometry(x.shape, kernel, stride, padding, ceil_mode)
+    xp = pad2d(x, pads, -np.inf)
+    kh, kw = kernel
+    out = None
+    argmax = np.zeros((x.shape[0], x.shape[1]) + out_size, dtype=np.min_scalar_type(kh * kw - 1))
+    for tap in range(kh * kw):
+        window = xp[offset_slices(tap // kw, tap % kw, stride, (1, 1), out_size)]
+        if out is None:
+            out = window.copy()
+            continue
+        better = window > out
+        np.copyto(out, window, where=better)
+        np.copyto(argmax, tap, where=better)
+    return out, (argmax, x.shape, kernel, stride, pads)
+
+
+def maxpool2d_backward(dout: np.ndarray, cache):
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each output's gradient goes to its argmax."""
+    argmax, x_shape, kernel, stride, (top, bottom, left, right) = cache
+    n, c, h, w = x_shape
+    dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=dout.dtype)
+    kw = kernel[1]
+    for tap in range(kernel[0] * kw):
+        routed = np.where(argmax == tap, dout, 0)
+        dxp[offset_slices(tap // kw, tap % kw, stride, (1, 1), dout.shape[2:])] += routed
+    return dxp[:, :, top : top + h, left : left + w]
+
+
+def avgpool2d_forward(
+    x: np.ndarray,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int] = (0, 0),
+    ceil_mode: bool = False,
+):
+    """Average pooling, torch AvgPool2d defaults (zero padding counted: count_include_pad=True).
+
+    x: (N, C, H, W) -> out: (N, C, OH, OW). The divisor of a window is its size clipped to the
+    padded input [-P, H + P): a ceil_mode window's overhang past the padding is not counted.
+    """
+    out_size, pads = _pool_geometry(x.shape, kernel, stride, padding, ceil_mode)
+    xp = pad2d(x, pads, 0.0)
+    kh, kw = kernel
+    out = np.zeros((x.shape[0], x.shape[1]) + out_size, dtype=x.dtype)
+    for tap in range(kh * kw):
+        out += xp[offset_slices(tap // kw, tap % kw, stride, (1, 1), out_size)]
+    divisor = _avgpool_divisor(x.shape[2:], kernel, stride, padding, out_size).astype(x.dtype)
+    out /= divisor
+    return out, (divisor, x.shape, kernel, stride, pads)
+
+
+def _avgpool_divisor(in_size, kernel, stride, padding, out_size) -> np.ndarray:
+    """(OH, OW) window sizes: min(start + K, H + P) - start, start = o*S - P (PyTorch)."""
+    counts = []
+    for size, k, s, p, o in zip(in_size, kernel, stride, padding, out_size):
+        start = np.arange(o) * s - p
+        counts.append(np.minimum(start + k, size + p) - start)
+    return np.outer(counts[0], counts[1])
+
+
+def avgpool2d_backward(dout: np.ndarray, cache):
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window spreads dout/divisor evenly."""
+    divisor, x_shape, kernel, stride, (top, bottom, left, right) = cache
+    n, c, h, w = x_shape
+    dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=dout.dtype)
+    share = dout / divisor
+    kw = kernel[1]
+    for tap in range(kernel[0] * kw):
+        dxp[offset_slices(tap // kw, tap % kw, stride, (1, 1), dout.shape[2:])] += share
+    return dxp[:, :, top : top + h, left : left + w]
+
+
+def global_avgpool_forward(x: np.ndarray):
+    """Mean over the spatial axes. x: (N, C, H, W) -> out: (N, C, 1, 1)."""
+    return x.mean(axis=(2, 3), keepdims=True), x.shape
+
+
+def global_avgpool_backward(dout: np.ndarray, cache):
+    """dout: (N, C, 1, 1) -> dx: (N, C, H, W), dout / (H*W) everywhere."""
+    x_shape = cache
+    dx = np.empty(x_shape, dtype=dout.dtype)
+    dx[...] = dout / (x_shape[2] * x_shape[3])
+    return dx
+
+
+# ----------------------------------------------------------------------------------------------
+# Shape ops
+
+
+def flatten_forward(x: np.ndarray):
+    """x: (N, ...) -> out: (N, D), D the product of the non-batch axes."""
+    return x.reshape(x.shape[0], -1), x.shape
+
+
+def flatten_backward(dout: np.ndarray, cache):
+    """dout: (N, D) -> dx with x's shape."""
+    return dout.reshape(cache)
+
+
+def concat_forward(xs: list[np.ndarray]):
+    """Concatenate along axis 1. xs: list of (N, C_i, ...) -> out: (N, sum C_i, ...)."""
+    return np.concatenate(xs, axis=1), [x.shape[1] for x in xs]
+
+
+def concat_backward(dout: np.ndarray, cache):
+    """dout: (N, sum C_i, ...) -> list of dx_i (N, C_i, ...), views of dout."""
+    return np.split(dout, np.cumsum(cache)[:-1], axis=1)
+
+
+def add_forward(xs: list[np.ndarray]):
+    """Elementwise sum of same-shape inputs (residual connections). -> out: the common shape."""
+    out = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
+    for x in xs[2:]:
+        out += x
+    return out, len(xs)
+
+
+def add_backward(dout: np.ndarray, cache):
+    """dout -> list of dx, each dout itself (the sum passes its gradient through unchanged)."""
+    return [dout] * cache
+
+
+def identity_forward(x: np.ndarray):
+    """out = x."""
+    return x, None
+
+
+def identity_backward(dout: np.ndarray, cache):
+    """dx = dout."""
+    return dout
+
+
+# ----------------------------------------------------------------------------------------------
+# Activations
+
+
+def relu_forward(x: np.ndarray):
+    """out = max(x, 0), any shape."""
+    out = np.maximum(x, 0)
+    return out, out
+
+
+def relu_backward(dout: np.ndarray, cache):
+    """dx = dout where x > 0, else 0."""
+    return dout * (cache > 0)
+
+
+def leaky_relu_forward(x: np.ndarray, slope: float = 0.01):
+    """out = x if x > 0 else slope * x, any shape."""
+    positive = x > 0
+    return np.where(positive, x, slope * x), (positive, slope)
+
+
+def leaky_relu_backward(dout: np.ndarray, cache):
+    """dx = dout where x > 0, slope * dout elsewhere."""
+    positive, slope = cache
+    return np.where(positive, dout, slope * dout)
+
+
+def elu_forward(x: np.ndarray, alpha: float = 1.0):
+    """out = x if x > 0 else alpha * (exp(x) - 1), any shape."""
+    positive = x > 0
+    out = np.where(positive, x, alpha * np.expm1(np.minimum(x, 0)))
+    return out, (positive, out, alpha)
+
+
+def elu_backward(dout: np.ndarray, cache):
+    """d/dx alpha*(exp(x)-1) = alpha*exp(x) = out + alpha on the negative side."""
+    positive, out, alpha = cache
+    return np.where(positive, dout, dout * (out + alpha))
+
+
+def sigmoid_forward(x: np.ndarray):
+    """out = 1 / (1 + exp(-x)), computed without overflow for large |x|."""
+    e = np.exp(-np.abs(x))
+    out = np.where(x >= 0, 1 / (1 + e), e / (1 + e))
+    return out, out
+
+
+def sigmoid_backward(dout: np.ndarray, cache):
+    """dx = dout * s * (1 - s)."""
+    return dout * cache * (1 - cache)
+
+
+def tanh_forward(x: np.ndarray):
+    """out = tanh(x)."""
+    out = np.tanh(x)
+    return out, out
+
+
+def tanh_backward(dout: np.ndarray, cache):
+    """dx = dout * (1 - tanh^2)."""
+    return dout * (1 - cache * cache)
+
+
+def maxout_forward(x: np.ndarray, pieces: int = 2):
+    """Max over consecutive groups of `pieces` channels (Goodfellow et al., 2013).
+
+    x: (N, C, ...) -> out: (N, C/pieces, ...); out channel j = max of x channels
+    j*pieces .. j*pieces + pieces - 1.
+    """
+    n, c = x.shape[:2]
+    if c % pieces:
+        raise ValueError(f"maxout: {c} channels are not divisible by pieces={pieces}")
+    grouped = x.reshape((n, c // pieces, pieces) + x.shape[2:])
+    winner = np.argmax(grouped, axis=2)[:, :, None]
+    out = np.take_along_axis(grouped, winner, axis=2)[:, :, 0]
+    return out, (winner.astype(np.min_scalar_type(pieces - 1)), pieces)
+
+
+def maxout_backward(dout: np.ndarray, cache):
+    """dout: (N, C/pieces, ...) -> dx: (N, C, ...), gradient to each group's maximum only."""
+    winner, pieces = cache
+    piece = np.arange(pieces).reshape((1, 1, pieces) + (1,) * (dout.ndim - 2))
+    dx = np.where(piece == winner, dout[:, :, None], 0)
+    return dx.reshape((dout.shape[0], dout.shape[1] * pieces) + dout.shape[2:])
+
+
+def softmax_forward(x: np.ndarray):
+    """Softmax over axis 1 (max subtracted first). x: (N, C) or (N, C, H, W) -> same shape."""
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    out = e / e.sum(axis=1, keepdims=True)
+    return out, out
+
+
+def softmax_backward(dout: np.ndarray, cache):
+    """dx = s * (dout - sum_c(dout * s)), the softmax Jacobian-vector product."""
+    out = cache
+    return out * (dout - (dout * out).sum(axis=1, keepdims=True))
+
+
+def dropout_forward(x: np.ndarray, p: float, train: bool, rng: np.random.Generator):
+    """Inverted dropout: at train time zero each element with probability p, scale by 1/(1-p).
+
+    p is the DROP probability (PyTorch convention). Identity (cache None) when not training or
+    p == 0. rng: a numpy Generator, the only source of randomness.
+    """
+    if not train or p == 0:
+        return x, None
+    if p >= 1:
+        mask = np.zeros_like(x)
+    else:
+        mask = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.dtype)
+        mask *= 1 / (1 - p)
+    return x * mask, mask
+
+
+def dropout_backward(dout: np.ndarray, cache):
+    """dx = dout * mask (the same scaled keep mask as the forward)."""
+    return dout if cache is None else dout * cache
+
+
+# ----------------------------------------------------------------------------------------------
+# Normalization
+
+
+def _channel_shape(x: np.ndarray) -> tuple[int, ...]:
+    """Broadcast shape of a per-channel vector against x: (1, C, 1, 1) or (1, D)."""
+    return (1, x.shape[1]) + (1,) * (x.ndim - 2)
+
+
+def _affine(x_hat: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None) -> np.ndarray:
+    """gamma * x_hat + beta per channel (axis 1); x_hat itself when gamma and beta are None."""
+    shape = _channel_shape(x_hat)
+    out = x_hat * gamma.reshape(shape) if gamma is not None else x_hat
+    if beta is not None:
+        out = out + beta.reshape(shape)
+    return out
+
+
+def _affine_grads(dout: np.ndarray, x_hat: np.ndarray, gamma: np.ndarray | None, axes):
+    """dgamma = sum(dout * x_hat), dbeta = sum(dout) over every axis but the channel one."""
+    if gamma is None:
+        return None, None
+    return (dout * x_hat).sum(axis=axes), dout.sum(axis=axes)
+
+
+def batchnorm_forward(
+    x: np.ndarray,
+    gamma: np.ndarray | None,
+    beta: np.ndarray | None,
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    train: bool,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+):
+    """Batch normalization per channel over N (and H, W), torch.nn.functional.batch_norm.
+
+    x: (N, C) or (N, C, H, W); gamma, beta, running_mean, running_var: (C,) -> out: x's shape.
+    train=True normalizes with the batch statistics and updates the running statistics IN
+    PLACE: running = (1 - momentum) * running + momentum * batch, with the unbiased batch
+    variance for running_var. train=False uses the running statistics. Running statistics may
+    be None (track_running_stats=False): batch statistics are then used in both modes.
+    """
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = _channel_shape(x)
+    batch_stats = train or running_mean is None
+    if batch_stats:
+        m = x.size // x.shape[1]
+        mean = x.mean(axis=axes)
+        xc = x - mean.reshape(shape)
+        var = (xc * xc).mean(axis=axes)
+        if running_mean is not None:
+            if m < 2:
+                raise ValueError("batchnorm: training needs more than one value per channel")
+            running_mean *= 1 - momentum
+            running_mean += momentum * mean
+            running_var *= 1 - momentum
+            running_var += (momentum * m / (m - 1)) * var
+    else:
+        xc = x - running_mean.astype(x.dtype, copy=False).reshape(shape)
+        var = running_var.astype(x.dtype, copy=False)
+    inv_std = 1 / np.sqrt(var + eps)
+    x_hat = xc
+    x_hat *= inv_std.reshape(shape)
+    return _affine(x_hat, gamma, beta), (x_hat, inv_std, gamma, batch_stats)
+
+
+def batchnorm_backward(dout: np.ndarray, cache):
+    """dout: x's shape -> dx, dgamma (C,), dbeta (C,) (None when gamma is None).
+
+    With batch statistics: dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout*x_hat)),
+    the means per channel; with running statistics the normalization is a fixed affine map.
+    """
+    x_hat, inv_std, gamma, batch_stats = cache
+    axes = (0,) + tuple(range(2, dout.ndim))
+    shape = _channel_shape(dout)
+    scale = inv_std if gamma is None else gamma * inv_std
+    if not batch_stats:
+        dgamma, dbeta = _affine_grads(dout, x_hat, gamma, axes)
+        return dout * scale.reshape(shape), dgamma, dbeta
+    m = dout.size // dout.shape[1]
+    sum_dout = dout.sum(axis=axes)
+    sum_dout_xhat = (dout * x_hat).sum(axis=axes)
+    dx = dout - x_hat * (sum_dout_xhat / m).reshape(shape)
+    dx -= (sum_dout / m).reshape(shape)
+    dx *= scale.reshape(shape)
+    if gamma is None:
+        return dx, None, None
+    return dx, sum_dout_xhat, sum_dout
+
+
+def _group_normalize(x: np.ndarray, groups: int, eps: float):
+    """Normalize each (sample, group of channels) over its channels and all spatial axes.
+
+    x: (N, C, ...) -> x_hat (x's shape), inv_std (N, groups). The channels of a group and their
+    pixels are contiguous in memory, so this is a reduction over the last axis of
+    x.reshape(N, groups, -1).
+    """
+    n, c = x.shape[:2]
+    if c % groups:
+        raise ValueError(f"{c} channels are not divisible into {groups} groups")
+    xg = x.reshape(n, groups, -1)
+    xc = xg - xg.mean(axis=2, keepdims=True)
+    inv_std = 1 / np.sqrt((xc * xc).mean(axis=2, keepdims=True) + eps)
+    return (xc * inv_std).reshape(x.shape), inv_std
+
+
+def _group_normalize_backward(dx_hat: np.ndarray, x_hat: np.ndarray, inv_std: np.ndarray):
+    """dx = inv_std * (dx_hat - mean(dx_hat) - x_hat * mean(dx_hat * x_hat)), means per group."""
+    n, groups = inv_std.shape[:2]
+    dg = dx_hat.reshape(n, groups, -1)
+    xg = x_hat.reshape(n, groups, -1)
+    dx = dg - dg.mean(axis=2, keepdims=True) - xg * (dg * xg).mean(axis=2, keepdims=True)
+    dx *= inv_std
+    return dx.reshape(x_hat.shape)
+
+
+def groupnorm_forward(
+    x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, groups: int, eps: float = 1e-5
+):
+    """Group normalization (Wu & He, 2018), torch.nn.functional.group_norm.
+
+    x: (N, C, ...) normalized per sample over each group of C/groups channels and all their
+    pixels; gamma, beta: (C,) per channel or None -> out: x's shape.
+    """
+    x_hat, inv_std = _group_normalize(x, groups, eps)
+    return _affine(x_hat, gamma, beta), (x_hat, inv_std, gamma)
+
+
+def groupnorm_backward(dout: np.ndarray, cache):
+    """dout: x's shape -> dx, dgamma (C,), dbeta (C,) (None when gamma is None)."""
+    x_hat, inv_std, gamma = cache
+    axes = (0,) + tuple(range(2, dout.ndim))
+    dx_hat = dout if gamma is None else dout * gamma.reshape(_channel_shape(dout))
+    dgamma, dbeta = _affine_grads(dout, x_hat, gamma, axes)
+    return _group_normalize_backward(dx_hat, x_hat, inv_std), dgamma, dbeta
+
+
+def layernorm_forward(
+    x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, eps: float = 1e-5
+):
+    """Layer normalization: per sample over every non-batch axis, then per-channel affine.
+
+    x: (N, C, H, W) or (N, D); gamma, beta: (C,) (D for 2-D input) or None -> out: x's shape.
+    Equals torch GroupNorm(1, C) on 4-D input and LayerNorm(D) on 2-D input.
+    """
+    return groupnorm_forward(x, gamma, beta, 1, eps)
+
+
+def layernorm_backward(dout: np.ndarray, cache):
+    """dout: x's shape -> dx, dgamma, dbeta."""
+    return groupnorm_backward(dout, cache)
+
+
+def instancenorm_forward(
+    x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, eps: float = 1e-5
+):
+    """Instance normalization: per sample and channel over H, W (torch instance_norm).
+
+    x: (N, C, H, W); gamma, beta: (C,) or both None (affine=false) -> out: x's shape.
+    """
+    return groupnorm_forward(x, gamma, beta, x.shape[1], eps)
+
+
+def instancenorm_backward(dout: np.ndarray, cache):
+    """dout: x's shape -> dx, dgamma, dbeta (None, None when affine=false)."""
+    return groupnorm_backward(dout, cache)

@@ -1,0 +1,366 @@
+"""Test helpers for the runtime kernels: numerical gradients and the table of kernel cases.
+
+KERNEL_CASES is the one list both kernel test files parametrize over (gradient check, dtype,
+PyTorch comparison): a new op is one new row. A row is a dict:
+
+    id          test id, "<op>-<what it exercises>"
+    op          kernel name: the test calls runtime.<op>_forward / runtime.<op>_backward
+    make        rng -> dict of the differentiable inputs in forward order (array, None for a
+                disabled bias/affine, or a list of arrays for multi-input ops)
+    kwargs      fixed keyword arguments of the forward
+    fresh       optional () -> dict of keyword arguments rebuilt for every forward call:
+                state the forward mutates or consumes (running statistics, the dropout rng)
+"""
+
+import numpy as np
+
+from netspec import runtime
+
+# ----------------------------------------------------------------------------------------------
+# Numerical gradients (centered differences, the CS231n helpers)
+
+
+def eval_numerical_gradient_array(f, x: np.ndarray, df: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """Gradient of sum(f(x) * df) with respect to x, perturbing x in place one entry at a time."""
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=[["readwrite"]])
+    while not it.finished:
+        ix = it.multi_index
+        old = x[ix]
+        x[ix] = old + h
+        pos = np.array(f(x), copy=True)
+        x[ix] = old - h
+        neg = np.array(f(x), copy=True)
+        x[ix] = old
+        grad[ix] = np.sum((pos - neg) * df) / (2 * h)
+        it.iternext()
+    return grad
+
+
+def eval_numerical_gradient(f, x: np.ndarray, h: float = 1e-5) -> np.ndarray:
+    """Gradient of the scalar f(x) with respect to x."""
+    return eval_numerical_gradient_array(f, x, np.ones(()), h)
+
+
+def rel_error(a: np.ndarray, b: np.ndarray) -> float:
+    """||a - b|| / (||a|| + ||b||): scale-free, and not fooled by entries that are ~0 in both."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    denom = np.linalg.norm(a) + np.linalg.norm(b)
+    return 0.0 if denom == 0 else float(np.linalg.norm(a - b) / denom)
+
+
+# ----------------------------------------------------------------------------------------------
+# Calling a case
+
+
+def kernel_pair(case: dict):
+    """The (forward, backward) functions of a case."""
+    return getattr(runtime, case["op"] + "_forward"), getattr(runtime, case["op"] + "_backward")
+
+
+def run_forward(case: dict, inputs: dict):
+    """forward(*inputs, **kwargs, **fresh()) -> (out, cache)."""
+    forward, _ = kernel_pair(case)
+    kwargs = dict(case.get("kwargs", {}), **case.get("fresh", dict)())
+    return forward(*inputs.values(), **kwargs)
+
+
+def grads_by_input(case: dict, inputs: dict, grads) -> dict:
+    """Name the backward's result after the inputs: a list for multi-input ops, a tuple
+    (dx, dparams...) for ops with parameters, a bare dx otherwise."""
+    if len(inputs) == 1:
+        return dict(zip(inputs, [grads]))
+    assert isinstance(grads, tuple) and len(grads) == len(inputs), case["id"]
+    return dict(zip(inputs, grads))
+
+
+def cast_inputs(inputs: dict, dtype) -> dict:
+    """Inputs with every array cast to dtype (lists element-wise, None kept)."""
+
+    def cast(v):
+        if isinstance(v, list):
+            return [cast(e) for e in v]
+        return None if v is None else v.astype(dtype)
+
+    return {k: cast(v) for k, v in inputs.items()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Input makers. Values are kept off the kinks (relu at 0, ties in a max) so that centered
+# differences with h = 1e-5 never straddle one.
+
+
+def distinct(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    """Values in [-1, 1] with every pair at least 1/size apart, in random order (no max ties)."""
+    size = int(np.prod(shape))
+    return (rng.permutation(size) / size * 2 - 1 + 0.5 / size).reshape(shape)
+
+
+def off_zero(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    """Standard normals pushed at least 0.05 away from 0."""
+    x = rng.standard_normal(shape)
+    return x + 0.05 * np.sign(x)
+
+
+def normal(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndarray:
+    return scale * rng.standard_normal(shape)
+
+
+def conv_inputs(x_shape, w_shape, bias=True):
+    def make(rng):
+        return {
+            "x": normal(rng, *x_shape),
+            "w": normal(rng, *w_shape, scale=0.5),
+            "b": normal(rng, w_shape[0]) if bias else None,
+        }
+
+    return make
+
+
+def x_only(shape, maker=normal):
+    return lambda rng: {"x": maker(rng, *shape)}
+
+
+def norm_inputs(x_shape, c, affine=True):
+    def make(rng):
+        return {
+            "x": normal(rng, *x_shape, scale=2.0) + 0.5,
+            "gamma": 1 + 0.5 * normal(rng, c) if affine else None,
+            "beta": normal(rng, c) if affine else None,
+        }
+
+    return make
+
+
+def batchnorm_state(c, seed=0):
+    """Fresh running statistics (not all zeros/ones so eval mode is a real test)."""
+
+    def fresh():
+        rng = np.random.default_rng(seed)
+        return {"running_mean": rng.standard_normal(c), "running_var": rng.uniform(0.5, 2.0, c)}
+
+    return fresh
+
+
+# ----------------------------------------------------------------------------------------------
+# The table
+
+KERNEL_CASES = [
+    # linear
+    {"id": "linear-2d", "op": "linear", "make": conv_inputs((4, 5), (3, 5))},
+    {"id": "linear-4d-input-flattened", "op": "linear", "make": conv_inputs((3, 2, 3, 2), (4, 12))},
+    {"id": "linear-no-bias", "op": "linear", "make": conv_inputs((4, 5), (3, 5), bias=False)},
+    # conv2d
+    {
+        "id": "conv2d-3x3-pad1-nonsquare",
+        "op": "conv2d",
+        "make": conv_inputs((2, 3, 7, 6), (4, 3, 3, 3)),
+        "kwargs": {"padding": (1, 1)},
+    },
+    {
+        "id": "conv2d-stride2-pad1-kernel3x2",
+        "op": "conv2d",
+        "make": conv_inputs((2, 3, 7, 8), (4, 3, 3, 2)),
+        "kwargs": {"stride": (2, 2), "padding": (1, 1)},
+    },
+    {
+        "id": "conv2d-stride3x2-leftover-rows",
+        "op": "conv2d",
+        "make": conv_inputs((2, 2, 8, 7), (3, 2, 3, 3)),
+        "kwargs": {"stride": (3, 2), "padding": (0, 1)},
+    },
+    {
+        "id": "conv2d-dilation2x1",
+        "op": "conv2d",
+        "make": conv_inputs((2, 3, 8, 6), (2, 3, 3, 3)),
+        "kwargs": {"padding": (2, 1), "dilation": (2, 1)},
+    },
+    {
+        "id": "conv2d-dilation2-stride2",
+        "op": "conv2d",
+        "make": conv_inputs((1, 2, 9, 9), (3, 2, 3, 3)),
+        "kwargs": {"stride": (2, 2), "padding": (1, 2), "dilation": (2, 2)},
+    },
+    {
+        "id": "conv2d-groups2-stride2x1",
+        "op": "conv2d",
+        "make": conv_inputs((2, 4, 6, 7), (6, 2, 3, 3)),
+        "kwargs": {"stride": (2, 1), "padding": (1, 0), "groups": 2},
+    },
+    {
+        "id": "conv2d-depthwise-pad1",
+        "op": "conv2d",
+        "make": conv_inputs((2, 3, 5, 6), (3, 1, 3, 3)),
+        "kwargs": {"padding": (1, 1), "groups": 3},
+    },
+    {
+        "id": "conv2d-1x1-stride2-no-bias",
+        "op": "conv2d",
+        "make": conv_inputs((2, 4, 6, 5), (3, 4, 1, 1), bias=False),
+        "kwargs": {"stride": (2, 2)},
+    },
+    {
+        "id": "conv2d-pad-wider-than-kernel",
+        "op": "conv2d",
+        "make": conv_inputs((2, 2, 4, 5), (3, 2, 1, 2)),
+        "kwargs": {"padding": (1, 1)},
+    },
+    # pooling
+    {
+        "id": "maxpool2d-2x2-stride2",
+        "op": "maxpool2d",
+        "make": x_only((2, 3, 6, 8), distinct),
+        "kwargs": {"kernel": (2, 2), "stride": (2, 2)},
+    },
+    {
+        "id": "maxpool2d-3x3-stride2-pad1-nonsquare",
+        "op": "maxpool2d",
+        "make": x_only((2, 2, 7, 6), distinct),
+        "kwargs": {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)},
+    },
+    {
+        "id": "maxpool2d-ceil-mode",
+        "op": "maxpool2d",
+        "make": x_only((2, 2, 8, 7), distinct),
+        "kwargs": {"kernel": (3, 3), "stride": (2, 2), "ceil_mode": True},
+    },
+    {
+        "id": "maxpool2d-overlap-kernel2x3-stride1x2",
+        "op": "maxpool2d",
+        "make": x_only((1, 3, 5, 7), distinct),
+        "kwargs": {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1)},
+    },
+    {
+        "id": "avgpool2d-2x2-stride2",
+        "op": "avgpool2d",
+        "make": x_only((2, 3, 6, 4)),
+        "kwargs": {"kernel": (2, 2), "stride": (2, 2)},
+    },
+    {
+        "id": "avgpool2d-3x3-stride2-pad1-nonsquare",
+        "op": "avgpool2d",
+        "make": x_only((2, 2, 7, 6)),
+        "kwargs": {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)},
+    },
+    {
+        "id": "avgpool2d-ceil-mode-pad1",
+        "op": "avgpool2d",
+        "make": x_only((2, 2, 8, 7)),
+        "kwargs": {"kernel": (3, 2), "stride": (2, 2), "padding": (1, 1), "ceil_mode": True},
+    },
+    {"id": "global_avgpool", "op": "global_avgpool", "make": x_only((2, 3, 4, 5))},
+    # shape ops
+    {"id": "flatten", "op": "flatten", "make": x_only((2, 3, 2, 2))},
+    {"id": "identity", "op": "identity", "make": x_only((2, 3, 2, 2))},
+    {
+        "id": "concat-three-inputs",
+        "op": "concat",
+        "make": lambda rng: {"xs": [normal(rng, 2, c, 3, 2) for c in (1, 3, 2)]},
+    },
+    {
+        "id": "add-three-inputs",
+        "op": "add",
+        "make": lambda rng: {"xs": [normal(rng, 2, 3, 2, 2) for _ in range(3)]},
+    },
+    # activations
+    {"id": "relu", "op": "relu", "make": x_only((3, 4, 2, 2), off_zero)},
+    {
+        "id": "leaky_relu-slope0.2",
+        "op": "leaky_relu",
+        "make": x_only((3, 4, 2, 2), off_zero),
+        "kwargs": {"slope": 0.2},
+    },
+    {"id": "elu-alpha1.5", "op": "elu", "make": x_only((3, 5), off_zero), "kwargs": {"alpha": 1.5}},
+    {"id": "sigmoid", "op": "sigmoid", "make": x_only((3, 2, 2, 3), lambda r, *s: normal(r, *s, scale=3))},
+    {"id": "tanh", "op": "tanh", "make": x_only((3, 2, 2, 3))},
+    {"id": "softmax-2d", "op": "softmax", "make": x_only((3, 5), lambda r, *s: normal(r, *s, scale=3))},
+    {"id": "softmax-4d-over-channels", "op": "softmax", "make": x_only((2, 4, 2, 3))},
+    {"id": "maxout-4d-pieces2", "op": "maxout", "make": x_only((2, 6, 2, 3), distinct)},
+    {
+        "id": "maxout-2d-pieces3",
+        "op": "maxout",
+        "make": x_only((3, 9), distinct),
+        "kwargs": {"pieces": 3},
+    },
+    {
+        "id": "dropout-train-p0.3",
+        "op": "dropout",
+        "make": x_only((4, 3, 3, 3)),
+        "kwargs": {"p": 0.3, "train": True},
+        "fresh": lambda: {"rng": np.random.default_rng(7)},
+    },
+    {
+        "id": "dropout-eval",
+        "op": "dropout",
+        "make": x_only((4, 5)),
+        "kwargs": {"p": 0.3, "train": False},
+        "fresh": lambda: {"rng": np.random.default_rng(7)},
+    },
+    # normalization
+    {
+        "id": "batchnorm-train-4d",
+        "op": "batchnorm",
+        "make": norm_inputs((4, 3, 3, 2), 3),
+        "kwargs": {"train": True, "momentum": 0.2},
+        "fresh": batchnorm_state(3),
+    },
+    {
+        "id": "batchnorm-train-2d",
+        "op": "batchnorm",
+        "make": norm_inputs((6, 4), 4),
+        "kwargs": {"train": True},
+        "fresh": batchnorm_state(4),
+    },
+    {
+        "id": "batchnorm-eval-4d",
+        "op": "batchnorm",
+        "make": norm_inputs((3, 3, 2, 3), 3),
+        "kwargs": {"train": False, "eps": 1e-3},
+        "fresh": batchnorm_state(3),
+    },
+    {
+        "id": "batchnorm-train-no-affine",
+        "op": "batchnorm",
+        "make": norm_inputs((4, 2, 3, 3), 2, affine=False),
+        "kwargs": {"train": True},
+        "fresh": batchnorm_state(2),
+    },
+    {"id": "layernorm-4d", "op": "layernorm", "make": norm_inputs((3, 4, 2, 3), 4)},
+    {"id": "layernorm-2d", "op": "layernorm", "make": norm_inputs((3, 7), 7)},
+    {"id": "instancenorm-affine", "op": "instancenorm", "make": norm_inputs((2, 3, 3, 4), 3)},
+    {
+        "id": "instancenorm-no-affine",
+        "op": "instancenorm",
+        "make": norm_inputs((2, 3, 4, 3), 3, affine=False),
+    },
+    {
+        "id": "groupnorm-2-groups",
+        "op": "groupnorm",
+        "make": norm_inputs((2, 6, 3, 2), 6),
+        "kwargs": {"groups": 2},
+    },
+]
+
+
+def labels(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
+    return rng.integers(0, c, n)
+
+
+# Losses and penalties: f(input, *args) -> (value, grad wrt input).
+LOSS_CASES = [
+    {"id": "softmax_loss", "fn": "softmax_loss", "make": lambda rng: (normal(rng, 6, 5), labels(rng, 6, 5))},
+    {"id": "svm_loss", "fn": "svm_loss", "make": lambda rng: (distinct(rng, 6, 5) * 2.9, labels(rng, 6, 5))},
+    {
+        "id": "svm_loss-squared-delta0.5",
+        "fn": "svm_loss",
+        "make": lambda rng: (distinct(rng, 6, 5) * 2.9, labels(rng, 6, 5)),
+        "kwargs": {"delta": 0.5, "squared": True},
+    },
+    {"id": "l1_penalty", "fn": "l1_penalty", "make": lambda rng: (off_zero(rng, 4, 3, 2, 2), 0.3)},
+    {"id": "l2_penalty", "fn": "l2_penalty", "make": lambda rng: (normal(rng, 4, 3, 2, 2), 0.3)},
+    {
+        "id": "elastic_penalty",
+        "fn": "elastic_penalty",
+        "make": lambda rng: (off_zero(rng, 5, 4), 0.2, 0.7),
+    },
+]
