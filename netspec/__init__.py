@@ -1,1 +1,50 @@
-"""netspec: write a neural network once as a .net spec; analyze, draw, compile and train it."""
+"""netspec: write a neural network once as a .net spec; analyze, draw, compile and train it.
+
+The pipeline, one stage per module (data flows one way):
+
+    grammars/netspec.lark -> parse -> lower -> analyze -> render | codegen -> train
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from netspec.diagnostics import Diagnostic, NetspecError
+from netspec.ir import Network, verify
+
+__version__ = "0.1.0"
+
+
+def parse(text: str, filename: str = "<string>", network: str | None = None,
+          overrides: dict[str, Any] | None = None) -> Network:
+    """Parse spec text and lower it to the IR (imports resolve relative to `filename`)."""
+    from netspec.lower import lower
+    from netspec.parser import parse_module
+
+    return lower(parse_module(text, filename), network, overrides)
+
+
+def load(path: str, network: str | None = None,
+         overrides: dict[str, Any] | None = None) -> Network:
+    """Read a .net file (or a name from the bundled library, e.g. "resnet50") into the IR."""
+    from netspec.specfiles import read_spec
+
+    path, text = read_spec(path)
+    return parse(text, path, network, overrides)
+
+
+def __getattr__(name: str):
+    # Later stages load on first use so `netspec check` stays fast and light.
+    if name == "analyze":
+        from netspec.analyze import analyze
+        return analyze
+    if name == "draw":
+        from netspec.render import draw
+        return draw
+    if name == "compile":
+        from netspec.codegen import compile
+        return compile
+    raise AttributeError(name)
+
+
+__all__ = ["parse", "load", "analyze", "draw", "compile", "Network", "NetspecError",
+           "Diagnostic", "verify"]

@@ -1,0 +1,6 @@
+"""`python -m netspec` runs the command line."""
+import sys
+
+from netspec.cli import main
+
+sys.exit(main())

@@ -1,0 +1,40 @@
+"""`netspec ops`: the built-in ops, their arguments and defaults."""
+from __future__ import annotations
+
+HELP = "list the built-in ops with their arguments and defaults"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("name", nargs="?", help="show one op")
+
+
+def run(args) -> int:
+    from netspec.diagnostics import Diagnostic, NetspecError, did_you_mean
+    from netspec.ops import REGISTRY, all_names, lookup
+
+    ops = list(REGISTRY.values())
+    if args.name:
+        op = lookup(args.name)
+        if op is None:
+            raise NetspecError(Diagnostic("error", f"no op `{args.name}`", None,
+                                          did_you_mean(args.name, all_names())))
+        ops = [op]
+    for op in ops:
+        if op.name == "input":
+            continue
+        sig = ", ".join(a.name if a.required else f"{a.name}={_show(a.default)}"
+                        for a in op.args)
+        alias = f"  (also: {', '.join(op.aliases)})" if op.aliases else ""
+        print(f"{op.name}({sig}){alias}\n    [{op.family}] {op.doc}")
+        if args.name:
+            for a in op.args:
+                print(f"    {a.name:<8} {a.type:<7} {a.doc}")
+    return 0
+
+
+def _show(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return "none" if v is None else str(v)

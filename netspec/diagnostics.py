@@ -1,0 +1,99 @@
+"""Diagnostics: source spans and compiler-style error messages shared by every stage."""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Iterable
+
+
+@dataclass(frozen=True)
+class Source:
+    """A spec file's path and text, kept so any stage can quote the offending line."""
+
+    path: str
+    text: str
+
+    def line(self, number: int) -> str:
+        lines = self.text.splitlines()
+        return lines[number - 1] if 0 < number <= len(lines) else ""
+
+
+@dataclass(frozen=True)
+class Span:
+    """A 1-based [line:col, end_line:end_col) region of one source file."""
+
+    source: Source
+    line: int
+    col: int
+    end_line: int
+    end_col: int
+
+    @property
+    def path(self) -> str:
+        return self.source.path
+
+    def __str__(self) -> str:
+        return f"{self.source.path}:{self.line}:{self.col}"
+
+    def __repr__(self) -> str:
+        return f"Span({self})"
+
+
+@dataclass(frozen=True)
+class Note:
+    """Context attached to a diagnostic, e.g. the block instance an error occurred in."""
+
+    message: str
+    span: Span | None = None
+
+
+@dataclass
+class Diagnostic:
+    severity: str  # "error" | "warning"
+    message: str
+    span: Span | None = None
+    hint: str | None = None
+    notes: list[Note] = field(default_factory=list)
+
+    def render(self) -> str:
+        """`file:line:col: error: message`, the source line, a caret under the span, a hint."""
+        where = f"{self.span}: " if self.span else ""
+        out = [f"{where}{self.severity}: {self.message}"]
+        if self.span:
+            out.extend(_quote(self.span))
+        for note in self.notes:
+            loc = f" ({note.span.path}:{note.span.line})" if note.span else ""
+            out.append(f"  note: {note.message}{loc}")
+        if self.hint:
+            out.append(f"hint: {self.hint}")
+        return "\n".join(out)
+
+
+def _quote(span: Span) -> list[str]:
+    text = span.source.line(span.line)
+    gutter = f"{span.line:>5} | "
+    # The caret covers the span on its first line; a multi-line span is underlined to line end.
+    end = span.end_col if span.end_line == span.line else len(text) + 1
+    width = max(1, end - span.col)
+    pad = "".join("\t" if ch == "\t" else " " for ch in text[: span.col - 1])
+    return [gutter + text, " " * (len(gutter) - 2) + "| " + pad + "^" * width]
+
+
+class NetspecError(Exception):
+    """One or more error diagnostics. The CLI renders them; nothing above it sees a traceback."""
+
+    def __init__(self, diagnostics: Diagnostic | Iterable[Diagnostic]):
+        if isinstance(diagnostics, Diagnostic):
+            diagnostics = [diagnostics]
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(d.render() for d in self.diagnostics))
+
+
+def error(message: str, span: Span | None = None, hint: str | None = None,
+          notes: list[Note] | None = None) -> NetspecError:
+    return NetspecError(Diagnostic("error", message, span, hint, list(notes or [])))
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:
+    close = difflib.get_close_matches(word, sorted(set(candidates)), n=1, cutoff=0.6)
+    return f"did you mean `{close[0]}`?" if close else None

@@ -1,0 +1,89 @@
+"""The IR: a networkx.DiGraph with one node per layer, plus the network's metadata.
+
+Node keys (fixed; `verify` checks them):
+  op      canonical op name, a key of netspec.ops.REGISTRY
+  attrs   the op's resolved arguments, defaults filled (pairs as tuples)
+  inputs  ordered list of input node ids (a node may appear twice: `x + x`)
+  span    netspec.diagnostics.Span of the layer's call in the spec
+  path    tuple of Frame, outermost block instance first ("where did this layer come from")
+Analysis (netspec.analyze) adds: shape, params, macs, flops, receptive_field, activation_bytes.
+Node ids are hierarchical names: "conv1", "layer2.0.downsample.0", "fc".
+Edges u -> v exist for every input; the edge attribute `index` is u's first position in
+v's inputs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from netspec.diagnostics import Diagnostic, Span
+
+NODE_KEYS = frozenset({"op", "attrs", "inputs", "span", "path"})
+ANALYSIS_KEYS = frozenset({"shape", "params", "macs", "flops", "receptive_field",
+                           "activation_bytes", "warnings"})
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One block instance on a layer's path: `layer3.1` is an instance of `basic`."""
+
+    block: str
+    instance: str
+    args: tuple[tuple[str, Any], ...]
+    span: Span  # the call site
+
+    def describe(self) -> str:
+        return f"in {self.instance} ({self.block}, {self.span.path}:{self.span.line})"
+
+
+@dataclass
+class Network:
+    name: str
+    graph: nx.DiGraph
+    inputs: list[str]
+    outputs: list[str]
+    path: str = "<string>"
+    params: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+    train_spans: dict[str, Span] = field(default_factory=dict)
+    warnings: list[Diagnostic] = field(default_factory=list)
+    _order: list[str] | None = field(default=None, repr=False)
+
+    def order(self) -> list[str]:
+        """Layers in a deterministic topological order (the spec's own order on ties)."""
+        if self._order is None:
+            seq = {n: i for i, n in enumerate(self.graph.nodes)}
+            self._order = list(nx.lexicographical_topological_sort(self.graph, key=seq.get))
+        return self._order
+
+    def node(self, name: str) -> dict[str, Any]:
+        return self.graph.nodes[name]
+
+    def __len__(self) -> int:
+        return self.graph.number_of_nodes()
+
+
+def verify(net: Network) -> None:
+    """Check the IR's invariants between stages (tests and debug mode)."""
+    from netspec.ops import REGISTRY
+
+    g = net.graph
+    assert nx.is_directed_acyclic_graph(g), "IR has a cycle"
+    for name, data in g.nodes(data=True):
+        missing = NODE_KEYS - data.keys()
+        assert not missing, f"{name}: missing keys {sorted(missing)}"
+        extra = data.keys() - NODE_KEYS - ANALYSIS_KEYS
+        assert not extra, f"{name}: unknown keys {sorted(extra)}"
+        op = REGISTRY[data["op"]]
+        n_in = len(data["inputs"])
+        assert n_in >= op.min_inputs and (op.max_inputs is None or n_in <= op.max_inputs), \
+            f"{name}: {data['op']} with {n_in} inputs"
+        assert set(data["inputs"]) == set(g.predecessors(name)), f"{name}: edges != inputs"
+        for arg in op.args:
+            assert arg.name in data["attrs"], f"{name}: attr {arg.name} unresolved"
+    for name in net.inputs:
+        assert g.nodes[name]["op"] == "input"
+    for name in net.outputs:
+        assert name in g

@@ -1,0 +1,622 @@
+"""Lower stage: AST -> IR. Resolves imports, evaluates values, expands blocks and repeats."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import networkx as nx
+
+from netspec import syntax as S
+from netspec.diagnostics import (Diagnostic, NetspecError, Note, Span, did_you_mean, error)
+from netspec.ir import Frame, Network
+from netspec.ops import REGISTRY, ArgError, Op, all_names, lookup
+from netspec.ops.io import check_input_shape
+from netspec.parser import parse_module
+
+MAX_REPEAT = 10_000
+MAX_LAYERS = 200_000
+MAX_BLOCK_DEPTH = 32
+MAX_IMPORT_DEPTH = 32
+REPEAT_INDEX = "i"  # bound to 0, 1, ... inside the arguments of a repeated stage
+
+
+# ---- modules and imports -----------------------------------------------------------
+
+@dataclass
+class Library:
+    """Every block and network visible to the file being lowered."""
+
+    blocks: dict[str, S.Definition] = field(default_factory=dict)
+    networks: list[S.Definition] = field(default_factory=list)
+
+
+def library_dir() -> str:
+    """The bundled spec library (specs/), found in a checkout or an installed package."""
+    return str(resources.files("netspec.specs"))
+
+
+def load_library(module: S.Module, _stack: tuple[str, ...] = (),
+                 _seen: dict[str, S.Module] | None = None) -> Library:
+    seen = {} if _seen is None else _seen
+    lib = Library()
+    _collect(module, lib, _stack + (_real(module.path),), seen)
+    return lib
+
+
+def _real(path: str) -> str:
+    return os.path.realpath(path) if not path.startswith("<") else path
+
+
+def _collect(module: S.Module, lib: Library, stack: tuple[str, ...],
+             seen: dict[str, S.Module]) -> None:
+    base = os.path.dirname(module.path) if not module.path.startswith("<") else os.getcwd()
+    for imp in module.imports:
+        candidates = [os.path.join(base, imp.path), os.path.join(library_dir(), imp.path)]
+        found = next((c for c in candidates if os.path.isfile(c)), None)
+        if found is None:
+            raise error(f'cannot find import "{imp.path}"', imp.span,
+                        f"looked in {base or '.'} and in the bundled library {library_dir()}")
+        real = _real(found)
+        if real in stack:
+            chain = " -> ".join(os.path.basename(p) for p in stack[stack.index(real):])
+            raise error(f"import cycle: {chain} -> {os.path.basename(real)}", imp.span,
+                        "move the shared blocks into a file both can import")
+        if len(stack) > MAX_IMPORT_DEPTH:
+            raise error("imports nested too deeply", imp.span)
+        if real not in seen:
+            try:
+                with open(found, encoding="utf-8") as f:
+                    text = f.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise error(f'cannot read import "{imp.path}": {exc}', imp.span) from None
+            seen[real] = parse_module(text, _display(found))
+            _collect(seen[real], lib, stack + (real,), seen)
+        else:
+            _collect_defs(seen[real], lib)
+    _collect_defs(module, lib)
+
+
+def _display(path: str) -> str:
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
+
+
+def _collect_defs(module: S.Module, lib: Library) -> None:
+    for d in module.definitions:
+        if d.kind == "network":
+            if d not in lib.networks:
+                lib.networks.append(d)
+            continue
+        prev = lib.blocks.get(d.name)
+        if prev is not None and prev is not d:
+            if prev.span == d.span:
+                continue
+            raise error(f"block `{d.name}` is defined twice", d.name_span,
+                        notes=[Note("first defined here", prev.name_span)])
+        if lookup(d.name):
+            raise error(f"block `{d.name}` has the name of a built-in op", d.name_span,
+                        "rename the block")
+        lib.blocks[d.name] = d
+
+
+# ---- scopes and naming -------------------------------------------------------------
+
+@dataclass
+class Scope:
+    """A network body or one block instance: its values, tensors and layer names."""
+
+    kind: str  # "network" | "block"
+    prefix: str
+    values: dict[str, Any]
+    frames: tuple[Frame, ...] = ()
+    tensors: dict[str, list[str]] = field(default_factory=dict)
+    tensor_spans: dict[str, Span] = field(default_factory=dict)
+    used: set[str] = field(default_factory=set)
+    names: set[str] = field(default_factory=set)
+    block_input: str | None = None
+    has_input: bool = False
+    output: list[str] | None = None
+
+
+class FreeNamer:
+    """Names outside a sequence: an explicit label, or the op name made unique (relu_1)."""
+
+    def __init__(self, scope: Scope):
+        self.scope = scope
+
+    def auto(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.scope.names:
+            k += 1
+            name = f"{base}_{k}"
+        self.scope.names.add(name)
+        return name
+
+    def label(self, label: str, span: Span) -> str:
+        if label in self.scope.names:
+            raise error(f"duplicate layer name `{label}`", span,
+                        "every labelled layer in a network or block needs its own name")
+        self.scope.names.add(label)
+        return label
+
+
+class SeqNamer:
+    """Names inside `label: [ ... ]`: unlabelled stages are numbered label.0, label.1, ..."""
+
+    def __init__(self, prefix: str):
+        self.prefix, self.count = prefix, 0
+
+    def auto(self, base: str) -> str:
+        self.count += 1
+        return f"{self.prefix}.{self.count - 1}"
+
+    def label(self, label: str, span: Span) -> str:
+        return f"{self.prefix}.{label}"
+
+
+# ---- the lowering itself -----------------------------------------------------------
+
+class Lowerer:
+    def __init__(self, lib: Library):
+        self.lib = lib
+        self.graph = nx.DiGraph()
+        self.warnings: list[Diagnostic] = []
+        self._warned: set[tuple] = set()
+        self.depth = 0
+
+    def warn(self, message: str, span: Span | None, hint: str | None = None) -> None:
+        key = (message, span)
+        if key not in self._warned:
+            self._warned.add(key)
+            self.warnings.append(Diagnostic("warning", message, span, hint))
+
+    # ---- network
+    def network(self, d: S.Definition, overrides: dict[str, Any]) -> Network:
+        values = self.bind_params(d, [], overrides, d.name_span)
+        scope = Scope("network", "", dict(values))
+        net = Network(d.name, self.graph, [], [], path=d.span.path, params=dict(values))
+        self.net = net
+        self.run_body(scope, d.body)
+        if not net.inputs:
+            raise error(f"network `{d.name}` has no input", d.name_span,
+                        "declare one: input x: [3, 224, 224]")
+        if not net.outputs:
+            raise error(f"network `{d.name}` has no output", d.name_span,
+                        "end the body with: output <tensor>")
+        self.check_unused(scope)
+        self.check_dead(net)
+        net.warnings = self.warnings
+        return net
+
+    def bind_params(self, d: S.Definition, args: list[S.Arg], given: dict[str, Any],
+                    call_span: Span, caller: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Bind call arguments (evaluated in `caller`) to a definition's parameters."""
+        names = [p.name for p in d.params]
+        bound: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        for k, arg in enumerate(args):
+            if arg.name is None:
+                if k >= len(names):
+                    raise error(f"`{d.name}` takes {len(names)} positional argument"
+                                f"{'s' if len(names) != 1 else ''}, got more", arg.span,
+                                f"signature: {_signature(d)}")
+                key = names[k]
+            else:
+                key = arg.name
+                if key not in names:
+                    raise error(f"`{d.name}` has no parameter `{key}`", arg.span,
+                                did_you_mean(key, names) or f"signature: {_signature(d)}")
+            if key in bound:
+                raise error(f"argument `{key}` given twice", arg.span, None,
+                            [Note("first given here", spans[key])])
+            bound[key] = self.value(arg.value, caller or {})
+            spans[key] = arg.span
+        for key, v in given.items():
+            if key not in names:
+                raise error(f"`{d.name}` has no parameter `{key}`", d.name_span,
+                            did_you_mean(key, names) or f"signature: {_signature(d)}")
+            bound[key] = v
+        values: dict[str, Any] = {}
+        for p in d.params:
+            if p.name in bound:
+                values[p.name] = bound[p.name]
+            elif p.default is not None:
+                values[p.name] = self.value(p.default, values)
+            else:
+                raise error(f"missing argument `{p.name}` of `{d.name}`", call_span,
+                            f"signature: {_signature(d)}")
+        return values
+
+    def run_body(self, scope: Scope, body: tuple[S.Stmt, ...]) -> None:
+        for stmt in body:
+            getattr(self, "stmt_" + type(stmt).__name__)(scope, stmt)
+
+    def stmt_InputStmt(self, scope: Scope, st: S.InputStmt) -> None:
+        self.define_tensor_name(scope, st.name, st.span)
+        if scope.kind == "block":
+            if st.shape is not None:
+                raise error("a block input takes its shape from the caller", st.shape.span,
+                            f"write `input {st.name}` without a shape")
+            if scope.has_input:
+                raise error("a block has exactly one input", st.span,
+                            "pass several tensors through a network instead")
+            scope.has_input = True
+            scope.tensors[st.name] = [scope.block_input]
+            scope.used.add(st.name)  # an unused block input is reported as disconnected
+            return
+        if st.shape is None:
+            raise error(f"network input `{st.name}` needs a shape", st.span,
+                        f"input {st.name}: [3, 224, 224]")
+        value = self.value(st.shape, scope.values)
+        try:
+            shape = check_input_shape(value)
+        except ArgError as exc:
+            raise error(exc.message, st.shape.span) from None
+        if st.name in self.graph:
+            raise error(f"`{st.name}` is already a layer name", st.span)
+        self.graph.add_node(st.name, op="input", attrs={"shape": shape}, inputs=[],
+                            span=st.span, path=())
+        self.net.inputs.append(st.name)
+        scope.names.add(st.name)
+        scope.tensors[st.name] = [st.name]
+
+    def stmt_Assign(self, scope: Scope, st: S.Assign) -> None:
+        result = self.tensor(scope, st.tensor)
+        self.define_tensor_name(scope, st.name, st.name_span)
+        scope.tensors[st.name] = result
+        scope.tensor_spans[st.name] = st.name_span
+
+    def define_tensor_name(self, scope: Scope, name: str, span: Span) -> None:
+        if name in scope.tensors:
+            raise error(f"tensor `{name}` is already defined", span,
+                        "give this tensor a new name", self._first(scope, name))
+        if name in scope.values:
+            raise error(f"`{name}` is already a value (a parameter or `let`)", span)
+
+    def _first(self, scope: Scope, name: str) -> list[Note]:
+        first = scope.tensor_spans.get(name)
+        return [Note("first defined here", first)] if first else []
+
+    def stmt_Let(self, scope: Scope, st: S.Let) -> None:
+        if st.name in scope.values or st.name in scope.tensors:
+            raise error(f"`{st.name}` is already defined", st.span)
+        scope.values[st.name] = self.value(st.value, scope.values)
+
+    def stmt_If(self, scope: Scope, st: S.If) -> None:
+        test = self.value(st.test, scope.values)
+        if not isinstance(test, bool):
+            raise error(f"an `if` condition must be true or false, not {_show(test)}",
+                        st.test.span, "compare explicitly, e.g. `if s != 1`")
+        self.run_body(scope, st.then if test else st.otherwise)
+
+    def stmt_OutputStmt(self, scope: Scope, st: S.OutputStmt) -> None:
+        result = self.tensor(scope, st.tensor)
+        if len(result) != 1:
+            raise error("an output must be one tensor, not a tuple", st.tensor.span,
+                        "merge the tuple first: (a, b) -> concat")
+        if scope.kind == "block":
+            if scope.output is not None:
+                raise error("a block has exactly one output", st.span)
+            scope.output = result
+        else:
+            if result[0] in self.net.outputs:
+                raise error("this tensor is already an output", st.span)
+            self.net.outputs.append(result[0])
+
+    def stmt_TrainSection(self, scope: Scope, st: S.TrainSection) -> None:
+        if scope.kind != "network":
+            raise error("a `train` section belongs in a network, not a block", st.span)
+        for entry in st.entries:
+            if entry.key in self.net.train:
+                raise error(f"train setting `{entry.key}` given twice", entry.span)
+            self.net.train[entry.key] = self.train_value(entry.value, scope.values)
+            self.net.train_spans[entry.key] = entry.span
+
+    # ---- tensors
+    def tensor(self, scope: Scope, t: S.TensorExpr) -> list[str]:
+        if isinstance(t, S.Ref):
+            if t.name not in scope.tensors:
+                if t.name in scope.values:
+                    raise error(f"`{t.name}` is a value, not a tensor", t.span)
+                raise error(f"undefined tensor `{t.name}`", t.span,
+                            did_you_mean(t.name, scope.tensors)
+                            or "define it first: name = input -> layer")
+            scope.used.add(t.name)
+            return list(scope.tensors[t.name])
+        if isinstance(t, S.TupleTensor):
+            out: list[str] = []
+            for item in t.items:
+                part = self.tensor(scope, item)
+                if len(part) != 1:
+                    raise error("tuples cannot be nested", item.span)
+                out.extend(part)
+            return out
+        if isinstance(t, S.AddTensor):
+            parts = [self.tensor(scope, item) for item in t.items]
+            for item, part in zip(t.items, parts):
+                if len(part) != 1:
+                    raise error("cannot add a tuple", item.span, "(a, b) -> concat merges it")
+            call = S.Call("add", (), t.span)
+            name = FreeNamer(scope).auto("add")
+            return [self.layer(scope, {}, [p[0] for p in parts], call, name, REGISTRY["add"])]
+        current = self.tensor(scope, t.head)
+        namer = FreeNamer(scope)
+        for stage in t.stages:
+            current = self.stage(scope, scope.values, current, stage, namer)
+        return current
+
+    def stage(self, scope: Scope, values: dict[str, Any], current: list[str], stage: S.Stage,
+              namer: FreeNamer | SeqNamer) -> list[str]:
+        count = 1
+        if stage.repeat is not None:
+            count = self.value(stage.repeat, values)
+            if not _is_int(count) or not 1 <= count <= MAX_REPEAT:
+                raise error(f"a repeat count must be an integer from 1 to {MAX_REPEAT}, "
+                            f"not {_show(count)}", stage.repeat.span)
+        label = namer.label(stage.label, stage.span) if stage.label else None
+        for k in range(count):
+            local_values = values if stage.repeat is None else {**values, REPEAT_INDEX: k}
+            name = None if label is None else (f"{label}.{k}" if stage.repeat else label)
+            current = self.core(scope, local_values, current, stage.core, name, namer)
+        return current
+
+    def core(self, scope: Scope, values: dict[str, Any], current: list[str],
+             core: S.Call | S.Group, name: str | None, namer: FreeNamer | SeqNamer) -> list[str]:
+        if isinstance(core, S.Group):
+            inner = SeqNamer(name) if name is not None else namer
+            for stage in core.stages:
+                current = self.stage(scope, values, current, stage, inner)
+            return current
+        op = lookup(core.name)
+        block = self.lib.blocks.get(core.name)
+        if op is None and block is None:
+            raise error(f"unknown op or block `{core.name}`", core.span,
+                        did_you_mean(core.name, all_names() + list(self.lib.blocks))
+                        or "see `netspec ops` for the built-in ops, or define a block")
+        if op is not None and op.name == "input":
+            raise error("`input` is a statement, not a layer", core.span,
+                        "declare inputs with: input x: [3, 224, 224]")
+        local = name if name is not None else namer.auto(op.name if op else core.name)
+        if block is not None:
+            return [self.instantiate(scope, values, current, core, local, block)]
+        return [self.layer(scope, values, current, core, local, op)]
+
+    def layer(self, scope: Scope, values: dict[str, Any], inputs: list[str], call: S.Call,
+              local: str, op: Op) -> str:
+        if op.max_inputs is not None and len(inputs) > op.max_inputs:
+            raise error(f"`{op.name}` takes one input, got a tuple of {len(inputs)}", call.span,
+                        "merge the branches first: (a, b) -> concat, or a + b")
+        if len(inputs) < op.min_inputs:
+            raise error(f"`{op.name}` merges several tensors, got {len(inputs)}", call.span,
+                        f"feed it a tuple: (a, b) -> {op.name}")
+        attrs = self.op_args(op, call, values)
+        node = scope.prefix + local
+        if node in self.graph:
+            raise error(f"duplicate layer name `{node}`", call.span,
+                        "label one of the layers differently")
+        if self.graph.number_of_nodes() >= MAX_LAYERS:
+            raise error(f"network has more than {MAX_LAYERS} layers", call.span,
+                        "check the repeat counts")
+        self.graph.add_node(node, op=op.name, attrs=attrs, inputs=list(inputs), span=call.span,
+                            path=scope.frames)
+        for k, src in enumerate(inputs):
+            if not self.graph.has_edge(src, node):
+                self.graph.add_edge(src, node, index=k)
+        return node
+
+    def op_args(self, op: Op, call: S.Call, values: dict[str, Any]) -> dict[str, Any]:
+        names = [a.name for a in op.args]
+        attrs: dict[str, Any] = {}
+        spans: dict[str, Span] = {}
+        for k, arg in enumerate(call.args):
+            if arg.name is None:
+                if k >= len(names):
+                    raise error(f"`{op.name}` takes {len(names)} positional argument"
+                                f"{'s' if len(names) != 1 else ''}, got more", arg.span,
+                                f"signature: {_op_signature(op)}")
+                key = names[k]
+            else:
+                key = arg.name
+                if key not in names:
+                    raise error(f"`{op.name}` has no argument `{key}`", arg.span,
+                                did_you_mean(key, names) or f"signature: {_op_signature(op)}")
+            if key in attrs:
+                raise error(f"argument `{key}` given twice", arg.span, None,
+                            [Note("first given here", spans[key])])
+            value = self.value(arg.value, values)
+            spec = op.args[names.index(key)]
+            try:
+                attrs[key] = spec.check(value)
+            except ArgError as exc:
+                raise error(exc.message, arg.value.span, exc.hint) from None
+            spans[key] = arg.span
+        for spec in op.args:
+            if spec.name not in attrs:
+                if spec.required:
+                    raise error(f"`{op.name}` needs argument `{spec.name}` ({spec.doc})",
+                                call.span, f"signature: {_op_signature(op)}")
+                attrs[spec.name] = spec.check(spec.default) if spec.default is not None \
+                    else None
+        try:
+            return op.normalize(attrs)
+        except ArgError as exc:
+            raise error(exc.message, spans.get(exc.arg or "", call.span), exc.hint) from None
+
+    def instantiate(self, scope: Scope, values: dict[str, Any], current: list[str],
+                    call: S.Call, local: str, block: S.Definition) -> str:
+        if len(current) != 1:
+            raise error(f"block `{block.name}` takes one input, got a tuple of {len(current)}",
+                        call.span, "merge the branches first: (a, b) -> concat")
+        if self.depth >= MAX_BLOCK_DEPTH:
+            raise error(f"blocks nested more than {MAX_BLOCK_DEPTH} deep", call.span,
+                        f"does `{block.name}` call itself?")
+        bound = self.bind_params(block, list(call.args), {}, call.span, values)
+        instance = scope.prefix + local
+        frame = Frame(block.name, instance, tuple(bound.items()), call.span)
+        sub = Scope("block", instance + ".", dict(bound), scope.frames + (frame,),
+                    block_input=current[0])
+        self.depth += 1
+        try:
+            self.run_body(sub, block.body)
+            if not sub.has_input:
+                raise error(f"block `{block.name}` declares no input", block.name_span,
+                            "start its body with: input x")
+            if sub.output is None:
+                raise error(f"block `{block.name}` has no output", block.name_span,
+                            "end its body with: output <tensor>")
+            if sub.output[0] != current[0] and not nx.has_path(self.graph, current[0],
+                                                                 sub.output[0]):
+                raise error(f"block `{block.name}` never connects its input to its output",
+                            block.name_span)
+            self.check_unused(sub)
+        except NetspecError as exc:
+            for d in exc.diagnostics:
+                d.notes.append(Note(f"in {instance} ({block.name})", call.span))
+            raise
+        finally:
+            self.depth -= 1
+        return sub.output[0]
+
+    def check_unused(self, scope: Scope) -> None:
+        for name, span in scope.tensor_spans.items():
+            if name not in scope.used and scope.tensors[name][0] not in (scope.output or []) \
+                    and scope.tensors[name][0] not in self.net.outputs:
+                self.warn(f"tensor `{name}` is never used", span,
+                          "feed it into the output, or remove it")
+
+    def check_dead(self, net: Network) -> None:
+        alive = set(net.outputs)
+        for out in net.outputs:
+            alive |= nx.ancestors(self.graph, out)
+        for name in net.inputs:
+            if name not in alive:
+                self.warn(f"input `{name}` does not reach any output",
+                          self.graph.nodes[name]["span"])
+
+    # ---- values
+    def value(self, e: S.Expr, env: dict[str, Any]) -> Any:
+        if isinstance(e, S.Const):
+            return e.value
+        if isinstance(e, S.Name):
+            if e.name not in env:
+                raise error(f"undefined name `{e.name}`", e.span,
+                            did_you_mean(e.name, env) or
+                            ("`i` is defined only in a repeated stage's arguments"
+                             if e.name == REPEAT_INDEX else None))
+            return env[e.name]
+        if isinstance(e, S.ListExpr):
+            return [self.value(item, env) for item in e.items]
+        if isinstance(e, S.Cond):
+            test = self.value(e.test, env)
+            if not isinstance(test, bool):
+                raise error(f"a condition must be true or false, not {_show(test)}", e.test.span)
+            return self.value(e.then if test else e.otherwise, env)
+        if isinstance(e, S.UnaryOp):
+            v = self.value(e.operand, env)
+            if e.op == "not":
+                if not isinstance(v, bool):
+                    raise error(f"`not` needs true or false, not {_show(v)}", e.span)
+                return not v
+            if not _is_num(v):
+                raise error(f"cannot negate {_show(v)}", e.span)
+            return -v
+        if isinstance(e, S.BinOp):
+            return self.binop(e, env)
+        raise error("a function call is only allowed in a `train` section", e.span,
+                    "write the value itself")
+
+    def binop(self, e: S.BinOp, env: dict[str, Any]) -> Any:
+        a = self.value(e.left, env)
+        if e.op in ("and", "or"):
+            if not isinstance(a, bool):
+                raise error(f"`{e.op}` needs true or false, not {_show(a)}", e.left.span)
+            if (e.op == "and" and not a) or (e.op == "or" and a):
+                return a
+            b = self.value(e.right, env)
+            if not isinstance(b, bool):
+                raise error(f"`{e.op}` needs true or false, not {_show(b)}", e.right.span)
+            return b
+        b = self.value(e.right, env)
+        if e.op in ("==", "!="):
+            return (a == b) == (e.op == "==")
+        if e.op == "+" and isinstance(a, str) and isinstance(b, str):
+            return a + b
+        if not (_is_num(a) and _is_num(b)):
+            raise error(f"cannot apply `{e.op}` to {_show(a)} and {_show(b)}", e.span)
+        if e.op in ("/", "//", "%") and b == 0:
+            raise error("division by zero", e.right.span)
+        if e.op == "**" and (abs(b) > 64 or (abs(a) > 1 and abs(b) * math.log2(abs(a)) > 64)):
+            raise error("exponent too large", e.span)
+        return {
+            "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+            "//": lambda: a // b, "%": lambda: a % b, "**": lambda: a ** b,
+            "<": lambda: a < b, "<=": lambda: a <= b, ">": lambda: a > b, ">=": lambda: a >= b,
+        }[e.op]()
+
+    def train_value(self, e: S.Expr, env: dict[str, Any]) -> Any:
+        """Values of a train section: a bare name or a call is a {"type": ...} setting."""
+        if isinstance(e, S.Name) and e.name not in env:
+            return {"type": e.name}
+        if isinstance(e, S.CallExpr):
+            if e.args:
+                raise error(f"give the settings of `{e.name}` by name", e.args[0].span,
+                            f"e.g. {e.name}(lr=0.01)")
+            out: dict[str, Any] = {"type": e.name}
+            for key, value, span in e.kwargs:
+                if key in out:
+                    raise error(f"setting `{key}` given twice", span)
+                out[key] = self.train_value(value, env)
+            return out
+        if isinstance(e, S.ListExpr):
+            return [self.train_value(item, env) for item in e.items]
+        return self.value(e, env)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    return "none" if v is None else repr(v)
+
+
+def _signature(d: S.Definition) -> str:
+    return f"{d.name}(" + ", ".join(p.name + ("=…" if p.default else "") for p in d.params) + ")"
+
+
+def _op_signature(op: Op) -> str:
+    parts = [a.name if a.required else f"{a.name}={_show(a.default)}" for a in op.args]
+    return f"{op.name}(" + ", ".join(parts) + ")"
+
+
+# ---- entry points ------------------------------------------------------------------
+
+def lower(module: S.Module, network: str | None = None,
+          overrides: dict[str, Any] | None = None) -> Network:
+    """Lower a parsed module's network (the named one, else the last defined) to the IR."""
+    lib = load_library(module)
+    own = [d for d in module.definitions if d.kind == "network"]
+    if network is not None:
+        chosen = next((d for d in lib.networks if d.name == network), None)
+        if chosen is None:
+            raise NetspecError(Diagnostic(
+                "error", f"no network `{network}` in {module.path}", None,
+                did_you_mean(network, [d.name for d in lib.networks])))
+    elif own:
+        chosen = own[-1]
+    else:
+        raise NetspecError(Diagnostic(
+            "error", f"{module.path} defines no network", None,
+            "a block library is checked by the files that import it; add `network name { ... }`"))
+    return Lowerer(lib).network(chosen, overrides or {})

@@ -1,0 +1,214 @@
+"""The op definition: everything the analyzer, renderer and code generator know about an op."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+Shape = tuple[int, ...]  # one sample's shape: (C, H, W) or (D,); the batch axis is implicit
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "required"
+
+
+REQUIRED: Any = _Required()
+
+
+class ArgError(Exception):
+    """A bad argument value; lowering attaches the span of the argument."""
+
+    def __init__(self, message: str, hint: str | None = None, arg: str | None = None):
+        super().__init__(message)
+        self.message, self.hint, self.arg = message, hint, arg
+
+
+class ShapeError(Exception):
+    """An op cannot accept its input shapes; the analyzer attaches the layer's span."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _pair(name: str, v: Any, minimum: int) -> tuple[int, int]:
+    if _is_int(v):
+        v = (v, v)
+    if (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) for x in v)
+            and all(x >= minimum for x in v)):
+        return (v[0], v[1])
+    raise ArgError(f"`{name}` must be an integer >= {minimum} or a pair [h, w] of them, "
+                   f"not {_show(v)}", arg=name)
+
+
+def _show(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return "none" if v is None else repr(v)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of an op: its name, type, default and meaning.
+
+    Types: int, posint (>= 1), float, prob (0 <= p < 1), bool, pair (int or [h, w], >= 1),
+    pad (int or [h, w] >= 0, or "same"), choice (one of `choices`).
+    """
+
+    name: str
+    type: str
+    default: Any = REQUIRED
+    doc: str = ""
+    choices: tuple[str, ...] = ()
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+    def check(self, v: Any) -> Any:
+        """Validate a user value and return it normalized (pairs as tuples)."""
+        if v is None and self.default is None:
+            return None
+        t = self.type
+        if t == "int" and _is_int(v):
+            return v
+        if t == "posint" and _is_int(v) and v >= 1:
+            return v
+        if t == "float" and (_is_int(v) or isinstance(v, float)):
+            return float(v)
+        if t == "prob" and (_is_int(v) or isinstance(v, float)) and 0 <= v < 1:
+            return float(v)
+        if t == "bool" and isinstance(v, bool):
+            return v
+        if t == "pair":
+            return _pair(self.name, v, 1)
+        if t == "pad":
+            return "same" if v == "same" else _pair(self.name, v, 0)
+        if t == "choice" and v in self.choices:
+            return v
+        expected = {
+            "int": "an integer", "posint": "a positive integer", "float": "a number",
+            "prob": "a probability in [0, 1)", "bool": "true or false",
+            "choice": " or ".join(f'"{c}"' for c in self.choices),
+        }[t]
+        raise ArgError(f"`{self.name}` must be {expected}, not {_show(v)}", arg=self.name)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A tensor an op owns: a trainable parameter or a buffer (running statistics)."""
+
+    name: str  # local name: "weight", "bias", "running_mean"
+    shape: Shape
+    kind: str = "param"  # "param" | "buffer"
+    init: str = "zeros"  # he | xavier | normal | zeros | ones
+    fan_in: int = 0
+    fan_out: int = 0
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One spatial step of the receptive-field recursion (Araujo et al. 2019): an op with
+    kernel k, stride s and left padding p on each spatial axis; dilation is folded into k."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]
+
+
+IDENTITY_WINDOW = Window((1, 1), (1, 1), (0, 0))
+
+
+class Op:
+    """Base of every op. Subclasses set the class attributes and override what applies.
+
+    The registry (netspec.ops) holds one instance per op; every stage iterates over it and
+    none dispatches on op names.
+    """
+
+    name: ClassVar[str]
+    aliases: ClassVar[tuple[str, ...]] = ()
+    family: ClassVar[str]  # input conv linear pool norm activation regularization merge reshape
+    args: ClassVar[tuple[Arg, ...]] = ()
+    doc: ClassVar[str] = ""
+    min_inputs: ClassVar[int] = 1
+    max_inputs: ClassVar[int | None] = 1
+    kernel: ClassVar[str | None] = None  # runtime prefix: `{kernel}_forward` / `{kernel}_backward`
+    uses_train: ClassVar[bool] = False  # the kernel takes train=...
+    uses_rng: ClassVar[bool] = False  # the kernel takes rng=...
+    spatial: ClassVar[bool] = False  # needs (C, H, W) input
+
+    def normalize(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Cross-argument checks and derived defaults, after each Arg.check."""
+        return attrs
+
+    def shape(self, attrs: dict[str, Any], inputs: list[Shape]) -> Shape:
+        return inputs[0]
+
+    def shape_warnings(self, attrs: dict[str, Any], inputs: list[Shape]) -> list[str]:
+        return []
+
+    def params(self, attrs: dict[str, Any], inputs: list[Shape]) -> list[ParamSpec]:
+        return []
+
+    def macs(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape) -> int:
+        """Multiply-accumulates as torchvision and fvcore count them: conv and linear
+        weights only, bias excluded; everything else 0."""
+        return 0
+
+    def extra_flops(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape) -> int:
+        """FLOPs that torchvision does not count (bias, norm, activation, pooling, adds)."""
+        return 0
+
+    def window(self, attrs: dict[str, Any], inputs: list[Shape]) -> Window | None:
+        """The receptive-field step; None for ops that leave the field unchanged."""
+        return None
+
+    def kernel_args(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """Keyword arguments the runtime forward kernel takes (literals in generated code)."""
+        return {}
+
+    def describe(self, attrs: dict[str, Any]) -> str:
+        """A short label for diagrams and tables: `conv 3x3/2, 64`."""
+        return self.name
+
+
+def spatial_input(op: Op, inputs: list[Shape]) -> tuple[int, int, int]:
+    shape = inputs[0]
+    if len(shape) != 3:
+        raise ShapeError(f"{op.name} needs a [C, H, W] input, got {list(shape)}",
+                         "feed it an image-shaped tensor (flatten comes after it)")
+    return shape  # type: ignore[return-value]
+
+
+def window_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool = False) -> int:
+    """Output length along one axis: floor((H + 2P - D(F - 1) - 1) / S) + 1 (the notes'
+    (H + 2P - F) / S + 1 with a dilated F); ceil_mode rounds up, as PyTorch pools do."""
+    span = size + 2 * p - d * (k - 1) - 1
+    if ceil_mode:
+        out = -(-span // s) + 1
+        if (out - 1) * s >= size + p:  # PyTorch: the last window must start inside the input
+            out -= 1
+        return out
+    return span // s + 1
+
+
+def fmt_pair(v: tuple[int, int]) -> str:
+    return f"{v[0]}" if v[0] == v[1] else f"{v[0]}x{v[1]}"
+
+
+def kernel_label(k: tuple[int, int]) -> str:
+    return f"{k[0]}x{k[1]}"

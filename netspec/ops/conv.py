@@ -1,0 +1,109 @@
+"""Op `conv`: 2-D convolution with stride, padding (or "same"), dilation, groups and bias."""
+from __future__ import annotations
+
+from netspec.ops.base import (Arg, ArgError, Op, ParamSpec, ShapeError, Window, fmt_pair,
+                              kernel_label, spatial_input, window_out)
+
+
+class Conv(Op):
+    name = "conv"
+    aliases = ("conv2d",)
+    family = "conv"
+    doc = "2-D convolution over a [C, H, W] input; weight [out, C/groups, kh, kw]."
+    args = (
+        Arg("out", "posint", doc="output channels"),
+        Arg("k", "pair", doc="kernel size: 3 or [3, 1]"),
+        Arg("s", "pair", 1, doc="stride"),
+        Arg("p", "pad", 0, doc='zero padding per side, or "same" (stride 1, odd kernel)'),
+        Arg("d", "pair", 1, doc="dilation"),
+        Arg("groups", "posint", 1, doc="channel groups; must divide in and out channels"),
+        Arg("bias", "bool", True, doc="learn a per-channel bias"),
+        Arg("init", "choice", "auto", doc="weight init; auto = he",
+            choices=("auto", "he", "xavier", "normal")),
+    )
+    kernel = "conv2d"
+    spatial = True
+
+    def normalize(self, attrs):
+        if attrs["p"] == "same":
+            eff = [d * (k - 1) for k, d in zip(attrs["k"], attrs["d"])]
+            if attrs["s"] != (1, 1) or any(e % 2 for e in eff):
+                raise ArgError('p="same" needs stride 1 and an odd (dilated) kernel',
+                               "give the padding explicitly, e.g. p=1", arg="p")
+            attrs["p"] = (eff[0] // 2, eff[1] // 2)
+        if attrs["out"] % attrs["groups"]:
+            raise ArgError(f"groups={attrs['groups']} does not divide out={attrs['out']}",
+                           arg="groups")
+        return attrs
+
+    def _out_hw(self, attrs, h, w):
+        return tuple(window_out(n, k, s, p, d) for n, k, s, p, d in
+                     zip((h, w), attrs["k"], attrs["s"], attrs["p"], attrs["d"]))
+
+    def shape(self, attrs, inputs):
+        c, h, w = spatial_input(self, inputs)
+        if c % attrs["groups"]:
+            raise ShapeError(f"groups={attrs['groups']} does not divide the {c} input channels")
+        oh, ow = self._out_hw(attrs, h, w)
+        if oh < 1 or ow < 1:
+            raise ShapeError(f"a {kernel_label(attrs['k'])} kernel does not fit the padded "
+                             f"{h}x{w} input (output would be {oh}x{ow})",
+                             "use a smaller kernel or stride, more padding, or a larger input")
+        return (attrs["out"], oh, ow)
+
+    def shape_warnings(self, attrs, inputs):
+        return _dropped_rows(attrs["k"], attrs["s"], attrs["p"], attrs["d"], inputs[0][1:])
+
+    def params(self, attrs, inputs):
+        c_in = inputs[0][0]
+        kh, kw = attrs["k"]
+        fan_in = c_in // attrs["groups"] * kh * kw
+        fan_out = attrs["out"] // attrs["groups"] * kh * kw
+        out = [ParamSpec("weight", (attrs["out"], c_in // attrs["groups"], kh, kw), "param",
+                         "he" if attrs["init"] == "auto" else attrs["init"], fan_in, fan_out)]
+        if attrs["bias"]:
+            out.append(ParamSpec("bias", (attrs["out"],), "param", "zeros", fan_in, fan_out))
+        return out
+
+    def macs(self, attrs, inputs, out):
+        kh, kw = attrs["k"]
+        return out[0] * out[1] * out[2] * (inputs[0][0] // attrs["groups"]) * kh * kw
+
+    def extra_flops(self, attrs, inputs, out):
+        return out[0] * out[1] * out[2] if attrs["bias"] else 0
+
+    def window(self, attrs, inputs):
+        k = tuple(d * (k - 1) + 1 for k, d in zip(attrs["k"], attrs["d"]))
+        return Window(k, attrs["s"], attrs["p"])
+
+    def kernel_args(self, attrs):
+        return {"stride": attrs["s"], "padding": attrs["p"], "dilation": attrs["d"],
+                "groups": attrs["groups"]}
+
+    def describe(self, attrs):
+        text = f"conv {kernel_label(attrs['k'])}"
+        if attrs["s"] != (1, 1):
+            text += f"/{fmt_pair(attrs['s'])}"
+        text += f", {attrs['out']}"
+        if attrs["d"] != (1, 1):
+            text += f" d{fmt_pair(attrs['d'])}"
+        if attrs["groups"] != 1:
+            text += f" g{attrs['groups']}"
+        return text
+
+
+def _dropped_rows(k, s, p, d, hw, ceil_mode=False):
+    """Warn where (H + 2P - F) / S is not an integer: the last rows/columns are never read."""
+    if ceil_mode:
+        return []
+    warnings = []
+    for axis, n, kk, ss, pp, dd in zip(("rows", "columns"), hw, k, s, p, d):
+        rest = (n + 2 * pp - dd * (kk - 1) - 1) % ss
+        if rest:
+            warnings.append(f"(H + 2P - F) / S is not an integer along {axis}: "
+                            f"the last {rest} padded {axis} of the {hw[0]}x{hw[1]} input "
+                            "are dropped")
+    return warnings
+
+
+OPS = [Conv()]

@@ -1,0 +1,33 @@
+"""Op `input`: a network input of a fixed per-sample shape."""
+from __future__ import annotations
+
+from netspec.ops.base import Arg, ArgError, Op
+
+
+class Input(Op):
+    name = "input"
+    family = "input"
+    doc = "A network input; its shape excludes the batch axis: [C, H, W] or [D]."
+    args = (Arg("shape", "int", doc="per-sample shape, e.g. [3, 224, 224]"),)
+    min_inputs = 0
+    max_inputs = 0
+
+    def normalize(self, attrs):
+        return attrs
+
+    def shape(self, attrs, inputs):
+        return tuple(attrs["shape"])
+
+    def describe(self, attrs):
+        return "input " + "x".join(str(d) for d in attrs["shape"])
+
+
+def check_input_shape(value) -> tuple[int, ...]:
+    if (isinstance(value, (list, tuple)) and 1 <= len(value) <= 3
+            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value)):
+        return tuple(value)
+    raise ArgError("an input shape must be a list of 1 to 3 positive integers, e.g. "
+                   "[3, 224, 224] (the batch axis is implicit)")
+
+
+OPS = [Input()]

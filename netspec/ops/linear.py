@@ -1,0 +1,43 @@
+"""Op `linear` (fully connected / affine): out = x W^T + b on the flattened input."""
+from __future__ import annotations
+
+import math
+
+from netspec.ops.base import Arg, Op, ParamSpec
+
+
+class Linear(Op):
+    name = "linear"
+    aliases = ("fc", "affine", "dense")
+    family = "linear"
+    doc = "Fully connected layer; a [C, H, W] input is flattened first (as CS231n's affine)."
+    args = (
+        Arg("out", "posint", doc="output features"),
+        Arg("bias", "bool", True, doc="learn a bias"),
+        Arg("init", "choice", "auto", doc="weight init; auto = he",
+            choices=("auto", "he", "xavier", "normal")),
+    )
+    kernel = "linear"
+
+    def shape(self, attrs, inputs):
+        return (attrs["out"],)
+
+    def params(self, attrs, inputs):
+        d_in = math.prod(inputs[0])
+        out = [ParamSpec("weight", (attrs["out"], d_in), "param",
+                         "he" if attrs["init"] == "auto" else attrs["init"], d_in, attrs["out"])]
+        if attrs["bias"]:
+            out.append(ParamSpec("bias", (attrs["out"],), "param", "zeros", d_in, attrs["out"]))
+        return out
+
+    def macs(self, attrs, inputs, out):
+        return math.prod(inputs[0]) * attrs["out"]
+
+    def extra_flops(self, attrs, inputs, out):
+        return attrs["out"] if attrs["bias"] else 0
+
+    def describe(self, attrs):
+        return f"linear {attrs['out']}"
+
+
+OPS = [Linear()]

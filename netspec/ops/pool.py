@@ -1,0 +1,96 @@
+"""Ops `maxpool`, `avgpool` and `global_avgpool` over [C, H, W] inputs."""
+from __future__ import annotations
+
+import math
+
+from netspec.ops.base import (Arg, Op, ShapeError, Window, fmt_pair, kernel_label,
+                              spatial_input, window_out)
+from netspec.ops.conv import _dropped_rows
+
+
+class _Pool(Op):
+    family = "pool"
+    spatial = True
+    args = (
+        Arg("k", "pair", doc="window size"),
+        Arg("s", "pair", None, doc="stride (default: the window size)"),
+        Arg("p", "pad", 0, doc="padding per side"),
+        Arg("ceil", "bool", False, doc="round the output size up (PyTorch ceil_mode)"),
+    )
+
+    def normalize(self, attrs):
+        if attrs["s"] is None:
+            attrs["s"] = attrs["k"]
+        if attrs["p"] == "same":
+            attrs["p"] = (attrs["k"][0] // 2, attrs["k"][1] // 2)
+        return attrs
+
+    def shape(self, attrs, inputs):
+        c, h, w = spatial_input(self, inputs)
+        if any(2 * p > k for p, k in zip(attrs["p"], attrs["k"])):
+            raise ShapeError("padding must be at most half the window size",
+                             f"with k={kernel_label(attrs['k'])} use p <= {attrs['k'][0] // 2}")
+        oh, ow = (window_out(n, k, s, p, 1, attrs["ceil"]) for n, k, s, p in
+                  zip((h, w), attrs["k"], attrs["s"], attrs["p"]))
+        if oh < 1 or ow < 1:
+            raise ShapeError(f"a {kernel_label(attrs['k'])} window does not fit the "
+                             f"{h}x{w} input")
+        return (c, oh, ow)
+
+    def shape_warnings(self, attrs, inputs):
+        return _dropped_rows(attrs["k"], attrs["s"], attrs["p"], (1, 1), inputs[0][1:],
+                             attrs["ceil"])
+
+    def window(self, attrs, inputs):
+        return Window(attrs["k"], attrs["s"], attrs["p"])
+
+    def extra_flops(self, attrs, inputs, out):
+        return math.prod(out) * attrs["k"][0] * attrs["k"][1]
+
+    def kernel_args(self, attrs):
+        return {"kernel": attrs["k"], "stride": attrs["s"], "padding": attrs["p"],
+                "ceil_mode": attrs["ceil"]}
+
+    def describe(self, attrs):
+        text = f"{self.name} {kernel_label(attrs['k'])}"
+        return text + (f"/{fmt_pair(attrs['s'])}" if attrs["s"] != (1, 1) else "")
+
+
+class MaxPool(_Pool):
+    name = "maxpool"
+    aliases = ("max_pool", "maxpool2d")
+    doc = "Max pooling; padding counts as -inf."
+    kernel = "maxpool2d"
+
+
+class AvgPool(_Pool):
+    name = "avgpool"
+    aliases = ("avg_pool", "avgpool2d")
+    doc = "Average pooling; zero padding is counted in the average (PyTorch's default)."
+    kernel = "avgpool2d"
+
+
+class GlobalAvgPool(Op):
+    name = "global_avgpool"
+    aliases = ("gap", "global_avg_pool")
+    family = "pool"
+    spatial = True
+    doc = "Average over all of H and W: [C, H, W] -> [C, 1, 1]."
+    kernel = "global_avgpool"
+
+    def shape(self, attrs, inputs):
+        c, _, _ = spatial_input(self, inputs)
+        return (c, 1, 1)
+
+    def window(self, attrs, inputs):
+        _, h, w = inputs[0]
+        return Window((h, w), (1, 1), (0, 0))
+
+    def extra_flops(self, attrs, inputs, out):
+        return math.prod(inputs[0])
+
+    def describe(self, attrs):
+        return "global avgpool"
+
+
+OPS = [MaxPool(), AvgPool(), GlobalAvgPool()]

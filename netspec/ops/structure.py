@@ -1,0 +1,98 @@
+"""Ops that route tensors: concat, add, flatten, identity, dropout."""
+from __future__ import annotations
+
+import math
+
+from netspec.ops.base import Arg, Op, ShapeError
+
+
+def _show(shape) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+class Concat(Op):
+    name = "concat"
+    aliases = ("cat",)
+    family = "merge"
+    doc = "Concatenate along channels: (a, b, c) -> concat."
+    min_inputs = 2
+    max_inputs = None
+    kernel = "concat"
+
+    def shape(self, attrs, inputs):
+        rest = {tuple(s[1:]) for s in inputs}
+        if len(rest) != 1 or len({len(s) for s in inputs}) != 1:
+            raise ShapeError("cannot concatenate tensors of shapes "
+                             + ", ".join(_show(s) for s in inputs)
+                             + " along channels: all other axes must agree",
+                             "give every branch the same stride and padding")
+        return (sum(s[0] for s in inputs),) + tuple(inputs[0][1:])
+
+    def describe(self, attrs):
+        return "concat"
+
+
+class Add(Op):
+    name = "add"
+    aliases = ("sum",)
+    family = "merge"
+    doc = "Elementwise sum (residual connections): y + x or (y, x) -> add."
+    min_inputs = 2
+    max_inputs = None
+    kernel = "add"
+
+    def shape(self, attrs, inputs):
+        if len(set(inputs)) != 1:
+            hint = None
+            a, b = inputs[0], next(s for s in inputs if s != inputs[0])
+            if len(a) == 3 and len(b) == 3:
+                ratio = max(a[1], b[1]) // max(1, min(a[1], b[1]))
+                stride = f", s={ratio}" if ratio > 1 else ""
+                hint = ("the shortcut needs a projection: "
+                        f"x -> conv({max(a[0], b[0])}, k=1{stride}) -> bn")
+            raise ShapeError("cannot add tensors of shape "
+                             + " and ".join(_show(s) for s in inputs), hint)
+        return inputs[0]
+
+    def extra_flops(self, attrs, inputs, out):
+        return (len(inputs) - 1) * math.prod(out)
+
+    def describe(self, attrs):
+        return "add"
+
+
+class Flatten(Op):
+    name = "flatten"
+    family = "reshape"
+    doc = "[C, H, W] -> [C*H*W]"
+    kernel = "flatten"
+
+    def shape(self, attrs, inputs):
+        return (math.prod(inputs[0]),)
+
+
+class Identity(Op):
+    name = "identity"
+    family = "reshape"
+    doc = "Passes its input through."
+    kernel = "identity"
+
+
+class Dropout(Op):
+    name = "dropout"
+    family = "regularization"
+    doc = ("Inverted dropout: at train time zero each unit with probability p and scale the "
+           "rest by 1/(1-p); identity at test time. p is the DROP probability (PyTorch's).")
+    args = (Arg("p", "prob", 0.5, doc="probability of dropping a unit"),)
+    kernel = "dropout"
+    uses_train = True
+    uses_rng = True
+
+    def kernel_args(self, attrs):
+        return {"p": attrs["p"]}
+
+    def describe(self, attrs):
+        return f"dropout {attrs['p']:g}"
+
+
+OPS = [Concat(), Add(), Flatten(), Identity(), Dropout()]
