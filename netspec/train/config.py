@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable, ClassVar
 
 from netspec.train.data import FORMATS
@@ -49,9 +49,11 @@ def number(low: float | None = None, high: float | None = None, *, low_open: boo
             ok = v < high if high_open else v <= high
         if not ok:
             what = "an integer" if integer else "a number"
-            bounds = f"{'(' if low_open else '['}{low if low is not None else '-inf'}, " \
-                     f"{high if high is not None else 'inf'}{')' if high_open else ']'}"
-            raise ConfigError(key, f"must be {what} in {bounds}, got {v!r}")
+            if low is not None and high is not None:
+                what += f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+            elif low is not None:
+                what += f" {'>' if low_open else '>='} {low}"
+            raise ConfigError(key, f"must be {what}, got {v!r}")
         return int(v) if integer else float(v)
     return check
 
@@ -128,6 +130,8 @@ class Section:
 
     @classmethod
     def from_value(cls, key: str, value: Any) -> "Section":
+        if isinstance(value, Section):
+            value = value.to_dict()
         if isinstance(value, str):
             value = {"type": value}
         if not isinstance(value, dict) or "type" not in value:
@@ -185,44 +189,34 @@ class OptimizerConfig(Section):
     decay_rate: float = setting(0.99, fraction, "RMSProp cache decay")
     weight_decay: float = setting(1e-2, non_negative, "AdamW decoupled weight decay")
 
-    def to_dict(self) -> dict:
-        d = super().to_dict()
-        if self.type == "sgd":  # momentum/nesterov only when the spec used them
-            d = {k: v for k, v in d.items() if k in ("type", "lr")}
-        return d
+    @classmethod
+    def from_value(cls, key, value):
+        if isinstance(value, dict) and value.get("type") == "sgd" and "momentum" not in value:
+            value = {**value, "momentum": 0.0}  # plain sgd is vanilla unless momentum is given
+        return super().from_value(key, value)
+
+    def validated(self, key):
+        if self.type == "sgd" and self.nesterov and not self.momentum:
+            raise ConfigError(f"{key}.nesterov", "Nesterov momentum needs momentum > 0",
+                              "e.g. optimizer: sgd(lr=0.01, momentum=0.9, nesterov=true)")
+        return self
 
     def build(self):
-        """The optimizer object; "sgd" with momentum or nesterov becomes that optimizer."""
+        """The optimizer object; "sgd" with momentum (and nesterov) becomes that optimizer."""
         from netspec.train import optim
 
         kind = self.type
-        if kind == "sgd" and self.nesterov:
-            kind = "nesterov"
-        elif kind == "sgd" and self.sgd_momentum:
-            kind = "momentum"
+        if kind == "sgd" and self.momentum:
+            kind = "nesterov" if self.nesterov else "momentum"
         hyper = {
             "sgd": {}, "momentum": {"mu": self.momentum}, "nesterov": {"mu": self.momentum},
-            "adagrad": {"eps": self.eps}, "rmsprop": {"decay_rate": self.decay_rate,
-                                                      "eps": self.eps},
+            "adagrad": {"eps": self.eps},
+            "rmsprop": {"decay_rate": self.decay_rate, "eps": self.eps},
             "adam": {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps},
             "adamw": {"beta1": self.beta1, "beta2": self.beta2, "eps": self.eps,
                       "weight_decay": self.weight_decay},
         }[kind]
         return optim.make_optimizer(kind, lr=self.lr, **hyper)
-
-    sgd_momentum: float = field(default=0.0, repr=False, metadata={"internal": True})
-
-    @classmethod
-    def from_value(cls, key, value):
-        section = super().from_value(key, value)
-        if section.type == "sgd" and isinstance(value, dict) and "momentum" in value:
-            section.sgd_momentum = section.momentum
-        return section
-
-    def validated(self, key):
-        if self.type == "sgd" and self.nesterov and "momentum" not in ():
-            pass
-        return self
 
 
 @dataclass
@@ -432,8 +426,3 @@ def field_docs() -> dict[str, str]:
                 docs[f"{name}.{f.name}"] = f.metadata["doc"]
     return docs
 
-
-__all__ = [
-    "AugmentConfig", "ConfigError", "DataConfig", "LossConfig", "OptimizerConfig",
-    "ScheduleConfig", "TrainConfig", "apply_overrides", "MISSING", "replace",
-]
