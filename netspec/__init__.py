@@ -35,7 +35,7 @@ def load(path: str, network: str | None = None,
 def __getattr__(name: str):
     # Later stages load on first use so `netspec check` stays fast and light.
     if name == "analyze":
-        from netspec.analyze import analyze
+        from netspec.analysis import analyze
         return analyze
     if name == "draw":
         from netspec.render import draw
