@@ -1,0 +1,254 @@
+"""Runtime kernels against PyTorch CPU (float64): forward outputs, input and weight gradients."""
+
+import zlib
+
+import numpy as np
+import pytest
+
+from _gradcheck import KERNEL_CASES, grads_by_input, kernel_pair
+from netspec import runtime
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+
+def _pool_args(kw):
+    return {
+        "kernel_size": kw["kernel"],
+        "stride": kw["stride"],
+        "padding": kw.get("padding", 0),
+        "ceil_mode": kw.get("ceil_mode", False),
+    }
+
+
+def _layernorm(t, kw):
+    x = t["x"]
+    if x.ndim == 2:
+        return F.layer_norm(x, x.shape[1:], t["gamma"], t["beta"], kw.get("eps", 1e-5))
+    return F.group_norm(x, 1, t["gamma"], t["beta"], kw.get("eps", 1e-5))
+
+
+def _maxout(t, kw):
+    x = t["x"]
+    pieces = kw.get("pieces", 2)
+    return x.unflatten(1, (x.shape[1] // pieces, pieces)).max(dim=2).values
+
+
+# op -> (tensors by input name, forward kwargs incl. fresh state as tensors) -> torch output
+TORCH_OPS = {
+    "linear": lambda t, kw: F.linear(t["x"].flatten(1), t["w"], t["b"]),
+    "conv2d": lambda t, kw: F.conv2d(t["x"], t["w"], t["b"], **kw),
+    "maxpool2d": lambda t, kw: F.max_pool2d(t["x"], **_pool_args(kw)),
+    "avgpool2d": lambda t, kw: F.avg_pool2d(t["x"], **_pool_args(kw)),
+    "global_avgpool": lambda t, kw: F.adaptive_avg_pool2d(t["x"], 1),
+    "flatten": lambda t, kw: torch.flatten(t["x"], 1),
+    "identity": lambda t, kw: t["x"] * 1,
+    "concat": lambda t, kw: torch.cat(t["xs"], dim=1),
+    "add": lambda t, kw: torch.stack(t["xs"]).sum(0),
+    "relu": lambda t, kw: F.relu(t["x"]),
+    "leaky_relu": lambda t, kw: F.leaky_relu(t["x"], kw.get("slope", 0.01)),
+    "elu": lambda t, kw: F.elu(t["x"], kw.get("alpha", 1.0)),
+    "sigmoid": lambda t, kw: torch.sigmoid(t["x"]),
+    "tanh": lambda t, kw: torch.tanh(t["x"]),
+    "softmax": lambda t, kw: F.softmax(t["x"], dim=1),
+    "maxout": _maxout,
+    "batchnorm": lambda t, kw: F.batch_norm(
+        t["x"], kw["running_mean"], kw["running_var"], t["gamma"], t["beta"],
+        training=kw["train"], momentum=kw.get("momentum", 0.1), eps=kw.get("eps", 1e-5),
+    ),
+    "layernorm": _layernorm,
+    "instancenorm": lambda t, kw: F.instance_norm(
+        t["x"], weight=t["gamma"], bias=t["beta"], eps=kw.get("eps", 1e-5)
+    ),
+    "groupnorm": lambda t, kw: F.group_norm(
+        t["x"], kw["groups"], t["gamma"], t["beta"], kw.get("eps", 1e-5)
+    ),
+}
+# Random ops are compared by their statistics instead (the dropout tests below).
+NO_TORCH_EQUIVALENT = {"dropout"}
+
+TORCH_CASES = [case for case in KERNEL_CASES if case["op"] in TORCH_OPS]
+
+
+def to_torch(value, requires_grad=True):
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [to_torch(v, requires_grad) for v in value]
+    return torch.tensor(value, requires_grad=requires_grad)
+
+
+def torch_grads(value):
+    if value is None:
+        return None
+    if isinstance(value, list):
+        return [v.grad.numpy() for v in value]
+    return value.grad.numpy()
+
+
+def assert_close(actual, expected, what):
+    np.testing.assert_allclose(actual, expected, rtol=1e-9, atol=1e-11, err_msg=what)
+
+
+def test_every_kernel_is_compared_with_torch_or_exempt():
+    assert {case["op"] for case in KERNEL_CASES} <= TORCH_OPS.keys() | NO_TORCH_EQUIVALENT
+
+
+@pytest.mark.parametrize("case", TORCH_CASES, ids=lambda c: c["id"])
+def test_kernel_matches_torch(case):
+    rng = np.random.default_rng(zlib.crc32(case["id"].encode()))
+    inputs = case["make"](rng)
+    state = case.get("fresh", dict)()
+    kwargs = dict(case.get("kwargs", {}))
+    forward, backward = kernel_pair(case)
+    out, cache = forward(*inputs.values(), **kwargs, **state)
+
+    tensors = {name: to_torch(v) for name, v in inputs.items()}
+    torch_state = {name: to_torch(v, requires_grad=False) for name, v in case.get("fresh", dict)().items()}
+    expected = TORCH_OPS[case["op"]](tensors, dict(kwargs, **torch_state))
+    assert_close(out, expected.detach().numpy(), "forward")
+
+    dout = rng.standard_normal(out.shape)
+    expected.backward(torch.tensor(dout))
+    grads = grads_by_input(case, inputs, backward(dout, cache))
+    for name, tensor in tensors.items():
+        if tensor is None:
+            continue
+        actual, wanted = grads[name], torch_grads(tensor)
+        if isinstance(actual, list):
+            for i, (a, w) in enumerate(zip(actual, wanted)):
+                assert_close(a, w, f"d{name}[{i}]")
+        else:
+            assert_close(actual, wanted, f"d{name}")
+
+    for name, value in state.items():  # running statistics updated exactly as torch does
+        assert_close(value, torch_state[name].numpy(), name)
+
+
+def test_batchnorm_train_then_eval_matches_torch_module():
+    # Several training steps move the running statistics; eval then uses them, as torch does.
+    rng = np.random.default_rng(3)
+    bn = torch.nn.BatchNorm2d(4, momentum=0.3, dtype=torch.float64)
+    gamma, beta = rng.uniform(0.5, 1.5, 4), rng.standard_normal(4)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor(gamma))
+        bn.bias.copy_(torch.tensor(beta))
+    mean, var = np.zeros(4), np.ones(4)
+    for step in range(3):
+        x = rng.standard_normal((5, 4, 3, 3)) * (step + 1) + step
+        out, _ = runtime.batchnorm_forward(x, gamma, beta, mean, var, True, momentum=0.3)
+        assert_close(out, bn.train()(torch.tensor(x)).detach().numpy(), f"train step {step}")
+    assert_close(mean, bn.running_mean.numpy(), "running_mean")
+    assert_close(var, bn.running_var.numpy(), "running_var")
+    x = rng.standard_normal((2, 4, 3, 3))
+    out, _ = runtime.batchnorm_forward(x, gamma, beta, mean, var, False)
+    assert_close(out, bn.eval()(torch.tensor(x)).detach().numpy(), "eval")
+
+
+def test_conv2d_float32_matches_torch_at_a_realistic_size():
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((4, 16, 20, 18), dtype=np.float32)
+    w = (rng.standard_normal((32, 16, 3, 3)) / 12).astype(np.float32)
+    b = rng.standard_normal(32).astype(np.float32)
+    out, cache = runtime.conv2d_forward(x, w, b, padding=(1, 1))
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    dx, dw, db = runtime.conv2d_backward(dout, cache)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    expected = F.conv2d(xt, wt, bt, padding=1)
+    expected.backward(torch.tensor(dout))
+    for name, a, e in [("out", out, expected), ("dx", dx, xt.grad), ("dw", dw, wt.grad),
+                       ("db", db, bt.grad)]:
+        assert a.dtype == np.float32, name
+        np.testing.assert_allclose(a, e.detach().numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+# ----------------------------------------------------------------------------------------------
+# Dropout: random, so compare statistics and scaling (PyTorch uses p = drop probability too).
+
+
+@pytest.mark.parametrize("p", [0.2, 0.5])
+def test_dropout_drops_a_fraction_p_and_scales_survivors_like_torch(p):
+    x = np.ones((200, 1000), dtype=np.float32)
+    out, mask = runtime.dropout_forward(x, p, True, np.random.default_rng(0))
+    dropped = np.mean(out == 0)
+    sigma = np.sqrt(p * (1 - p) / x.size)
+    assert abs(dropped - p) < 5 * sigma
+    torch_out = F.dropout(torch.ones(100, 100), p=p, training=True).numpy()
+    assert np.unique(out[out != 0]) == pytest.approx(np.unique(torch_out[torch_out != 0]))
+    assert out.mean() == pytest.approx(1.0, abs=5 * sigma / (1 - p))
+
+
+def test_dropout_backward_uses_the_forward_mask():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((50, 40))
+    out, cache = runtime.dropout_forward(x, 0.4, True, rng)
+    dout = rng.standard_normal(x.shape)
+    dx = runtime.dropout_backward(dout, cache)
+    np.testing.assert_array_equal(dx == 0, out == 0)
+    np.testing.assert_allclose(dx[out != 0], dout[out != 0] / 0.6)
+
+
+def test_dropout_at_eval_matches_torch_identity():
+    x = np.random.default_rng(2).standard_normal((4, 5))
+    out, _ = runtime.dropout_forward(x, 0.5, False, np.random.default_rng(0))
+    np.testing.assert_array_equal(out, F.dropout(torch.tensor(x), 0.5, training=False).numpy())
+
+
+# ----------------------------------------------------------------------------------------------
+# Losses and penalties
+
+
+def _scores_labels(seed, n=8, c=6):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, c)) * 2, rng.integers(0, c, n)
+
+
+def test_softmax_loss_matches_cross_entropy():
+    scores, y = _scores_labels(0)
+    loss, dscores = runtime.softmax_loss(scores, y)
+    st = torch.tensor(scores, requires_grad=True)
+    expected = F.cross_entropy(st, torch.tensor(y))
+    expected.backward()
+    assert loss == pytest.approx(expected.item(), rel=1e-12)
+    assert_close(dscores, st.grad.numpy(), "dscores")
+
+
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("delta", [1.0, 0.5])
+def test_svm_loss_is_c_times_multi_margin_loss(squared, delta):
+    # torch.nn.functional.multi_margin_loss divides each sample's hinge sum by the number of
+    # classes C; the CS231n SVM loss does not, so ours = C * torch's (loss and gradient).
+    scores, y = _scores_labels(1)
+    c = scores.shape[1]
+    loss, dscores = runtime.svm_loss(scores, y, delta=delta, squared=squared)
+    st = torch.tensor(scores, requires_grad=True)
+    expected = F.multi_margin_loss(st, torch.tensor(y), p=2 if squared else 1, margin=delta)
+    (c * expected).backward()
+    assert loss == pytest.approx(c * expected.item(), rel=1e-12)
+    assert_close(dscores, st.grad.numpy(), "dscores")
+
+
+def test_l2_penalty_gradient_equals_torch_weight_decay():
+    # One SGD step with weight_decay=lam and no loss gradient: w <- w - lr * lam * w.
+    w = np.random.default_rng(5).standard_normal((4, 3))
+    lam, lr = 0.3, 0.1
+    value, dw = runtime.l2_penalty(w, lam)
+    wt = torch.nn.Parameter(torch.tensor(w))
+    wt.grad = torch.zeros_like(wt)
+    torch.optim.SGD([wt], lr=lr, weight_decay=lam).step()
+    assert_close(w - lr * dw, wt.detach().numpy(), "w after one step")
+    assert value == pytest.approx(0.5 * lam * np.sum(w * w))
+
+
+@pytest.mark.parametrize("l1, l2", [(0.3, 0.0), (0.2, 0.7)])
+def test_elastic_and_l1_penalties_match_torch_autograd(l1, l2):
+    w = np.random.default_rng(6).standard_normal((5, 4))
+    value, dw = runtime.elastic_penalty(w, l1, l2)
+    wt = torch.tensor(w, requires_grad=True)
+    expected = l1 * wt.abs().sum() + 0.5 * l2 * (wt * wt).sum()
+    expected.backward()
+    assert value == pytest.approx(expected.item(), rel=1e-12)
+    assert_close(dw, wt.grad.numpy(), "dw")
+    if l2 == 0.0:
+        value1, dw1 = runtime.l1_penalty(w, l1)
+        assert value1 == pytest.approx(value) and np.allclose(dw1, dw)
