@@ -271,9 +271,17 @@ KERNEL_CASES = [
         "kwargs": {"slope": 0.2},
     },
     {"id": "elu-alpha1.5", "op": "elu", "make": x_only((3, 5), off_zero), "kwargs": {"alpha": 1.5}},
-    {"id": "sigmoid", "op": "sigmoid", "make": x_only((3, 2, 2, 3), lambda r, *s: normal(r, *s, scale=3))},
+    {
+        "id": "sigmoid",
+        "op": "sigmoid",
+        "make": x_only((3, 2, 2, 3), lambda r, *s: normal(r, *s, scale=3)),
+    },
     {"id": "tanh", "op": "tanh", "make": x_only((3, 2, 2, 3))},
-    {"id": "softmax-2d", "op": "softmax", "make": x_only((3, 5), lambda r, *s: normal(r, *s, scale=3))},
+    {
+        "id": "softmax-2d",
+        "op": "softmax",
+        "make": x_only((3, 5), lambda r, *s: normal(r, *s, scale=3)),
+    },
     {"id": "softmax-4d-over-channels", "op": "softmax", "make": x_only((2, 4, 2, 3))},
     {"id": "maxout-4d-pieces2", "op": "maxout", "make": x_only((2, 6, 2, 3), distinct)},
     {
@@ -348,8 +356,16 @@ def labels(rng: np.random.Generator, n: int, c: int) -> np.ndarray:
 
 # Losses and penalties: f(input, *args) -> (value, grad wrt input).
 LOSS_CASES = [
-    {"id": "softmax_loss", "fn": "softmax_loss", "make": lambda rng: (normal(rng, 6, 5), labels(rng, 6, 5))},
-    {"id": "svm_loss", "fn": "svm_loss", "make": lambda rng: (distinct(rng, 6, 5) * 2.9, labels(rng, 6, 5))},
+    {
+        "id": "softmax_loss",
+        "fn": "softmax_loss",
+        "make": lambda rng: (normal(rng, 6, 5), labels(rng, 6, 5)),
+    },
+    {
+        "id": "svm_loss",
+        "fn": "svm_loss",
+        "make": lambda rng: (distinct(rng, 6, 5) * 2.9, labels(rng, 6, 5)),
+    },
     {
         "id": "svm_loss-squared-delta0.5",
         "fn": "svm_loss",

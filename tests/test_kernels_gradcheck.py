@@ -6,7 +6,6 @@ import zlib
 
 import numpy as np
 import pytest
-
 from _gradcheck import (
     KERNEL_CASES,
     LOSS_CASES,
@@ -18,6 +17,7 @@ from _gradcheck import (
     rel_error,
     run_forward,
 )
+
 from netspec import runtime
 
 GRAD_TOL = 1e-8  # measured: 1e-12 .. 5e-11 in float64
@@ -53,10 +53,10 @@ def test_backward_matches_numerical_gradient(case):
 
     for label, array, analytic in differentiable_arrays(inputs, grads):
         assert analytic.shape == array.shape, label
-        numeric = eval_numerical_gradient_array(
-            lambda _: run_forward(case, inputs)[0], array, dout
+        numeric = eval_numerical_gradient_array(lambda _: run_forward(case, inputs)[0], array, dout)
+        assert rel_error(analytic, numeric) < GRAD_TOL, (
+            f"d{label}: {rel_error(analytic, numeric):.2e}"
         )
-        assert rel_error(analytic, numeric) < GRAD_TOL, f"d{label}: {rel_error(analytic, numeric):.2e}"
 
 
 @pytest.mark.parametrize("case", KERNEL_CASES, ids=lambda c: c["id"])

@@ -4,8 +4,8 @@ import zlib
 
 import numpy as np
 import pytest
-
 from _gradcheck import KERNEL_CASES, grads_by_input, kernel_pair
+
 from netspec import runtime
 
 torch = pytest.importorskip("torch")
@@ -53,8 +53,14 @@ TORCH_OPS = {
     "softmax": lambda t, kw: F.softmax(t["x"], dim=1),
     "maxout": _maxout,
     "batchnorm": lambda t, kw: F.batch_norm(
-        t["x"], kw["running_mean"], kw["running_var"], t["gamma"], t["beta"],
-        training=kw["train"], momentum=kw.get("momentum", 0.1), eps=kw.get("eps", 1e-5),
+        t["x"],
+        kw["running_mean"],
+        kw["running_var"],
+        t["gamma"],
+        t["beta"],
+        training=kw["train"],
+        momentum=kw.get("momentum", 0.1),
+        eps=kw.get("eps", 1e-5),
     ),
     "layernorm": _layernorm,
     "instancenorm": lambda t, kw: F.instance_norm(
@@ -104,7 +110,9 @@ def test_kernel_matches_torch(case):
     out, cache = forward(*inputs.values(), **kwargs, **state)
 
     tensors = {name: to_torch(v) for name, v in inputs.items()}
-    torch_state = {name: to_torch(v, requires_grad=False) for name, v in case.get("fresh", dict)().items()}
+    torch_state = {
+        name: to_torch(v, requires_grad=False) for name, v in case.get("fresh", dict)().items()
+    }
     expected = TORCH_OPS[case["op"]](tensors, dict(kwargs, **torch_state))
     assert_close(out, expected.detach().numpy(), "forward")
 
@@ -156,8 +164,12 @@ def test_conv2d_float32_matches_torch_at_a_realistic_size():
     xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
     expected = F.conv2d(xt, wt, bt, padding=1)
     expected.backward(torch.tensor(dout))
-    for name, a, e in [("out", out, expected), ("dx", dx, xt.grad), ("dw", dw, wt.grad),
-                       ("db", db, bt.grad)]:
+    for name, a, e in [
+        ("out", out, expected),
+        ("dx", dx, xt.grad),
+        ("dw", dw, wt.grad),
+        ("db", db, bt.grad),
+    ]:
         assert a.dtype == np.float32, name
         np.testing.assert_allclose(a, e.detach().numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
 
@@ -169,7 +181,7 @@ def test_conv2d_float32_matches_torch_at_a_realistic_size():
 @pytest.mark.parametrize("p", [0.2, 0.5])
 def test_dropout_drops_a_fraction_p_and_scales_survivors_like_torch(p):
     x = np.ones((200, 1000), dtype=np.float32)
-    out, mask = runtime.dropout_forward(x, p, True, np.random.default_rng(0))
+    out, _ = runtime.dropout_forward(x, p, True, np.random.default_rng(0))
     dropped = np.mean(out == 0)
     sigma = np.sqrt(p * (1 - p) / x.size)
     assert abs(dropped - p) < 5 * sigma

@@ -114,7 +114,9 @@ def conv2d_backward(dout: np.ndarray, cache):
     if stride == (1, 1) and min(full_pad) >= 0:
         # (C_out, C_in/G, KH, KW) -> (C_in, C_out/G, KH, KW), flipped in both spatial axes.
         w_t = w.reshape(groups, c_out // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
-        w_t = np.ascontiguousarray(w_t[..., ::-1, ::-1]).reshape(groups * cg, c_out // groups, kh, kw)
+        w_t = np.ascontiguousarray(w_t[..., ::-1, ::-1]).reshape(
+            groups * cg, c_out // groups, kh, kw
+        )
         dx, _ = _conv_gemm(dout, w_t, (1, 1), full_pad, dilation, groups)
     else:
         w_g = w.reshape(groups, c_out // groups, k).transpose(0, 2, 1)
