@@ -1,0 +1,193 @@
+"""Training stage: checkpoints as .npz archives, written atomically, never pickled.
+
+Layout of a checkpoint (format_version 1):
+
+    format_version   int
+    config           JSON string: the TrainConfig in its lowered form
+    state            JSON string: epoch, iteration, best_metric, model_rng, loader, history, ...
+    param/<name>     model.params          buffer/<name>   model.buffers
+    optim/<key>      optimizer.state_dict()  extra/<name>  anything else (data statistics, ...)
+
+Writing goes to a temporary file in the same directory, flushed and fsync'ed, then
+``os.replace``d over the target, so a crash at any point leaves either the old or the new
+checkpoint, never a half-written one. Reading uses ``allow_pickle=False``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+FORMAT_VERSION = 1
+SECTIONS = ("param", "buffer", "optim", "extra")
+
+
+class CheckpointError(Exception):
+    """A checkpoint is missing, corrupt, truncated or of an unknown format; names the file."""
+
+    def __init__(self, path: str | Path, message: str):
+        self.path, self.message = str(path), message
+        super().__init__(f"{path}: {message}")
+
+
+@dataclass
+class Checkpoint:
+    params: dict[str, np.ndarray]
+    buffers: dict[str, np.ndarray] = field(default_factory=dict)
+    optimizer: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, np.ndarray] = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    state: dict = field(default_factory=dict)  # JSON-able: epoch, iteration, rng states, ...
+
+    @property
+    def epoch(self) -> int:
+        return int(self.state.get("epoch", 0))
+
+    @property
+    def iteration(self) -> int:
+        return int(self.state.get("iteration", 0))
+
+    @property
+    def best_metric(self) -> float | None:
+        return self.state.get("best_metric")
+
+    def model_state(self) -> dict[str, np.ndarray]:
+        """params + buffers, the shape of ``model.state_dict()``."""
+        return {**self.params, **self.buffers}
+
+
+# ---------------------------------------------------------------- writing
+
+def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> None:
+    arrays: dict[str, np.ndarray] = {
+        "format_version": np.asarray(FORMAT_VERSION),
+        "config": np.asarray(json.dumps(ckpt.config, sort_keys=True)),
+        "state": np.asarray(json.dumps(ckpt.state, sort_keys=True)),
+    }
+    for section, values in zip(SECTIONS, (ckpt.params, ckpt.buffers, ckpt.optimizer, ckpt.extra)):
+        arrays.update({f"{section}/{k}": np.asarray(v) for k, v in values.items()})
+    atomic_savez(path, arrays)
+
+
+def atomic_savez(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """np.savez to a temp file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, allow_pickle=False, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable (POSIX); a no-op where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# ---------------------------------------------------------------- reading
+
+def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
+    """Every array of an .npz file, read eagerly so a truncated member fails here."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(path, "no such checkpoint file")
+    try:
+        archive = np.load(path, allow_pickle=False)
+        if not isinstance(archive, np.lib.npyio.NpzFile):
+            raise CheckpointError(path, "not an .npz archive")
+        with archive:
+            return {k: archive[k] for k in archive.files}
+    except CheckpointError:
+        raise
+    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise CheckpointError(path, f"corrupt or truncated checkpoint ({type(e).__name__}: {e})"
+                              ) from None
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    arrays = read_arrays(path)
+    if "format_version" not in arrays:
+        raise CheckpointError(path, "not a netspec checkpoint (no format_version)")
+    version = int(arrays["format_version"])
+    if version != FORMAT_VERSION:
+        raise CheckpointError(path, f"checkpoint format {version}, this netspec reads "
+                                    f"{FORMAT_VERSION}")
+    sections: dict[str, dict] = {s: {} for s in SECTIONS}
+    for key, value in arrays.items():
+        head, _, name = key.partition("/")
+        if head in sections and name:
+            sections[head][name] = value
+    try:
+        config, state = json.loads(str(arrays["config"])), json.loads(str(arrays["state"]))
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(path, f"bad config/state record ({e})") from None
+    return Checkpoint(sections["param"], sections["buffer"], sections["optim"], sections["extra"],
+                      config, state)
+
+
+# ---------------------------------------------------------------- transfer learning
+
+@dataclass
+class TransferReport:
+    """What ``init_from`` did: names loaded, and those skipped with the reason."""
+
+    path: str
+    loaded: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # name, ckpt, model
+    missing: list[str] = field(default_factory=list)      # in the model, not in the checkpoint
+    unexpected: list[str] = field(default_factory=list)   # in the checkpoint, not in the model
+
+    @property
+    def skipped(self) -> list[str]:
+        return self.missing + self.unexpected
+
+    def summary(self) -> str:
+        lines = [f"init from {self.path}: loaded {len(self.loaded)}, "
+                 f"mismatched {len(self.mismatched)}, skipped {len(self.skipped)}"]
+        lines += [f"  mismatched {n}: checkpoint {list(a)} vs model {list(b)}"
+                  for n, a, b in self.mismatched]
+        lines += [f"  not in checkpoint: {n}" for n in self.missing]
+        lines += [f"  not in model: {n}" for n in self.unexpected]
+        return "\n".join(lines)
+
+
+def load_matching(model, path: str | Path) -> TransferReport:
+    """Load every tensor whose name and shape match the model's (``--init-from``)."""
+    source = load_checkpoint(path).model_state()
+    target = model.state_dict()
+    report = TransferReport(str(path))
+    matching = {}
+    for name, value in source.items():
+        if name not in target:
+            report.unexpected.append(name)
+        elif value.shape != target[name].shape:
+            report.mismatched.append((name, value.shape, target[name].shape))
+        else:
+            matching[name] = value
+            report.loaded.append(name)
+    report.missing = [n for n in target if n not in source]
+    model.load_state_dict(matching, strict=False)
+    return report
