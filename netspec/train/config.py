@@ -397,6 +397,8 @@ def set_path(d: dict, path: str, value: Any) -> None:
         return
     if head in SECTIONS:
         section = SECTIONS[head]
+        if not isinstance(d[head], dict):  # set earlier as a name or path
+            d[head] = section.from_value(head, d[head]).to_dict()
         if rest == "type":
             kept = {k: v for k, v in d[head].items() if k in section.TYPES.get(value, ())}
             d[head] = {**kept, "type": value}

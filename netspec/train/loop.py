@@ -1,0 +1,501 @@
+"""Training stage: the mini-batch loop with validation, checkpoints, exact resume and plots.
+
+``train(model, cfg, data, out_dir)`` works on any object with the compiled-model interface
+(params, buffers, grads, frozen, rng, forward, backward, init, state_dict, load_state_dict;
+reinit only when cfg.reinit is used). One iteration:
+
+    x, y   = augment(x_train[batch]), y_train[batch]      batch from a seeded permutation
+    loss   = data_loss(forward(x)) + penalty(weights)    backward fills grads, penalty adds
+    lr     = schedule(t);  optimizer.step(unfrozen);  max-norm projection
+
+Everything that decides the next iteration (params, buffers, optimizer state, the model's
+dropout rng, the shuffle and augmentation rngs, the epoch's permutation and position, the
+running sums) goes into ``last.npz``, so ``resume=True`` continues bit for bit.
+"""
+from __future__ import annotations
+
+import functools
+import math
+import signal
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from fnmatch import fnmatchcase
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from netspec.train.checkpoint import (
+    Checkpoint, TransferReport, load_checkpoint, load_matching, save_checkpoint,
+)
+from netspec.train.config import ConfigError, LossConfig, TrainConfig, did_you_mean
+from netspec.train.metrics import EpochRecord, accuracy, write_metrics
+from netspec.train.progress import ProgressBar
+from netspec.train.regularize import Regularization, regularized_names
+
+LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
+
+
+class TrainError(Exception):
+    """Training cannot go on; the message says why and what to change."""
+
+
+class DivergedError(TrainError):
+    """The loss or a gradient became NaN/Inf; nothing was saved for the bad iteration."""
+
+    def __init__(self, message: str, iteration: int, epoch: int):
+        super().__init__(message)
+        self.iteration, self.epoch = iteration, epoch
+
+
+@dataclass
+class History:
+    records: list[EpochRecord]
+    status: str                      # "completed" or "interrupted"
+    out_dir: Path
+    best_epoch: int | None = None
+    best_metric: float | None = None
+    transfer: TransferReport | None = None
+
+    @property
+    def last(self) -> EpochRecord | None:
+        return self.records[-1] if self.records else None
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.out_dir / "last.npz"
+
+    @property
+    def best_checkpoint(self) -> Path:
+        return self.out_dir / "best.npz"
+
+
+# ---------------------------------------------------------------- the fixed parts of a run
+
+LOSSES: dict[str, Callable[[LossConfig], LossFn]] = {
+    "softmax": lambda c: _losses().softmax_loss,
+    "svm": lambda c: functools.partial(_losses().svm_loss, delta=c.delta, squared=c.squared),
+}
+
+
+def _losses():
+    from netspec.runtime import losses
+
+    return losses
+
+
+def loss_function(loss: str | LossConfig | LossFn) -> LossFn:
+    """A (scores, y) -> (loss, dscores) function from a name, a LossConfig or itself."""
+    if callable(loss):
+        return loss
+    if isinstance(loss, str):
+        loss = LossConfig(type=loss)
+    return LOSSES[loss.type](loss)
+
+
+def resolve_frozen(names: list[str], patterns: list[str]) -> set[str]:
+    """Parameter names matching a layer name ("conv1" -> conv1.*) or a glob ("layer1.*")."""
+    frozen: set[str] = set()
+    for pattern in patterns:
+        matched = {n for n in names if fnmatchcase(n, pattern) or fnmatchcase(n, pattern + ".*")}
+        if not matched:
+            layers = sorted({n.rsplit(".", 1)[0] for n in names})
+            raise ConfigError("freeze", f"'{pattern}' matches no parameter",
+                              did_you_mean(pattern, layers))
+        frozen |= matched
+    return frozen
+
+
+@dataclass
+class Run:
+    """What stays fixed for the whole run."""
+
+    model: Any
+    cfg: TrainConfig
+    data: Any
+    out: Path
+    loss_fn: LossFn
+    optimizer: Any
+    schedule: Any
+    reg: Regularization
+    reg_names: list[str]
+    frozen: set[str]
+    augment: Any
+    iters_per_epoch: int
+    log: Callable[[str], None]
+    progress: bool | str
+
+
+@dataclass
+class LoopState:
+    """What changes from one iteration to the next (and is checkpointed)."""
+
+    shuffle_rng: np.random.Generator
+    augment_rng: np.random.Generator
+    epoch: int = 0               # the epoch in progress (0-based)
+    iteration: int = 0           # iterations done in total
+    batch_index: int = 0         # iterations done in this epoch
+    order: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    sums: dict = field(default_factory=lambda: {"loss": 0.0, "reg": 0.0, "correct": 0, "seen": 0,
+                                                "seconds": 0.0})
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    records: list[EpochRecord] = field(default_factory=list)
+    lr: float = 0.0
+
+
+def make_run(model, cfg: TrainConfig, data, out: Path, progress) -> Run:
+    n = len(data.y_train)
+    if n == 0:
+        raise TrainError("the training split is empty")
+    reg = Regularization(cfg.l1, cfg.l2, cfg.max_norm, cfg.regularize)
+    optimizer = cfg.optimizer.build()
+    iters = math.ceil(n / cfg.batch)
+    return Run(model=model, cfg=cfg, data=data, out=out, loss_fn=loss_function(cfg.loss),
+               optimizer=optimizer, schedule=cfg.schedule.build(cfg.optimizer.lr, cfg.epochs, iters),
+               reg=reg, reg_names=[], frozen=set(), augment=cfg.augment.build(),
+               iters_per_epoch=iters, log=logger(progress), progress=progress)
+
+
+def logger(progress) -> Callable[[str], None]:
+    if not progress:
+        return lambda message: None
+    return lambda message: print(message, file=sys.stderr, flush=True)
+
+
+def attach_model(run: Run) -> None:
+    """Frozen set and regularized names, once the model's parameters have their final shapes."""
+    model, cfg = run.model, run.cfg
+    names = list(model.params)
+    run.frozen = set(getattr(model, "frozen", ())) | resolve_frozen(names, cfg.freeze)
+    model.frozen = set(run.frozen)
+    run.reg_names = regularized_names(model.params, cfg.regularize, exclude=run.frozen)
+    if hasattr(run.optimizer, "decays"):  # AdamW decays the same weights the penalties would
+        selected = set(regularized_names(model.params, cfg.regularize))
+        run.optimizer.decays = lambda name, p: name in selected
+
+
+# ---------------------------------------------------------------- start or resume
+
+def seed_streams(seed: int) -> tuple[np.random.SeedSequence, ...]:
+    """Independent streams for shuffling, augmentation and dropout from one seed."""
+    return tuple(np.random.SeedSequence(seed).spawn(3))
+
+
+def fresh_start(run: Run) -> tuple[LoopState, TransferReport | None]:
+    model, cfg = run.model, run.cfg
+    shuffle, augment, dropout = seed_streams(cfg.seed)
+    model.init(cfg.seed)
+    model.rng.bit_generator.state = type(model.rng.bit_generator)(dropout).state
+    report = load_matching(model, cfg.init_from) if cfg.init_from else None
+    if report:
+        run.log(report.summary())
+    head = next(reversed(model.params)).rsplit(".", 1)[0] if model.params else None
+    for layer in cfg.reinit:
+        model.reinit(layer, cfg.seed, num_outputs=run.data.num_classes if layer == head else None)
+    check_output_width(run)
+    return LoopState(np.random.default_rng(shuffle), np.random.default_rng(augment)), report
+
+
+def check_output_width(run: Run) -> None:
+    scores = run.model.forward(run.data.x_train[:2], train=False)
+    if scores.ndim != 2 or scores.shape[1] != run.data.num_classes:
+        head = next(reversed(run.model.params)).rsplit(".", 1)[0]
+        raise TrainError(
+            f"the model outputs {scores.shape[1:]} scores per example but the data has "
+            f"{run.data.num_classes} classes; re-initialize the head for them: "
+            f"reinit: [{head}] (CLI: --reinit {head})")
+
+
+def resume_from(run: Run, path: Path) -> LoopState:
+    ckpt = load_checkpoint(path)
+    changed = changed_settings(ckpt.config, run.cfg.to_dict())
+    if changed:
+        run.log(f"note: resuming with changed settings {', '.join(changed)}; "
+                "the run will differ from an uninterrupted one")
+    model = run.model
+    model.load_state_dict(ckpt.model_state(), strict=True)
+    run.optimizer.load_state_dict(ckpt.optimizer)
+    s = ckpt.state
+    model.rng.bit_generator.state = s["model_rng"]
+    state = LoopState(rng_from_state(s["shuffle_rng"]), rng_from_state(s["augment_rng"]),
+                      epoch=s["epoch"], iteration=s["iteration"], batch_index=s["batch_index"],
+                      order=ckpt.extra.get("loader.order", np.zeros(0, np.int64)),
+                      sums=s["sums"], best_metric=s["best_metric"], best_epoch=s["best_epoch"],
+                      records=[EpochRecord(**r) for r in s["records"]], lr=s.get("lr", 0.0))
+    run.log(f"resumed from {path}: epoch {state.epoch + 1}, batch {state.batch_index}, "
+            f"iteration {state.iteration}")
+    return state
+
+
+def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring epochs (extending a run is fine)."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += changed_settings(a, b, f"{prefix}{key}.")
+        elif a != b and f"{prefix}{key}" not in ("epochs", "init_from"):
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def rng_from_state(state: dict) -> np.random.Generator:
+    rng = np.random.default_rng()
+    rng.bit_generator.state = state
+    return rng
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def make_checkpoint(run: Run, state: LoopState, status: str) -> Checkpoint:
+    data = run.data
+    return Checkpoint(
+        params=dict(run.model.params), buffers=dict(run.model.buffers),
+        optimizer=run.optimizer.state_dict(),
+        extra={"data.mean": data.mean, "data.std": data.std,
+               "data.classes": np.asarray(getattr(data, "classes", []), np.int64),
+               "loader.order": state.order},
+        config=run.cfg.to_dict(),
+        state={"status": status, "epoch": state.epoch, "iteration": state.iteration,
+               "batch_index": state.batch_index, "sums": state.sums, "lr": state.lr,
+               "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+               "records": [asdict(r) for r in state.records],
+               "model_rng": run.model.rng.bit_generator.state,
+               "shuffle_rng": state.shuffle_rng.bit_generator.state,
+               "augment_rng": state.augment_rng.bit_generator.state,
+               "frozen": sorted(run.frozen), "num_classes": data.num_classes,
+               "input_shape": list(data.input_shape), "data_name": getattr(data, "name", "")},
+    )
+
+
+# ---------------------------------------------------------------- one iteration
+
+def check_finite(run: Run, state: LoopState, loss: float) -> None:
+    what = None
+    if not math.isfinite(loss):
+        what = f"the loss is {loss}"
+    else:
+        for name, g in run.model.grads.items():
+            if not np.isfinite(g).all():
+                what = f"the gradient of {name} has {'NaN' if np.isnan(g).any() else 'Inf'}"
+                break
+    if what:
+        last = run.out / "last.npz"
+        kept = f"{last} is untouched" if last.exists() else "no checkpoint was written yet"
+        raise DivergedError(
+            f"training diverged: {what} at iteration {state.iteration + 1} (epoch "
+            f"{state.epoch + 1}, batch {state.batch_index + 1}); stopped without saving, {kept}."
+            f"\nhint: lower the learning rate (optimizer.lr is {run.cfg.optimizer.lr:g}) or add "
+            "warmup", state.iteration + 1, state.epoch + 1)
+
+
+def compute_gradients(run: Run, state: LoopState, idx: np.ndarray) -> tuple[float, float, int]:
+    """Forward, backward and penalty on one mini-batch: (data loss, penalty, correct count)."""
+    model = run.model
+    x = run.augment(run.data.x_train[idx], state.augment_rng)
+    y = run.data.y_train[idx]
+    scores = model.forward(x, train=True)
+    loss, dscores = run.loss_fn(scores, y)
+    model.backward(dscores)
+    reg = run.reg.add_penalty(model.params, model.grads, run.reg_names)
+    check_finite(run, state, loss + reg)
+    return loss, reg, int(np.sum(np.argmax(scores, axis=1) == y))
+
+
+def apply_update(run: Run, state: LoopState) -> None:
+    """lr from the schedule, optimizer step on the unfrozen parameters, max-norm projection."""
+    state.lr = run.schedule.lr_at(state.epoch, state.iteration)
+    run.optimizer.lr = state.lr
+    run.optimizer.step(run.model.params, run.model.grads, run.frozen)
+    run.reg.constrain(run.model.params, run.reg_names)
+
+
+@dataclass
+class Snapshot:
+    """State an iteration touches before its update: enough to undo a raw KeyboardInterrupt."""
+
+    buffers: dict
+    rngs: tuple
+
+    @classmethod
+    def take(cls, run: Run, state: LoopState) -> "Snapshot":
+        return cls({k: v.copy() for k, v in run.model.buffers.items()},
+                   tuple(g.bit_generator.state for g in (run.model.rng, state.shuffle_rng,
+                                                         state.augment_rng)))
+
+    def restore(self, run: Run, state: LoopState) -> None:
+        for k, v in self.buffers.items():
+            run.model.buffers[k][...] = v
+        for g, s in zip((run.model.rng, state.shuffle_rng, state.augment_rng), self.rngs):
+            g.bit_generator.state = s
+
+
+# ---------------------------------------------------------------- Ctrl-C
+
+@dataclass
+class InterruptFlag:
+    requested: bool = False
+
+
+@contextmanager
+def deferred_interrupt() -> Iterator[InterruptFlag]:
+    """The first Ctrl-C only sets a flag read between iterations; a second one raises."""
+    flag = InterruptFlag()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag.requested:
+            raise KeyboardInterrupt
+        flag.requested = True
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+# ---------------------------------------------------------------- epochs
+
+def run_epoch(run: Run, state: LoopState, flag: InterruptFlag) -> bool:
+    """Iterate over the rest of the epoch; False if interrupted (state saved by the caller)."""
+    n, batch = len(run.data.y_train), run.cfg.batch
+    if state.batch_index == 0:
+        state.order = state.shuffle_rng.permutation(n)
+        state.sums = {"loss": 0.0, "reg": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
+    bar = ProgressBar(run.iters_per_epoch, f"epoch {state.epoch + 1}/{run.cfg.epochs}",
+                      force=run.progress == "always") if run.progress else None
+    sums, start, done_before = state.sums, time.perf_counter(), state.sums["seen"]
+    while state.batch_index < run.iters_per_epoch:
+        idx = state.order[state.batch_index * batch:(state.batch_index + 1) * batch]
+        snapshot = Snapshot.take(run, state)
+        try:
+            loss, reg, correct = compute_gradients(run, state, idx)
+        except KeyboardInterrupt:  # not through deferred_interrupt: undo, then save
+            snapshot.restore(run, state)
+            return False
+        apply_update(run, state)  # a KeyboardInterrupt here (second Ctrl-C) aborts unsaved
+        sums["loss"] += loss * len(idx)
+        sums["reg"] += reg * len(idx)
+        sums["correct"] += correct
+        sums["seen"] += len(idx)
+        state.batch_index += 1
+        state.iteration += 1
+        if bar:
+            bar.update(state.batch_index, sums["seen"] - done_before, loss=sums["loss"] / sums["seen"],
+                       acc=sums["correct"] / sums["seen"], lr=state.lr)
+        if flag.requested:
+            sums["seconds"] += time.perf_counter() - start
+            return False
+    sums["seconds"] += time.perf_counter() - start
+    if bar:
+        bar.close(state.batch_index, sums["seen"] - done_before, loss=sums["loss"] / sums["seen"],
+                  acc=sums["correct"] / sums["seen"], lr=state.lr)
+    return True
+
+
+def finish_epoch(run: Run, state: LoopState) -> EpochRecord:
+    """Validate, record, write metrics and checkpoints (last, and best when improved)."""
+    sums, data = state.sums, run.data
+    val = (evaluate(run.model, data.x_val, data.y_val, run.loss_fn, run.cfg.eval_batch)
+           if len(data.y_val) else None)
+    record = EpochRecord(
+        epoch=state.epoch + 1, iteration=state.iteration, lr=state.lr,
+        train_loss=sums["loss"] / sums["seen"], train_reg=sums["reg"] / sums["seen"],
+        train_acc=sums["correct"] / sums["seen"],
+        val_loss=val["loss"] if val else None, val_acc=val["accuracy"] if val else None,
+        seconds=sums["seconds"], samples_per_s=sums["seen"] / max(sums["seconds"], 1e-9))
+    state.records.append(record)
+    metric = record.val_acc if val else record.train_acc
+    improved = state.best_metric is None or metric > state.best_metric
+    if improved:
+        state.best_metric, state.best_epoch = metric, record.epoch
+    state.epoch, state.batch_index = state.epoch + 1, 0
+    status = "completed" if state.epoch >= run.cfg.epochs else "running"
+    ckpt = make_checkpoint(run, state, status)
+    save_checkpoint(run.out / "last.npz", ckpt)
+    if improved:
+        save_checkpoint(run.out / "best.npz", ckpt)
+    write_metrics(run.out, state.records)
+    run.log(epoch_line(record, run.cfg.epochs, improved))
+    return record
+
+
+def epoch_line(r: EpochRecord, epochs: int, improved: bool) -> str:
+    val = f"  val loss {r.val_loss:.4f} acc {r.val_acc:.4f}" if r.val_loss is not None else ""
+    return (f"epoch {r.epoch}/{epochs}  loss {r.train_loss:.4f} acc {r.train_acc:.4f}{val}  "
+            f"lr {r.lr:.2e}  {r.seconds:.1f}s{'  *best' if improved else ''}")
+
+
+# ---------------------------------------------------------------- public API
+
+def train(model, cfg: TrainConfig, data, out_dir: str | Path, resume: bool = False,
+          progress: bool | str = True) -> History:
+    """Train ``model`` on ``data`` (a Dataset) as ``cfg`` says; files go to ``out_dir``.
+
+    Writes last.npz / best.npz (checkpoints), metrics.jsonl / metrics.csv and curves.png.
+    ``resume=True`` continues from out_dir/last.npz exactly where it stopped.
+    ``progress``: False (silent), True (bar on a terminal, one line per epoch), "always".
+    Raises DivergedError on NaN/Inf, ConfigError for a freeze pattern matching nothing.
+    Ctrl-C saves last.npz and returns with ``status == "interrupted"``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = make_run(model, cfg, data, out, progress)
+    report = None
+    if resume:
+        if not (out / "last.npz").exists():
+            raise TrainError(f"cannot resume: {out / 'last.npz'} does not exist")
+        attach_model(run)
+        state = resume_from(run, out / "last.npz")
+    else:
+        state, report = fresh_start(run)
+        attach_model(run)
+    status = "completed"
+    with deferred_interrupt() as flag:
+        while state.epoch < cfg.epochs:
+            if not run_epoch(run, state, flag):
+                status = "interrupted"
+                save_checkpoint(out / "last.npz", make_checkpoint(run, state, "interrupted"))
+                run.log(f"\ninterrupted: saved {out / 'last.npz'} at epoch {state.epoch + 1}, "
+                        f"batch {state.batch_index}; continue with --resume")
+                break
+            finish_epoch(run, state)
+            if flag.requested:
+                status = "interrupted"
+                break
+    if state.records:
+        from netspec.train.plot import plot_history
+
+        plot_history(state.records, out / "curves.png", title=getattr(data, "name", ""))
+    return History(state.records, status, out, state.best_epoch, state.best_metric, report)
+
+
+def evaluate(model, x: np.ndarray, y: np.ndarray, loss: str | LossConfig | LossFn = "softmax",
+             batch: int = 256) -> dict:
+    """Mean data loss (no penalty) and accuracy over (x, y) in eval mode: {loss, accuracy, n}."""
+    loss_fn = loss_function(loss)
+    total_loss, correct = 0.0, 0
+    for start in range(0, len(y), batch):
+        xb, yb = x[start:start + batch], y[start:start + batch]
+        scores = model.forward(xb, train=False)
+        total_loss += loss_fn(scores, yb)[0] * len(yb)
+        correct += int(np.sum(np.argmax(scores, axis=1) == yb))
+    n = int(len(y))
+    return {"loss": total_loss / n if n else float("nan"),
+            "accuracy": correct / n if n else float("nan"), "n": n}
+
+
+def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Class scores (N, C) in eval mode, batched."""
+    return np.concatenate([model.forward(x[s:s + batch], train=False)
+                           for s in range(0, len(x), batch)]) if len(x) else np.zeros((0, 0))
+
+
+__all__ = ["History", "TrainError", "DivergedError", "train", "evaluate", "predict", "accuracy"]

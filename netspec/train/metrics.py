@@ -1,0 +1,59 @@
+"""Training stage: per-epoch metric records and their JSONL / CSV files."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+
+def accuracy(scores: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of rows whose highest score is the true class."""
+    return float(np.mean(np.argmax(scores, axis=1) == y)) if len(y) else 0.0
+
+
+@dataclass
+class EpochRecord:
+    epoch: int                # 1-based epoch number
+    iteration: int            # global iterations done at the end of the epoch
+    lr: float                 # learning rate of the epoch's last iteration
+    train_loss: float         # mean data loss over the epoch's mini-batches
+    train_reg: float          # mean regularization penalty added to it
+    train_acc: float          # accuracy on the (augmented) training mini-batches
+    val_loss: float | None
+    val_acc: float | None
+    seconds: float            # wall time of the epoch (excluded from equality checks)
+    samples_per_s: float
+
+    def comparable(self) -> dict:
+        """Everything but the timings: equal for bit-identical runs."""
+        d = asdict(self)
+        d.pop("seconds"), d.pop("samples_per_s")
+        return d
+
+
+def write_metrics(out_dir: str | Path, records: list[EpochRecord]) -> None:
+    """Rewrite metrics.jsonl (one JSON object per epoch) and metrics.csv from the records."""
+    out = Path(out_dir)
+    lines = "".join(json.dumps(asdict(r)) + "\n" for r in records)
+    write_text_atomic(out / "metrics.jsonl", lines)
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[f.name for f in fields(EpochRecord)])
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in records)
+    write_text_atomic(out / "metrics.csv", buf.getvalue())
+
+
+def read_metrics(path: str | Path) -> list[EpochRecord]:
+    with open(path) as f:
+        return [EpochRecord(**json.loads(line)) for line in f if line.strip()]
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
