@@ -1,0 +1,281 @@
+"""Compiled models: the Model base class every generated network derives from.
+
+The generated subclass supplies the network (its `tensors` table, the straight-line `_forward`
+and `_backward`, and `data_loss`); this class owns the state around them: parameters, buffers,
+gradients, initialization, caches and state dicts. NumPy and the standard library only, because
+`netspec compile --standalone` copies this file into the generated module.
+"""
+import math
+import os
+import tempfile
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A parameter or buffer of a compiled network, as its layer's op declared it."""
+
+    name: str  # "<layer>.<local name>": "layer1.0.bn1.running_mean"
+    shape: tuple
+    kind: str = "param"  # "param" (trained) | "buffer" (running statistics)
+    init: str = "zeros"  # he | xavier | normal | zeros | ones
+    fan_in: int = 0
+    fan_out: int = 0
+
+    @property
+    def layer(self) -> str:
+        return self.name.rsplit(".", 1)[0]
+
+
+# Standard deviation of each random init, from the tensor's fans.
+INIT_STD = {
+    "he": lambda fan_in, fan_out: math.sqrt(2.0 / max(fan_in, 1)),  # He et al. 2015
+    "xavier": lambda fan_in, fan_out: math.sqrt(2.0 / max(fan_in + fan_out, 1)),  # Glorot 2010
+    "normal": lambda fan_in, fan_out: 0.01,  # the CS231n "small random numbers"
+}
+CONSTANT_INIT = {"zeros": 0.0, "ones": 1.0}
+
+
+def initial_value(t: Tensor, seed: int) -> np.ndarray:
+    """t's initial value in float64. Each tensor draws from its own stream, seeded by (seed,
+    crc32 of its name), so a layer's init does not depend on the rest of the network."""
+    if t.init in CONSTANT_INIT:
+        return np.full(t.shape, CONSTANT_INIT[t.init])
+    if t.init not in INIT_STD:
+        raise ValueError(f"{t.name}: unknown init {t.init!r}")
+    rng = np.random.default_rng([seed, zlib.crc32(t.name.encode("utf-8"))])
+    return rng.standard_normal(t.shape) * INIT_STD[t.init](t.fan_in, t.fan_out)
+
+
+@dataclass
+class LoadReport:
+    """What load_state_dict did: the names loaded and those it could not match."""
+
+    loaded: list = field(default_factory=list)
+    missing: list = field(default_factory=list)  # in the model, not in the state dict
+    unexpected: list = field(default_factory=list)  # in the state dict, not in the model
+    mismatched: list = field(default_factory=list)  # (name, given shape, model shape)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded)} tensors"]
+        lines += [f"  missing: {n}" for n in self.missing]
+        lines += [f"  unexpected: {n}" for n in self.unexpected]
+        lines += [f"  shape mismatch: {n}: given {list(a)}, model {list(b)}"
+                  for n, a, b in self.mismatched]
+        return "\n".join(lines)
+
+
+class StateDictError(ValueError):
+    """A strict load_state_dict found missing, unexpected or mismatched tensors."""
+
+    def __init__(self, report: LoadReport):
+        super().__init__("state dict does not match the model:\n" + str(report))
+        self.report = report
+
+
+# PyTorch counts batches in every BatchNorm; netspec has no use for the count.
+IGNORED_KEYS = ("num_batches_tracked",)
+
+
+class _Discard:
+    """The cache of a forward pass that keeps nothing: every store is dropped at once."""
+
+    def __setitem__(self, key, value) -> None:
+        pass
+
+
+class Model:
+    """A compiled network: forward/backward over NumPy arrays, with its parameters and state.
+
+    params / buffers: name -> array, in layer order ("conv1.weight", "bn1.running_mean");
+    grads: name -> gradient of every param, set by backward; frozen: param names the trainer
+    leaves alone; rng: the Generator dropout draws from.
+    """
+
+    name = ""  # the spec's network name
+    spec = ""  # the spec file it was compiled from
+    input_shape: tuple = ()  # one sample's shape, the batch axis excluded
+    output_shape: tuple = ()
+    tensors: tuple = ()  # Tensor records, in layer order
+    head = None  # the layer reinit(num_outputs=...) may resize, if any
+
+    def __init__(self, dtype="float32", seed: int = 0):
+        self.dtype = np.dtype(dtype)
+        self.params: dict = {}
+        self.buffers: dict = {}
+        self.grads: dict = {}
+        self.frozen: set = set()
+        self._cache = None
+        self.init(seed)
+
+    def __repr__(self) -> str:
+        shape = "x".join(str(d) for d in self.input_shape)
+        return (f"<{type(self).__name__} {self.name!r}: input {shape}, "
+                f"{self.num_params:,} parameters, {self.dtype}>")
+
+    @property
+    def num_params(self) -> int:
+        return sum(int(v.size) for v in self.params.values())
+
+    # ---- initialization ---------------------------------------------------------------
+
+    def init(self, seed: int = 0) -> None:
+        """(Re)initialize every tensor per its init (he, xavier, normal, zeros, ones) and reseed
+        the dropout rng; the same seed gives the same model."""
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+        self.grads = {}
+        self._cache = None
+        for t in self.tensors:
+            self._place(t, seed)
+
+    def reinit(self, layer: str, seed: int = 0, num_outputs: int | None = None) -> None:
+        """Re-initialize one layer's tensors. With num_outputs, rebuild the classifier head
+        (`head`, the last linear/conv before the output) for a new class count."""
+        owned = [t for t in self.tensors if t.layer == layer]
+        if not owned:
+            layers = sorted({t.layer for t in self.tensors})
+            raise KeyError(f"no layer {layer!r} with parameters; layers: {', '.join(layers)}")
+        if num_outputs is not None:
+            if layer != self.head:
+                raise ValueError(f"only the head layer {self.head!r} can change its number of "
+                                 f"outputs, not {layer!r}")
+            if not (isinstance(num_outputs, int) and num_outputs >= 1):
+                raise ValueError(f"num_outputs must be a positive integer, not {num_outputs!r}")
+            old = owned[0].shape[0]
+            resized = {t.name: Tensor(t.name, (num_outputs,) + tuple(t.shape[1:]), t.kind,
+                                      t.init, t.fan_in, t.fan_out * num_outputs // old)
+                       for t in owned}
+            self.tensors = tuple(resized.get(t.name, t) for t in self.tensors)
+            self.output_shape = (num_outputs,) + tuple(self.output_shape[1:])
+            owned = list(resized.values())
+        for t in owned:
+            self._place(t, seed)
+            self.grads.pop(t.name, None)
+        self._cache = None
+
+    def _place(self, t: Tensor, seed: int) -> None:
+        store = self.params if t.kind == "param" else self.buffers
+        store[t.name] = initial_value(t, seed).astype(self.dtype)
+
+    # ---- running the network ----------------------------------------------------------
+
+    def forward(self, x, train: bool = False, keep_cache: bool | None = None) -> np.ndarray:
+        """Scores (N, ...) for a batch x (N, *input_shape).
+
+        train: batch-norm batch statistics (updating the running ones) and dropout on.
+        keep_cache: keep what backward needs (default: only when training); a forward that
+        keeps nothing also drops the caches of the one before it.
+        """
+        x = np.asarray(x, dtype=self.dtype)
+        if tuple(x.shape[1:]) != tuple(self.input_shape):
+            expected = ", ".join(str(d) for d in self.input_shape)
+            raise ValueError(f"{self.name}: expected input (N, {expected}), got {tuple(x.shape)}")
+        keep = train if keep_cache is None else keep_cache
+        self._cache = None
+        cache = {} if keep else _Discard()
+        scores = self._forward(x, bool(train), cache)
+        self._cache = cache if keep else None
+        return scores
+
+    def backward(self, dout) -> np.ndarray | None:
+        """Backpropagate dL/dscores through the last forward; sets self.grads (every param) and
+        returns dL/dx. Each layer's cache is freed as soon as its backward has used it."""
+        cache, self._cache = self._cache, None
+        if cache is None:
+            raise RuntimeError(f"{self.name}: backward needs a forward with train=True or "
+                               "keep_cache=True first (each forward's caches serve one backward)")
+        grads: dict = {}
+        dx = self._backward(np.asarray(dout, dtype=self.dtype), cache, grads)
+        for name, value in self.params.items():  # layers that do not reach the output
+            if name not in grads:
+                grads[name] = np.zeros_like(value)
+        self.grads = {name: grads[name] for name in self.params}
+        return dx
+
+    def loss(self, x, y, train: bool = True):
+        """(data loss, grads) for a batch: forward, the spec's loss, backward. Weight penalties
+        (l1/l2) are the trainer's, not included here."""
+        scores = self.forward(x, train=train, keep_cache=True)
+        value, dscores = self.data_loss(scores, np.asarray(y))
+        self.backward(dscores)
+        return value, self.grads
+
+    def predict(self, x, batch_size: int = 256) -> np.ndarray:
+        """Predicted class per sample (argmax of the scores), evaluated in batches."""
+        x = np.asarray(x)
+        out = [self.forward(x[i:i + batch_size]).argmax(axis=1)
+               for i in range(0, len(x), batch_size)]
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.intp)
+
+    def _forward(self, x, train, c):  # pragma: no cover - generated
+        raise NotImplementedError
+
+    def _backward(self, dout, c, g):  # pragma: no cover - generated
+        raise NotImplementedError
+
+    def data_loss(self, scores, y):  # pragma: no cover - generated
+        raise NotImplementedError
+
+    # ---- state --------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """Copies of every param and buffer by name, in layer order (PyTorch's names)."""
+        out = {}
+        for t in self.tensors:
+            store = self.params if t.kind == "param" else self.buffers
+            out[t.name] = store[t.name].copy()
+        return out
+
+    def load_state_dict(self, state, strict: bool = True) -> LoadReport:
+        """Copy matching tensors in (cast to the model's dtype). strict: raise StateDictError
+        unless names and shapes match exactly; otherwise load what matches and report."""
+        report = LoadReport()
+        known = {t.name: t for t in self.tensors}
+        for name, value in state.items():
+            if name.rsplit(".", 1)[-1] in IGNORED_KEYS:
+                continue
+            if name not in known:
+                report.unexpected.append(name)
+                continue
+            value = np.asarray(value)
+            if tuple(value.shape) != tuple(known[name].shape):
+                report.mismatched.append((name, tuple(value.shape), tuple(known[name].shape)))
+                continue
+            report.loaded.append(name)
+        report.missing = [n for n in known if n not in state]
+        if strict and not report.ok:
+            raise StateDictError(report)
+        for name in report.loaded:
+            store = self.params if known[name].kind == "param" else self.buffers
+            store[name][...] = np.asarray(state[name])
+        return report
+
+    def save(self, path) -> None:
+        """Write the state dict to an .npz file (no pickles), atomically."""
+        path = os.fspath(path)
+        folder = os.path.dirname(os.path.abspath(path))
+        fd, tmp = tempfile.mkstemp(prefix=".netspec-", suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **self.state_dict())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    def load(self, path, strict: bool = True) -> LoadReport:
+        """Read a state dict written by save (or any .npz of arrays by name)."""
+        with np.load(os.fspath(path), allow_pickle=False) as data:
+            state = {name: data[name] for name in data.files}
+        return self.load_state_dict(state, strict=strict)
