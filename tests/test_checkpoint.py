@@ -5,14 +5,17 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from netspec.train import checkpoint as ckpt_mod
 from netspec.train.checkpoint import (
-    Checkpoint, CheckpointError, load_checkpoint, load_matching, save_checkpoint,
+    Checkpoint,
+    CheckpointError,
+    load_checkpoint,
+    load_matching,
+    save_checkpoint,
 )
 
 

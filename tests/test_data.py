@@ -11,7 +11,11 @@ from sklearn.datasets import load_digits as sklearn_digits
 from netspec.train.augment import Augment, random_crop, random_flip
 from netspec.train.config import DataConfig
 from netspec.train.data import (
-    DataError, NumpyOnlyUnpickler, infer_format, load_dataset, read_idx,
+    DataError,
+    NumpyOnlyUnpickler,
+    infer_format,
+    load_dataset,
+    read_idx,
 )
 
 DIGITS = DataConfig()

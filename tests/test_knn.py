@@ -7,7 +7,12 @@ from sklearn.neighbors import KNeighborsClassifier
 from netspec.train.config import DataConfig
 from netspec.train.data import load_dataset
 from netspec.train.knn import (
-    KNearestNeighbor, cross_validate_k, l1_distances, l2_distances, majority_vote, nearest,
+    KNearestNeighbor,
+    cross_validate_k,
+    l1_distances,
+    l2_distances,
+    majority_vote,
+    nearest,
     run_knn,
 )
 

@@ -4,7 +4,14 @@ import pytest
 import torch
 
 from netspec.train.optim import (
-    SGD, AdaGrad, Adam, AdamW, Momentum, Nesterov, RMSProp, make_optimizer,
+    SGD,
+    AdaGrad,
+    Adam,
+    AdamW,
+    Momentum,
+    Nesterov,
+    RMSProp,
+    make_optimizer,
 )
 
 STEPS = 60
@@ -149,8 +156,8 @@ def test_state_dict_round_trip_resumes_identically(kind, tmp_path):
         resumed.load_state_dict(dict(f))
     for g in grads[10:20]:
         resumed.step(params, g)
-    for k in expected:
-        np.testing.assert_array_equal(params[k], expected[k])
+    for k, value in expected.items():
+        np.testing.assert_array_equal(params[k], value)
 
 
 def test_make_optimizer_by_name():

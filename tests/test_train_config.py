@@ -4,7 +4,10 @@ import json
 import pytest
 
 from netspec.train.config import (
-    ConfigError, TrainConfig, apply_overrides, field_docs,
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    field_docs,
 )
 from netspec.train.optim import SGD, Adam, Momentum, Nesterov, RMSProp
 

@@ -1,0 +1,53 @@
+"""Training stage: configuration, data, optimizers, schedules, the loop, checkpoints, baselines.
+
+The CLI needs only what is re-exported here; docs/training.md describes every setting.
+"""
+from netspec.train.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    TransferReport,
+    load_checkpoint,
+    load_matching,
+    save_checkpoint,
+)
+from netspec.train.config import ConfigError, TrainConfig, apply_overrides
+from netspec.train.data import DataError, Dataset, load_dataset
+from netspec.train.knn import KNearestNeighbor, KnnReport, cross_validate_k, run_knn
+from netspec.train.loop import (
+    DivergedError,
+    History,
+    TrainError,
+    evaluate,
+    loss_function,
+    predict,
+    train,
+)
+from netspec.train.optim import OPTIMIZERS, make_optimizer
+
+__all__ = [
+    "OPTIMIZERS",
+    "Checkpoint",
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "DivergedError",
+    "History",
+    "KNearestNeighbor",
+    "KnnReport",
+    "TrainConfig",
+    "TrainError",
+    "TransferReport",
+    "apply_overrides",
+    "cross_validate_k",
+    "evaluate",
+    "load_checkpoint",
+    "load_dataset",
+    "load_matching",
+    "loss_function",
+    "make_optimizer",
+    "predict",
+    "run_knn",
+    "save_checkpoint",
+    "train",
+]

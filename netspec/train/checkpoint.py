@@ -19,9 +19,10 @@ import os
 import tempfile
 import zipfile
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -165,8 +166,9 @@ class TransferReport:
         return self.missing + self.unexpected
 
     def summary(self) -> str:
-        lines = [f"init from {self.path}: loaded {len(self.loaded)}, "
-                 f"mismatched {len(self.mismatched)}, skipped {len(self.skipped)}"]
+        head = (f"init from {self.path}: loaded {len(self.loaded)}, "
+                f"mismatched {len(self.mismatched)}, skipped {len(self.skipped)}")
+        lines = [head]
         lines += [f"  mismatched {n}: checkpoint {list(a)} vs model {list(b)}"
                   for n, a, b in self.mismatched]
         lines += [f"  not in checkpoint: {n}" for n in self.missing]

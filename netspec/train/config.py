@@ -1,4 +1,4 @@
-"""Training stage: the training configuration, from a spec's ``train { ... }`` section and CLI flags.
+"""Training stage: the training configuration, from a spec's ``train { ... }`` section and flags.
 
 The spec section arrives lowered to plain Python: numbers, bools, strings, lists, and a bare
 name or a call as a dict with "type" (``adam(lr=0.001)`` -> ``{"type": "adam", "lr": 0.001}``).
@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 from netspec.train.data import FORMATS
 
@@ -106,10 +107,14 @@ def check_of(f) -> Callable[[str, Any], Any]:
     return f.metadata.get("check", lambda key, v: v)
 
 
+def meta(check: Callable[[str, Any], Any], doc: str) -> dict:
+    """Field metadata: the value check and the one-line documentation."""
+    return {"check": check, "doc": doc}
+
+
 def setting(default: Any, check: Callable[[str, Any], Any], doc: str = "") -> Any:
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata={"check": check, "doc": doc})
-    return field(default=default, metadata={"check": check, "doc": doc})
+    """A field with an immutable default, its check and its documentation."""
+    return field(default=default, metadata=meta(check, doc))
 
 
 positive = number(0, low_open=True)
@@ -129,7 +134,7 @@ class Section:
     type: str = ""
 
     @classmethod
-    def from_value(cls, key: str, value: Any) -> "Section":
+    def from_value(cls, key: str, value: Any) -> Section:
         if isinstance(value, Section):
             value = value.to_dict()
         if isinstance(value, str):
@@ -151,7 +156,7 @@ class Section:
             values[k] = check_of(by_name[k])(f"{key}.{k}", v)
         return cls(**values).validated(key)
 
-    def validated(self, key: str) -> "Section":
+    def validated(self, key: str) -> Section:
         return self
 
     def to_dict(self) -> dict:
@@ -232,7 +237,8 @@ class ScheduleConfig(Section):
     per: str = setting("epoch", one_of("epoch", "iteration"), "unit of t, T, milestones, warmup")
     warmup: int = setting(0, non_negative_int, "linear warmup length W")
     warmup_start: float = setting(0.1, fraction, "lr at t = 0 of the warmup, as a fraction of lr")
-    milestones: list = setting([], int_list, "step: decay by gamma at each of these t")
+    milestones: list = field(default_factory=list,
+                             metadata=meta(int_list, "step: decay by gamma at each of these t"))
     every: int = setting(0, non_negative_int, "step: decay by gamma every k steps")
     gamma: float = setting(0.1, positive, "step: decay factor")
     min_lr: float = setting(0.0, non_negative, "cosine: floor a_min")
@@ -266,7 +272,8 @@ class DataConfig(Section):
     test: float = setting(0.2, fraction, "fraction held out for testing when the format has no "
                                          "test split")
     normalize: bool = setting(True, boolean, "subtract the per-channel mean, divide by the std")
-    classes: list | None = setting(None, optional(int_list), "keep these labels, renumbered 0..k-1")
+    classes: list | None = field(
+        default=None, metadata=meta(optional(int_list), "keep these labels, renumbered 0..k-1"))
     limit: int | None = setting(None, optional(positive_int), "use at most this many training "
                                                              "examples")
     split_seed: int = setting(0, non_negative_int, "seed of the train/val/test split")
@@ -328,15 +335,16 @@ class TrainConfig:
     max_norm: float | None = setting(None, optional(positive), "max-norm c: ||w_row||₂ <= c")
     regularize: str = setting("weights", one_of("weights", "all"),
                               "which parameters penalties and max-norm apply to")
-    freeze: list = setting([], name_list, "layer names or globs whose parameters stay fixed")
+    freeze: list = field(default_factory=list, metadata=meta(
+        name_list, "layer names or globs whose parameters stay fixed"))
     init_from: str | None = setting(None, optional(text), "checkpoint to load matching weights "
                                                          "from before training")
-    reinit: list = setting([], name_list, "layers re-initialized (with data's class count for "
-                                          "the head) after init_from")
+    reinit: list = field(default_factory=list, metadata=meta(
+        name_list, "layers re-initialized (the head with the data's class count) after init_from"))
     seed: int = setting(0, non_negative_int, "seed of init, shuffling, augmentation, dropout")
 
     @classmethod
-    def from_spec(cls, d: dict | None) -> "TrainConfig":
+    def from_spec(cls, d: dict | None) -> TrainConfig:
         """Build from the lowered ``train { ... }`` section; unknown or bad keys raise."""
         d = dict(d or {})
         by_name = {f.name: f for f in fields(cls)}

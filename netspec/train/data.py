@@ -1,4 +1,4 @@
-"""Training stage: data sets (digits, CIFAR-10 python batches, MNIST IDX, .npz) split and normalized.
+"""Training stage: data sets (digits, CIFAR-10 python batches, MNIST IDX, .npz), split, normalized.
 
 Every loader returns raw arrays; ``load_dataset`` then applies the same steps to all of them:
 keep the chosen classes, carve a test split if the format has none, carve a validation split,
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import gzip
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -137,7 +137,7 @@ def stratified_split(y: np.ndarray, fraction: float, rng: np.random.Generator
     held = []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        held.append(idx[: int(round(fraction * len(idx)))])
+        held.append(idx[: round(fraction * len(idx))])
     held_idx = np.sort(np.concatenate(held)) if held else np.zeros(0, np.int64)
     return np.setdiff1d(np.arange(len(y)), held_idx), held_idx
 

@@ -1,4 +1,4 @@
-"""Training stage: the k-nearest-neighbour baseline of the notes, fully vectorized, k by cross-validation.
+"""Training stage: the notes' k-nearest-neighbour baseline, fully vectorized, k by cross-validation.
 
 Distances are computed for a block of query rows against all training rows at once:
 L2 through ||a - b||^2 = ||a||^2 - 2 a.b + ||b||^2 (one matrix product per block), L1 by
@@ -9,8 +9,8 @@ never depend on sort internals.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -77,7 +77,7 @@ class KNearestNeighbor:
     y_train: np.ndarray = field(default=None, repr=False)
     num_classes: int = 0
 
-    def fit(self, x: np.ndarray, y: np.ndarray) -> "KNearestNeighbor":
+    def fit(self, x: np.ndarray, y: np.ndarray) -> KNearestNeighbor:
         if self.distance not in DISTANCES:
             raise ValueError(f"unknown distance '{self.distance}' (l1 or l2)")
         self.x_train, self.y_train = flatten(x), np.asarray(y, np.int64)
@@ -115,7 +115,7 @@ def cross_validate_k(x: np.ndarray, y: np.ndarray, ks: Sequence[int], folds: int
                      distance: str = "l2", seed: int = 0) -> CrossValidation:
     """Accuracy of every k on each of ``folds`` seeded folds; neighbours found once per fold."""
     x, y = flatten(x), np.asarray(y, np.int64)
-    ks = sorted(set(int(k) for k in ks))
+    ks = sorted({int(k) for k in ks})
     parts = np.array_split(np.random.default_rng(seed).permutation(len(y)), folds)
     acc = np.zeros((len(ks), folds))
     classes = int(y.max()) + 1

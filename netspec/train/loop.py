@@ -20,16 +20,21 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
 from netspec.train.checkpoint import (
-    Checkpoint, TransferReport, load_checkpoint, load_matching, save_checkpoint,
+    Checkpoint,
+    TransferReport,
+    load_checkpoint,
+    load_matching,
+    save_checkpoint,
 )
 from netspec.train.config import ConfigError, LossConfig, TrainConfig, did_you_mean
 from netspec.train.metrics import EpochRecord, accuracy, write_metrics
@@ -155,7 +160,8 @@ def make_run(model, cfg: TrainConfig, data, out: Path, progress) -> Run:
     optimizer = cfg.optimizer.build()
     iters = math.ceil(n / cfg.batch)
     return Run(model=model, cfg=cfg, data=data, out=out, loss_fn=loss_function(cfg.loss),
-               optimizer=optimizer, schedule=cfg.schedule.build(cfg.optimizer.lr, cfg.epochs, iters),
+               optimizer=optimizer,
+               schedule=cfg.schedule.build(cfg.optimizer.lr, cfg.epochs, iters),
                reg=reg, reg_names=[], frozen=set(), augment=cfg.augment.build(),
                iters_per_epoch=iters, log=logger(progress), progress=progress)
 
@@ -322,7 +328,7 @@ class Snapshot:
     rngs: tuple
 
     @classmethod
-    def take(cls, run: Run, state: LoopState) -> "Snapshot":
+    def take(cls, run: Run, state: LoopState) -> Snapshot:
         return cls({k: v.copy() for k, v in run.model.buffers.items()},
                    tuple(g.bit_generator.state for g in (run.model.rng, state.shuffle_rng,
                                                          state.augment_rng)))
@@ -388,8 +394,9 @@ def run_epoch(run: Run, state: LoopState, flag: InterruptFlag) -> bool:
         state.batch_index += 1
         state.iteration += 1
         if bar:
-            bar.update(state.batch_index, sums["seen"] - done_before, loss=sums["loss"] / sums["seen"],
-                       acc=sums["correct"] / sums["seen"], lr=state.lr)
+            bar.update(state.batch_index, sums["seen"] - done_before,
+                       loss=sums["loss"] / sums["seen"], acc=sums["correct"] / sums["seen"],
+                       lr=state.lr)
         if flag.requested:
             sums["seconds"] += time.perf_counter() - start
             return False
@@ -487,7 +494,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, loss: str | LossConfig | LossF
         scores = model.forward(xb, train=False)
         total_loss += loss_fn(scores, yb)[0] * len(yb)
         correct += int(np.sum(np.argmax(scores, axis=1) == yb))
-    n = int(len(y))
+    n = len(y)
     return {"loss": total_loss / n if n else float("nan"),
             "accuracy": correct / n if n else float("nan"), "n": n}
 
@@ -498,4 +505,4 @@ def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:
                            for s in range(0, len(x), batch)]) if len(x) else np.zeros((0, 0))
 
 
-__all__ = ["History", "TrainError", "DivergedError", "train", "evaluate", "predict", "accuracy"]
+__all__ = ["DivergedError", "History", "TrainError", "accuracy", "evaluate", "predict", "train"]

@@ -14,8 +14,9 @@ tests/test_optim.py proves the equivalence under the stated condition.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterable, Mapping
+from typing import ClassVar
 
 import numpy as np
 
@@ -64,7 +65,7 @@ class Optimizer:
         return out
 
     def load_state_dict(self, d: Mapping) -> None:
-        """Restore ``t``, ``lr`` and the state slots (copied, so the caller's arrays stay theirs)."""
+        """Restore ``t``, ``lr`` and the state slots (copies: the caller keeps its arrays)."""
         self.t = int(d["t"])
         self.lr = float(d["lr"])
         self.state = {}

@@ -1,8 +1,8 @@
-"""Training stage: PNG of the loss and accuracy curves (matplotlib's Agg canvas, no pyplot state)."""
+"""Training stage: PNG of the loss and accuracy curves (matplotlib Agg canvas, no pyplot state)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from netspec.train.metrics import EpochRecord
 

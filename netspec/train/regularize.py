@@ -6,8 +6,8 @@ is lam * w, the same as torch's ``weight_decay=lam`` for SGD).
 """
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Iterable, Mapping
 
 import numpy as np
 

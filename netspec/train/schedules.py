@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 def constant(t: int, total: int, base_lr: float, **_) -> float:
