@@ -61,13 +61,13 @@ def window_view(
     dilation: tuple[int, int],
     out_size: tuple[int, int],
 ) -> np.ndarray:
-    """Read-only strided view (N, C, KH, KW, OH, OW) of every window of the padded input xp."""
+    """Read-only strided view (C, KH, KW, N, OH, OW) of every window of the padded input xp."""
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_size
     s_n, s_c, s_h, s_w = xp.strides
     return as_strided(
         xp,
-        shape=(xp.shape[0], xp.shape[1], kh, kw, oh, ow),
-        strides=(s_n, s_c, s_h * dh, s_w * dw, s_h * sh, s_w * sw),
+        shape=(xp.shape[1], kh, kw, xp.shape[0], oh, ow),
+        strides=(s_c, s_h * dh, s_w * dw, s_n, s_h * sh, s_w * sw),
         writeable=False,
     )
 
@@ -79,11 +79,13 @@ def im2col(
     padding: tuple[int, int] = (0, 0),
     dilation: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
-    """Unfold x (N, C, H, W) into cols (N, C*KH*KW, OH*OW), channels-first.
+    """Unfold x (N, C, H, W) into cols (C*KH*KW, N*OH*OW), channels first, batch in the columns.
 
-    Row c*KH*KW + i*KW + j of sample n holds what kernel tap (i, j) of channel c sees at every
-    output pixel, so conv is matmul(w.reshape(C_out, C*KH*KW), cols) with no transpose, and the
-    channels of a group are contiguous rows. One copy of the strided window view.
+    Row c*KH*KW + i*KW + j holds what kernel tap (i, j) of channel c sees at every output pixel
+    of every sample, so a whole conv is ONE GEMM w.reshape(C_out, C*KH*KW) @ cols (a group's
+    channels are contiguous rows). One GEMM per call instead of one per sample matters on a
+    loaded machine: every BLAS call re-synchronizes its threads. The copy of the strided view
+    runs over contiguous OW rows of x.
     """
     n, c, h, w = x.shape
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
@@ -91,7 +93,7 @@ def im2col(
     ow = conv_output_size(w, kw, sw, pw, dw)
     xp = pad2d(x, (ph, ph, pw, pw))
     windows = window_view(xp, kernel, stride, dilation, (oh, ow))
-    return windows.reshape(n, c * kh * kw, oh * ow)
+    return windows.reshape(c * kh * kw, n * oh * ow)
 
 
 def col2im(
@@ -102,7 +104,7 @@ def col2im(
     padding: tuple[int, int] = (0, 0),
     dilation: tuple[int, int] = (1, 1),
 ) -> np.ndarray:
-    """Adjoint of im2col: sum cols (N, C*KH*KW, OH*OW) back onto an x_shape (N, C, H, W) array.
+    """Adjoint of im2col: sum cols (C*KH*KW, N*OH*OW) back onto an x_shape (N, C, H, W) array.
 
     Overlapping windows add up. One strided add per kernel tap (KH*KW of them), each covering
     all samples, channels and pixels at once.
@@ -112,8 +114,10 @@ def col2im(
     oh = conv_output_size(h, kh, stride[0], ph, dilation[0])
     ow = conv_output_size(w, kw, stride[1], pw, dilation[1])
     dxp = np.zeros((n, c, h + 2 * ph, w + 2 * pw), dtype=cols.dtype)
-    taps = cols.reshape(n, c, kh, kw, oh, ow)
+    taps = cols.reshape(c, kh, kw, n, oh, ow)
     for i in range(kh):
         for j in range(kw):
-            dxp[offset_slices(i, j, stride, dilation, (oh, ow))] += taps[:, :, i, j]
+            dxp[offset_slices(i, j, stride, dilation, (oh, ow))] += taps[:, i, j].transpose(
+                1, 0, 2, 3
+            )
     return dxp[:, :, ph : ph + h, pw : pw + w]

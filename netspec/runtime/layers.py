@@ -47,24 +47,32 @@ def linear_backward(dout: np.ndarray, cache):
 def _conv_gemm(
     x: np.ndarray,
     w: np.ndarray,
+    b: np.ndarray | None,
     stride: tuple[int, int],
     padding: tuple[int, int],
     dilation: tuple[int, int],
     groups: int,
 ):
-    """Grouped cross-correlation as one GEMM per (sample, group) on the im2col matrix.
+    """Grouped cross-correlation plus bias as one GEMM per group on the im2col matrix.
 
-    x: (N, C_in, H, W); w: (C_out, C_in/groups, KH, KW) -> out (N, C_out, OH, OW), cols.
+    x: (N, C_in, H, W); w: (C_out, C_in/groups, KH, KW); b: (C_out,) or None
+    -> out (N, C_out, OH, OW), cols (C_in*KH*KW, N*OH*OW).
     """
     n, _, h, wd = x.shape
     c_out, cg, kh, kw = w.shape
     oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     ow = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    cols = im2col(x, (kh, kw), stride, padding, dilation)  # (N, C_in*KH*KW, OH*OW)
+    cols = im2col(x, (kh, kw), stride, padding, dilation)
     k = cg * kh * kw
-    # (G, C_out/G, K) @ (N, G, K, P) -> (N, G, C_out/G, P): rows of a group are contiguous.
-    out = np.matmul(w.reshape(groups, c_out // groups, k), cols.reshape(n, groups, k, oh * ow))
-    return out.reshape(n, c_out, oh, ow), cols
+    # (G, C_out/G, K) @ (G, K, N*P) -> (G, C_out/G, N*P) = (C_out, N, OH, OW)
+    out_cn = np.matmul(w.reshape(groups, c_out // groups, k), cols.reshape(groups, k, -1))
+    out_cn = out_cn.reshape(c_out, n, oh, ow).transpose(1, 0, 2, 3)
+    out = np.empty((n, c_out, oh, ow), dtype=out_cn.dtype)
+    if b is None:
+        np.copyto(out, out_cn)
+    else:  # the bias rides on the copy that puts the batch axis first
+        np.add(out_cn, b.reshape(1, -1, 1, 1), out=out)
+    return out, cols
 
 
 def conv2d_forward(
@@ -86,9 +94,7 @@ def conv2d_forward(
         raise ValueError(
             f"conv2d: input has {x.shape[1]} channels, weight {w.shape} with groups={groups}"
         )
-    out, cols = _conv_gemm(x, w, stride, padding, dilation, groups)
-    if b is not None:
-        out += b.reshape(1, -1, 1, 1)
+    out, cols = _conv_gemm(x, w, b, stride, padding, dilation, groups)
     cache = (cols, w, x.shape, b is not None, stride, padding, dilation, groups)
     return out, cache
 
@@ -96,19 +102,20 @@ def conv2d_forward(
 def conv2d_backward(dout: np.ndarray, cache):
     """dout: (N, C_out, OH, OW) -> dx (N, C_in, H, W), dw (w's shape), db (C_out,) or None.
 
-    dw is one GEMM per (sample, group) against the cached cols. With stride 1, dx is itself a
+    dw is one GEMM per group against the cached cols. With stride 1, dx is itself a
     convolution (dout padded by D*(K-1)-P, correlated with the flipped, group-transposed
     weight): an im2col plus a GEMM, which beats the GEMM-then-col2im scatter; other strides
     use col2im.
     """
     cols, w, x_shape, has_bias, stride, padding, dilation, groups = cache
-    n, c_out, oh, ow = dout.shape
+    c_out = dout.shape[1]
     _, cg, kh, kw = w.shape
     k = cg * kh * kw
-    dout_g = dout.reshape(n, groups, c_out // groups, oh * ow)
-    cols_g = cols.reshape(n, groups, k, oh * ow)
-    dw = np.matmul(dout_g, cols_g.transpose(0, 1, 3, 2)).sum(axis=0).reshape(w.shape)
-    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    dout_cn = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(c_out, -1)  # (C_out, N*P)
+    dout_g = dout_cn.reshape(groups, c_out // groups, -1)
+    cols_g = cols.reshape(groups, k, -1)
+    dw = np.matmul(dout_g, cols_g.transpose(0, 2, 1)).reshape(w.shape)
+    db = dout_cn.sum(axis=1) if has_bias else None
 
     full_pad = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
     if stride == (1, 1) and min(full_pad) >= 0:
@@ -117,11 +124,10 @@ def conv2d_backward(dout: np.ndarray, cache):
         w_t = np.ascontiguousarray(w_t[..., ::-1, ::-1]).reshape(
             groups * cg, c_out // groups, kh, kw
         )
-        dx, _ = _conv_gemm(dout, w_t, (1, 1), full_pad, dilation, groups)
+        dx, _ = _conv_gemm(dout, w_t, None, (1, 1), full_pad, dilation, groups)
     else:
-        w_g = w.reshape(groups, c_out // groups, k).transpose(0, 2, 1)
-        dcols = np.matmul(w_g, dout_g).reshape(n, groups * k, oh * ow)
-        dx = col2im(dcols, x_shape, (kh, kw), stride, padding, dilation)
+        dcols = np.matmul(w.reshape(groups, c_out // groups, k).transpose(0, 2, 1), dout_g)
+        dx = col2im(dcols.reshape(groups * k, -1), x_shape, (kh, kw), stride, padding, dilation)
     return dx, dw, db
 
 
@@ -165,9 +171,10 @@ def maxpool2d_forward(
         if out is None:
             out = window.copy()
             continue
-        better = window > out
-        np.copyto(out, window, where=better)
-        np.copyto(argmax, tap, where=better)
+        better = window > out  # strict: the first maximum keeps the index
+        np.maximum(out, window, out=out)
+        # taps come in increasing order, so "set to tap where better" is a running maximum
+        np.maximum(argmax, better * argmax.dtype.type(tap), out=argmax)
     return out, (argmax, x.shape, kernel, stride, pads)
 
 
@@ -176,10 +183,14 @@ def maxpool2d_backward(dout: np.ndarray, cache):
     argmax, x_shape, kernel, stride, (top, bottom, left, right) = cache
     n, c, h, w = x_shape
     dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=dout.dtype)
-    kw = kernel[1]
-    for tap in range(kernel[0] * kw):
-        routed = np.where(argmax == tap, dout, 0)
-        dxp[offset_slices(tap // kw, tap % kw, stride, (1, 1), dout.shape[2:])] += routed
+    kh, kw = kernel
+    disjoint = stride[0] >= kh and stride[1] >= kw  # each input pixel in at most one window
+    for tap in range(kh * kw):
+        target = dxp[offset_slices(tap // kw, tap % kw, stride, (1, 1), dout.shape[2:])]
+        if disjoint:
+            np.multiply(dout, argmax == tap, out=target)
+        else:
+            target += dout * (argmax == tap)
     return dxp[:, :, top : top + h, left : left + w]
 
 
@@ -221,9 +232,14 @@ def avgpool2d_backward(dout: np.ndarray, cache):
     n, c, h, w = x_shape
     dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=dout.dtype)
     share = dout / divisor
-    kw = kernel[1]
-    for tap in range(kernel[0] * kw):
-        dxp[offset_slices(tap // kw, tap % kw, stride, (1, 1), dout.shape[2:])] += share
+    kh, kw = kernel
+    disjoint = stride[0] >= kh and stride[1] >= kw  # each input pixel in at most one window
+    for tap in range(kh * kw):
+        target = dxp[offset_slices(tap // kw, tap % kw, stride, (1, 1), dout.shape[2:])]
+        if disjoint:
+            target[...] = share
+        else:
+            target += share
     return dxp[:, :, top : top + h, left : left + w]
 
 
@@ -416,6 +432,12 @@ def _channel_shape(x: np.ndarray) -> tuple[int, ...]:
     return (1, x.shape[1]) + (1,) * (x.ndim - 2)
 
 
+def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """sum(a * b) per channel (axis 1) without the product temporary. a, b: (N, C, ...) -> (C,)."""
+    n, c = a.shape[:2]
+    return np.einsum("ncp,ncp->c", a.reshape(n, c, -1), b.reshape(n, c, -1))
+
+
 def _affine(x_hat: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None) -> np.ndarray:
     """gamma * x_hat + beta per channel (axis 1); x_hat itself when gamma and beta are None."""
     shape = _channel_shape(x_hat)
@@ -425,11 +447,13 @@ def _affine(x_hat: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None
     return out
 
 
-def _affine_grads(dout: np.ndarray, x_hat: np.ndarray, gamma: np.ndarray | None, axes):
-    """dgamma = sum(dout * x_hat), dbeta = sum(dout) over every axis but the channel one."""
-    if gamma is None:
-        return None, None
-    return (dout * x_hat).sum(axis=axes), dout.sum(axis=axes)
+def _affine_grads(dout: np.ndarray, x_hat: np.ndarray, has_gamma: bool, has_beta: bool):
+    """dgamma = sum(dout * x_hat), dbeta = sum(dout) over every axis but the channel one
+    (None for an absent parameter)."""
+    axes = (0,) + tuple(range(2, dout.ndim))
+    dgamma = _channel_dot(dout, x_hat) if has_gamma else None
+    dbeta = dout.sum(axis=axes) if has_beta else None
+    return dgamma, dbeta
 
 
 def batchnorm_forward(
@@ -449,6 +473,7 @@ def batchnorm_forward(
     PLACE: running = (1 - momentum) * running + momentum * batch, with the unbiased batch
     variance for running_var. train=False uses the running statistics. Running statistics may
     be None (track_running_stats=False): batch statistics are then used in both modes.
+    The cache keeps the centred input x - mean (x_hat = centred * inv_std is never stored).
     """
     axes = (0,) + tuple(range(2, x.ndim))
     shape = _channel_shape(x)
@@ -456,8 +481,8 @@ def batchnorm_forward(
     if batch_stats:
         m = x.size // x.shape[1]
         mean = x.mean(axis=axes)
-        xc = x - mean.reshape(shape)
-        var = (xc * xc).mean(axis=axes)
+        centred = x - mean.reshape(shape)
+        var = _channel_dot(centred, centred) / m  # biased, as torch normalizes
         if running_mean is not None:
             if m < 2:
                 raise ValueError("batchnorm: training needs more than one value per channel")
@@ -466,12 +491,14 @@ def batchnorm_forward(
             running_var *= 1 - momentum
             running_var += (momentum * m / (m - 1)) * var
     else:
-        xc = x - running_mean.astype(x.dtype, copy=False).reshape(shape)
+        centred = x - running_mean.astype(x.dtype, copy=False).reshape(shape)
         var = running_var.astype(x.dtype, copy=False)
     inv_std = 1 / np.sqrt(var + eps)
-    x_hat = xc
-    x_hat *= inv_std.reshape(shape)
-    return _affine(x_hat, gamma, beta), (x_hat, inv_std, gamma, batch_stats)
+    scale = inv_std if gamma is None else gamma * inv_std
+    out = centred * scale.reshape(shape)  # gamma * x_hat in one pass
+    if beta is not None:
+        out += beta.reshape(shape)
+    return out, (centred, inv_std, gamma, beta is not None, batch_stats)
 
 
 def batchnorm_backward(dout: np.ndarray, cache):
@@ -480,22 +507,18 @@ def batchnorm_backward(dout: np.ndarray, cache):
     With batch statistics: dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout*x_hat)),
     the means per channel; with running statistics the normalization is a fixed affine map.
     """
-    x_hat, inv_std, gamma, batch_stats = cache
+    centred, inv_std, gamma, has_beta, batch_stats = cache
     axes = (0,) + tuple(range(2, dout.ndim))
     shape = _channel_shape(dout)
     scale = inv_std if gamma is None else gamma * inv_std
-    if not batch_stats:
-        dgamma, dbeta = _affine_grads(dout, x_hat, gamma, axes)
-        return dout * scale.reshape(shape), dgamma, dbeta
-    m = dout.size // dout.shape[1]
     sum_dout = dout.sum(axis=axes)
-    sum_dout_xhat = (dout * x_hat).sum(axis=axes)
-    dx = dout - x_hat * (sum_dout_xhat / m).reshape(shape)
-    dx -= (sum_dout / m).reshape(shape)
-    dx *= scale.reshape(shape)
-    if gamma is None:
-        return dx, None, None
-    return dx, sum_dout_xhat, sum_dout
+    sum_dout_xhat = _channel_dot(dout, centred) * inv_std
+    dx = dout * scale.reshape(shape)
+    if batch_stats:
+        m = dout.size // dout.shape[1]
+        dx -= centred * (scale * inv_std * sum_dout_xhat / m).reshape(shape)
+        dx -= (scale * sum_dout / m).reshape(shape)
+    return dx, (None if gamma is None else sum_dout_xhat), (sum_dout if has_beta else None)
 
 
 def _group_normalize(x: np.ndarray, groups: int, eps: float):
@@ -533,15 +556,14 @@ def groupnorm_forward(
     pixels; gamma, beta: (C,) per channel or None -> out: x's shape.
     """
     x_hat, inv_std = _group_normalize(x, groups, eps)
-    return _affine(x_hat, gamma, beta), (x_hat, inv_std, gamma)
+    return _affine(x_hat, gamma, beta), (x_hat, inv_std, gamma, beta is not None)
 
 
 def groupnorm_backward(dout: np.ndarray, cache):
     """dout: x's shape -> dx, dgamma (C,), dbeta (C,) (None when gamma is None)."""
-    x_hat, inv_std, gamma = cache
-    axes = (0,) + tuple(range(2, dout.ndim))
+    x_hat, inv_std, gamma, has_beta = cache
     dx_hat = dout if gamma is None else dout * gamma.reshape(_channel_shape(dout))
-    dgamma, dbeta = _affine_grads(dout, x_hat, gamma, axes)
+    dgamma, dbeta = _affine_grads(dout, x_hat, gamma is not None, has_beta)
     return _group_normalize_backward(dx_hat, x_hat, inv_std), dgamma, dbeta
 
 
