@@ -15,6 +15,7 @@ from netspec.train.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_matching,
+    load_weights,
     save_checkpoint,
 )
 
@@ -167,3 +168,16 @@ def test_load_matching_reports_loaded_mismatched_and_skipped(tmp_path):
     assert report.missing == ["fc.bias"] and report.unexpected == ["old_head.bias"]
     assert np.all(model.params["conv1.weight"] == 1) and np.all(model.params["fc.weight"] == 0)
     assert "loaded 1, mismatched 1, skipped 2" in report.summary()
+
+
+def test_load_weights_needs_every_name_and_shape(tmp_path):
+    save_checkpoint(tmp_path / "w.npz", Checkpoint(params={
+        "fc.weight": np.full((3, 4), 2.0, np.float32), "fc.bias": np.ones(3, np.float32)}))
+    model = StateModel({"fc.weight": (3, 4), "fc.bias": (3,)})
+    assert load_weights(model, tmp_path / "w.npz").params.keys() == {"fc.weight", "fc.bias"}
+    assert np.all(model.params["fc.weight"] == 2.0)
+    wrong = StateModel({"fc.weight": (5, 4), "fc.bias": (5,), "fc2.bias": (2,)})
+    with pytest.raises(CheckpointError) as err:
+        load_weights(wrong, tmp_path / "w.npz")
+    assert "missing fc2.bias" in str(err.value) and "checkpoint [3, 4] vs model [5, 4]" in str(
+        err.value) and "w.npz" in str(err.value)

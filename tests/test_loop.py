@@ -261,6 +261,9 @@ def test_fine_tune_on_a_class_subset_with_init_from_and_reinit(digits, tmp_path)
     np.testing.assert_array_equal(model.params["fc1.weight"], source.params["fc1.weight"])
     assert model.params["fc2.weight"].shape == (3, 32)
     assert history.last.val_acc > 0.9
+    longer = train(TinyMLP(), replace(cfg, epochs=3), subset, tmp_path / "tune", resume=True,
+                   progress=False)  # resuming re-creates the 3-class head before loading
+    assert len(longer.records) == 3 and longer.status == "completed"
 
 
 def test_init_from_reports_mismatched_head(digits, tmp_path):

@@ -8,6 +8,7 @@ from netspec.train.checkpoint import (
     TransferReport,
     load_checkpoint,
     load_matching,
+    load_weights,
     save_checkpoint,
 )
 from netspec.train.config import ConfigError, TrainConfig, apply_overrides
@@ -44,6 +45,7 @@ __all__ = [
     "load_checkpoint",
     "load_dataset",
     "load_matching",
+    "load_weights",
     "loss_function",
     "make_optimizer",
     "predict",

@@ -193,3 +193,22 @@ def load_matching(model, path: str | Path) -> TransferReport:
     report.missing = [n for n in target if n not in source]
     model.load_state_dict(matching, strict=False)
     return report
+
+
+def load_weights(model, path: str | Path) -> Checkpoint:
+    """Load a checkpoint's params and buffers into ``model`` (``netspec eval --weights``).
+
+    Every name and shape must match; otherwise CheckpointError lists the differences.
+    """
+    ckpt = load_checkpoint(path)
+    source, target = ckpt.model_state(), model.state_dict()
+    problems = [f"missing {n}" for n in target if n not in source]
+    problems += [f"unexpected {n}" for n in source if n not in target]
+    problems += [f"{n}: checkpoint {list(v.shape)} vs model {list(target[n].shape)}"
+                 for n, v in source.items() if n in target and v.shape != target[n].shape]
+    if problems:
+        shown = "; ".join(problems[:6]) + (f"; ... {len(problems) - 6} more"
+                                           if len(problems) > 6 else "")
+        raise CheckpointError(path, f"does not fit this model: {shown}")
+    model.load_state_dict(source, strict=True)
+    return ckpt

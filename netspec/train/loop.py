@@ -199,11 +199,19 @@ def fresh_start(run: Run) -> tuple[LoopState, TransferReport | None]:
     report = load_matching(model, cfg.init_from) if cfg.init_from else None
     if report:
         run.log(report.summary())
-    head = next(reversed(model.params)).rsplit(".", 1)[0] if model.params else None
-    for layer in cfg.reinit:
-        model.reinit(layer, cfg.seed, num_outputs=run.data.num_classes if layer == head else None)
-    check_output_width(run)
+    reinit_layers(run)
     return LoopState(np.random.default_rng(shuffle), np.random.default_rng(augment)), report
+
+
+def reinit_layers(run: Run) -> None:
+    """Re-initialize cfg.reinit; the head (the last layer with parameters) gets the data's
+    class count. Then check that the model's output width matches the classes."""
+    model = run.model
+    head = next(reversed(model.params)).rsplit(".", 1)[0] if model.params else None
+    for layer in run.cfg.reinit:
+        classes = run.data.num_classes if layer == head else None
+        model.reinit(layer, run.cfg.seed, num_outputs=classes)
+    check_output_width(run)
 
 
 def check_output_width(run: Run) -> None:
@@ -459,6 +467,7 @@ def train(model, cfg: TrainConfig, data, out_dir: str | Path, resume: bool = Fal
     if resume:
         if not (out / "last.npz").exists():
             raise TrainError(f"cannot resume: {out / 'last.npz'} does not exist")
+        reinit_layers(run)  # the checkpoint holds the re-initialized shapes
         attach_model(run)
         state = resume_from(run, out / "last.npz")
     else:
