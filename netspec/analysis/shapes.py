@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from netspec.diagnostics import Diagnostic, NetspecError, Note
 from netspec.ir import Network
-from netspec.ops import REGISTRY, ShapeError
+from netspec.ops import REGISTRY, Shape, ShapeError
 
 
 def layer_notes(data: dict) -> list[Note]:
@@ -11,25 +11,40 @@ def layer_notes(data: dict) -> list[Note]:
     return [Note(f"in {f.instance} ({f.block})", f.span) for f in reversed(data["path"])]
 
 
-def infer_shapes(net: Network, input_shapes: dict[str, tuple[int, ...]] | None = None) -> None:
-    """Set node["shape"] (per sample, batch axis implicit) and node["warnings"] everywhere.
+def show(shape: Shape) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]"
 
-    Raises NetspecError at the first layer whose inputs it cannot accept."""
+
+def infer_shapes(net: Network, input_shapes: dict[str, Shape] | None = None) -> list[Diagnostic]:
+    """Set node["shape"] (per sample, batch axis implicit) and node["warnings"] everywhere;
+    `input_shapes` overrides the shapes the spec declares for its inputs.
+
+    Raises NetspecError at the first layer whose inputs it cannot accept. Returns the
+    warnings (rows or columns of an input that a window never reads)."""
     g = net.graph
+    overrides = input_shapes or {}
+    warnings: list[Diagnostic] = []
     for name in net.order():
         data = g.nodes[name]
         op = REGISTRY[data["op"]]
         ins = [g.nodes[i]["shape"] for i in data["inputs"]]
-        if data["op"] == "input" and input_shapes and name in input_shapes:
-            data["shape"] = tuple(input_shapes[name])
-            data["warnings"] = []
-            continue
         try:
-            data["shape"] = tuple(op.shape(data["attrs"], ins))
+            data["shape"] = tuple(overrides[name]) if name in overrides \
+                else tuple(op.shape(data["attrs"], ins))
         except ShapeError as exc:
             raise NetspecError(Diagnostic(
                 "error", f"{name}: {exc.message}", data["span"], exc.hint,
-                layer_notes(data))) from None
+                _merge_notes(net, data) + layer_notes(data))) from None
         data["warnings"] = [Diagnostic("warning", f"{name}: {w}", data["span"], None,
                                        layer_notes(data))
                             for w in op.shape_warnings(data["attrs"], ins)]
+        warnings.extend(data["warnings"])
+    return warnings
+
+
+def _merge_notes(net: Network, data: dict) -> list[Note]:
+    """Where each input of a merge comes from, so a mismatched add names its branches."""
+    if len(data["inputs"]) < 2:
+        return []
+    return [Note(f"input {k + 1} is `{i}` of shape {show(net.node(i)['shape'])}",
+                 net.node(i)["span"]) for k, i in enumerate(data["inputs"])]

@@ -2,8 +2,17 @@
 from __future__ import annotations
 
 from netspec.ops import activation, conv, io, linear, norm, pool, structure
-from netspec.ops.base import (REQUIRED, Arg, ArgError, Op, ParamSpec, Shape, ShapeError,
-                              Window)
+from netspec.ops.base import (
+    REQUIRED,
+    Arg,
+    ArgError,
+    Op,
+    ParamSpec,
+    Saved,
+    Shape,
+    ShapeError,
+    Window,
+)
 
 _MODULES = (io, conv, linear, pool, activation, norm, structure)
 
@@ -20,5 +29,18 @@ def all_names() -> list[str]:
     return sorted(set(REGISTRY) | set(ALIASES))
 
 
-__all__ = ["REGISTRY", "ALIASES", "lookup", "all_names", "Op", "Arg", "ArgError", "ShapeError",
-           "ParamSpec", "Shape", "Window", "REQUIRED"]
+__all__ = [
+    "ALIASES",
+    "REGISTRY",
+    "REQUIRED",
+    "Arg",
+    "ArgError",
+    "Op",
+    "ParamSpec",
+    "Saved",
+    "Shape",
+    "ShapeError",
+    "Window",
+    "all_names",
+    "lookup",
+]

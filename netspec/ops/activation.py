@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from netspec.ops.base import Arg, Op, ShapeError
+from netspec.ops.base import Arg, Op, Saved, ShapeError
 
 
 class _Activation(Op):
@@ -12,6 +12,9 @@ class _Activation(Op):
 
     def extra_flops(self, attrs, inputs, out):
         return self.flops_per_element * math.prod(out)
+
+    def saved(self, attrs, inputs, out):
+        return Saved(keeps_output=True)  # the derivative is a function of the output
 
 
 class ReLU(_Activation):
@@ -27,6 +30,9 @@ class LeakyReLU(_Activation):
     args = (Arg("slope", "float", 0.01, doc="negative slope"),)
     kernel = "leaky_relu"
 
+    def saved(self, attrs, inputs, out):
+        return Saved(index_bytes=math.prod(out))  # the boolean mask x > 0
+
     def kernel_args(self, attrs):
         return {"slope": attrs["slope"]}
 
@@ -36,6 +42,9 @@ class ELU(_Activation):
     doc = "x if x > 0 else alpha * (exp(x) - 1)"
     args = (Arg("alpha", "float", 1.0),)
     kernel = "elu"
+
+    def saved(self, attrs, inputs, out):
+        return Saved(index_bytes=math.prod(out), keeps_output=True)  # mask x > 0 and out
 
     def kernel_args(self, attrs):
         return {"alpha": attrs["alpha"]}
@@ -72,6 +81,9 @@ class Maxout(_Activation):
             raise ShapeError(f"maxout with pieces={attrs['pieces']} needs a channel count "
                              f"divisible by {attrs['pieces']}, got {c}")
         return (c // attrs["pieces"],) + tuple(inputs[0][1:])
+
+    def saved(self, attrs, inputs, out):
+        return Saved(index_bytes=math.prod(out) * (1 if attrs["pieces"] <= 256 else 2))
 
     def kernel_args(self, attrs):
         return {"pieces": attrs["pieces"]}

@@ -132,6 +132,21 @@ class Window:
 IDENTITY_WINDOW = Window((1, 1), (1, 1), (0, 0))
 
 
+@dataclass(frozen=True)
+class Saved:
+    """What one sample's training forward keeps for the backward in netspec.runtime's cache:
+    `values` new elements of the activation dtype, `index_bytes` of masks and argmax indices,
+    and whether the cache holds a reference to the op's input or output array."""
+
+    values: int = 0
+    index_bytes: int = 0
+    keeps_input: bool = False
+    keeps_output: bool = False
+
+
+NOTHING_SAVED = Saved()
+
+
 class Op:
     """Base of every op. Subclasses set the class attributes and override what applies.
 
@@ -150,6 +165,10 @@ class Op:
     uses_train: ClassVar[bool] = False  # the kernel takes train=...
     uses_rng: ClassVar[bool] = False  # the kernel takes rng=...
     spatial: ClassVar[bool] = False  # needs (C, H, W) input
+    output_is_view: ClassVar[bool] = False  # the output shares its input's memory (reshapes)
+    # Each output unit sees every position of its input's grid, flattened or not (linear,
+    # global pooling): the receptive-field step is a window as large as that grid.
+    whole_grid: ClassVar[bool] = False
 
     def normalize(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Cross-argument checks and derived defaults, after each Arg.check."""
@@ -176,6 +195,15 @@ class Op:
     def window(self, attrs: dict[str, Any], inputs: list[Shape]) -> Window | None:
         """The receptive-field step; None for ops that leave the field unchanged."""
         return None
+
+    def saved(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape) -> Saved:
+        """Memory one sample's training forward keeps for the backward (the kernel's cache)."""
+        return NOTHING_SAVED
+
+    def workspace(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape) -> int:
+        """Elements per sample the backward allocates for a moment besides dout, dx and the
+        parameter gradients (im2col buffers, per-sample weight-gradient products)."""
+        return 0
 
     def kernel_args(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments the runtime forward kernel takes (literals in generated code)."""

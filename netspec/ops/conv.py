@@ -1,8 +1,19 @@
 """Op `conv`: 2-D convolution with stride, padding (or "same"), dilation, groups and bias."""
 from __future__ import annotations
 
-from netspec.ops.base import (Arg, ArgError, Op, ParamSpec, ShapeError, Window, fmt_pair,
-                              kernel_label, spatial_input, window_out)
+from netspec.ops.base import (
+    Arg,
+    ArgError,
+    Op,
+    ParamSpec,
+    Saved,
+    ShapeError,
+    Window,
+    fmt_pair,
+    kernel_label,
+    spatial_input,
+    window_out,
+)
 
 
 class Conv(Op):
@@ -76,6 +87,36 @@ class Conv(Op):
         k = tuple(d * (k - 1) + 1 for k, d in zip(attrs["k"], attrs["d"]))
         return Window(k, attrs["s"], attrs["p"])
 
+    def _pointwise(self, attrs) -> bool:
+        return attrs["k"] == (1, 1) and attrs["s"] == (1, 1) and attrs["p"] == (0, 0)
+
+    def saved(self, attrs, inputs, out):
+        # The im2col columns [C_in*KH*KW, OH*OW]; for a 1x1, stride-1, unpadded conv they
+        # are a reshape of the input itself.
+        if self._pointwise(attrs):
+            return Saved(keeps_input=True)
+        kh, kw = attrs["k"]
+        return Saved(values=inputs[0][0] * kh * kw * out[1] * out[2])
+
+    def workspace(self, attrs, inputs, out):
+        c_in, h, w = inputs[0]
+        c_out, oh, ow = out
+        kh, kw = attrs["k"]
+        # dw: one [C_out, C_in/groups*KH*KW] product per sample, summed over the batch after.
+        dw_products = c_out * c_in // attrs["groups"] * kh * kw
+        full_pad = [d * (k - 1) - p for k, d, p in zip(attrs["k"], attrs["d"], attrs["p"])]
+        if attrs["s"] == (1, 1) and min(full_pad) >= 0:
+            # dx as a convolution of dout padded by D(K-1)-P: a padded copy and its im2col.
+            padded = c_out * (oh + 2 * full_pad[0]) * (ow + 2 * full_pad[1]) \
+                if max(full_pad) else 0
+            cols = 0 if (kh, kw) == (1, 1) and not max(full_pad) else c_out * kh * kw * h * w
+            dx_work = padded + cols
+        else:
+            # dx by col2im: the column gradients and a padded dx that dx is a view of.
+            ph, pw = attrs["p"]
+            dx_work = c_in * kh * kw * oh * ow + c_in * ((h + 2 * ph) * (w + 2 * pw) - h * w)
+        return max(dw_products, dx_work)
+
     def kernel_args(self, attrs):
         return {"stride": attrs["s"], "padding": attrs["p"], "dilation": attrs["d"],
                 "groups": attrs["groups"]}
@@ -93,16 +134,23 @@ class Conv(Op):
 
 
 def _dropped_rows(k, s, p, d, hw, ceil_mode=False):
-    """Warn where (H + 2P - F) / S is not an integer: the last rows/columns are never read."""
+    """Warn where (H + 2P - F) / S is not an integer and the rows/columns it leaves over at
+    the end are input, not padding.
+
+    Only when windows tile the input (F >= S): a window smaller than its stride skips rows
+    everywhere by design, so the last one is no loss of its own."""
     if ceil_mode:
         return []
     warnings = []
     for axis, n, kk, ss, pp, dd in zip(("rows", "columns"), hw, k, s, p, d):
-        rest = (n + 2 * pp - dd * (kk - 1) - 1) % ss
-        if rest:
-            warnings.append(f"(H + 2P - F) / S is not an integer along {axis}: "
-                            f"the last {rest} padded {axis} of the {hw[0]}x{hw[1]} input "
-                            "are dropped")
+        span = dd * (kk - 1) + 1
+        rest = (n + 2 * pp - span) % ss  # padded rows past the last window
+        lost = rest - pp  # of which input rather than padding
+        if lost > 0 and span >= ss:
+            noun, verb = (axis, "are") if lost > 1 else (axis[:-1], "is")
+            warnings.append(f"(H + 2P - F) / S = ({n} + {2 * pp} - {span}) / {ss} is not an "
+                            f"integer: the last {lost} {noun} of the {hw[0]}x{hw[1]} input "
+                            f"{verb} never read")
     return warnings
 
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from netspec.ops.base import Arg, Op, ParamSpec
+from netspec.ops.base import Arg, Op, ParamSpec, Saved
 
 
 class Linear(Op):
@@ -18,6 +18,7 @@ class Linear(Op):
             choices=("auto", "he", "xavier", "normal")),
     )
     kernel = "linear"
+    whole_grid = True
 
     def shape(self, attrs, inputs):
         return (attrs["out"],)
@@ -35,6 +36,9 @@ class Linear(Op):
 
     def extra_flops(self, attrs, inputs, out):
         return attrs["out"] if attrs["bias"] else 0
+
+    def saved(self, attrs, inputs, out):
+        return Saved(keeps_input=True)  # x reshaped to [N, D_in], for dw
 
     def describe(self, attrs):
         return f"linear {attrs['out']}"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from netspec.ops.base import Arg, Op, ParamSpec, ShapeError
+from netspec.ops.base import Arg, Op, ParamSpec, Saved, ShapeError
 
 
 def _affine(c: int) -> list[ParamSpec]:
@@ -16,6 +16,12 @@ class _Norm(Op):
 
     def extra_flops(self, attrs, inputs, out):
         return 4 * math.prod(out)  # subtract mean, divide by std, scale, shift
+
+    def saved(self, attrs, inputs, out):
+        return Saved(values=math.prod(out))  # the normalized (or centred) input
+
+    def workspace(self, attrs, inputs, out):
+        return math.prod(out)  # dout * x_hat before its reduction
 
     def kernel_args(self, attrs):
         return {"eps": attrs["eps"]}

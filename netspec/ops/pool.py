@@ -3,8 +3,17 @@ from __future__ import annotations
 
 import math
 
-from netspec.ops.base import (Arg, Op, ShapeError, Window, fmt_pair, kernel_label,
-                              spatial_input, window_out)
+from netspec.ops.base import (
+    Arg,
+    Op,
+    Saved,
+    ShapeError,
+    Window,
+    fmt_pair,
+    kernel_label,
+    spatial_input,
+    window_out,
+)
 from netspec.ops.conv import _dropped_rows
 
 
@@ -47,6 +56,12 @@ class _Pool(Op):
     def extra_flops(self, attrs, inputs, out):
         return math.prod(out) * attrs["k"][0] * attrs["k"][1]
 
+    def workspace(self, attrs, inputs, out):
+        # A padded dx that dx is a view of, and one dout-sized temporary per kernel tap.
+        c, h, w = inputs[0]
+        ph, pw = attrs["p"]
+        return c * ((h + 2 * ph) * (w + 2 * pw) - h * w) + math.prod(out)
+
     def kernel_args(self, attrs):
         return {"kernel": attrs["k"], "stride": attrs["s"], "padding": attrs["p"],
                 "ceil_mode": attrs["ceil"]}
@@ -62,6 +77,11 @@ class MaxPool(_Pool):
     doc = "Max pooling; padding counts as -inf."
     kernel = "maxpool2d"
 
+    def saved(self, attrs, inputs, out):
+        # The winning tap of every output: uint8 up to 256 taps.
+        taps = attrs["k"][0] * attrs["k"][1]
+        return Saved(index_bytes=math.prod(out) * (1 if taps <= 256 else 2))
+
 
 class AvgPool(_Pool):
     name = "avgpool"
@@ -75,16 +95,13 @@ class GlobalAvgPool(Op):
     aliases = ("gap", "global_avg_pool")
     family = "pool"
     spatial = True
+    whole_grid = True
     doc = "Average over all of H and W: [C, H, W] -> [C, 1, 1]."
     kernel = "global_avgpool"
 
     def shape(self, attrs, inputs):
         c, _, _ = spatial_input(self, inputs)
         return (c, 1, 1)
-
-    def window(self, attrs, inputs):
-        _, h, w = inputs[0]
-        return Window((h, w), (1, 1), (0, 0))
 
     def extra_flops(self, attrs, inputs, out):
         return math.prod(inputs[0])

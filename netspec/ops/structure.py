@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from netspec.ops.base import Arg, Op, ShapeError
+from netspec.ops.base import Arg, Op, Saved, ShapeError
 
 
 def _show(shape) -> str:
@@ -66,6 +66,7 @@ class Flatten(Op):
     family = "reshape"
     doc = "[C, H, W] -> [C*H*W]"
     kernel = "flatten"
+    output_is_view = True
 
     def shape(self, attrs, inputs):
         return (math.prod(inputs[0]),)
@@ -76,6 +77,7 @@ class Identity(Op):
     family = "reshape"
     doc = "Passes its input through."
     kernel = "identity"
+    output_is_view = True
 
 
 class Dropout(Op):
@@ -87,6 +89,9 @@ class Dropout(Op):
     kernel = "dropout"
     uses_train = True
     uses_rng = True
+
+    def saved(self, attrs, inputs, out):
+        return Saved(values=math.prod(out))  # the scaled keep mask
 
     def kernel_args(self, attrs):
         return {"p": attrs["p"]}

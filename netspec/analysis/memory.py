@@ -1,0 +1,163 @@
+"""Analysis pass: activation memory per layer and an estimate of a training step's peak.
+
+The model of the estimate (bytes; N = batch size, each term below per sample times N):
+
+  params + gradients (one per parameter, frozen ones included: the backward computes them)
+  + optimizer state (slots per trainable parameter: sgd 0, momentum and nesterov 1,
+    adagrad and rmsprop 1, adam and adamw 2; plus the one scratch array per parameter that
+    netspec.train's optimizers keep) + buffers
+  + the peak, over the steps of the forward and the backward, of the activation memory
+    that netspec.runtime's NumPy kernels hold at that step:
+      forward, at layer l: every cache made so far (op.saved: conv's im2col columns
+        C_in*k*k*H_out*W_out, batch norm's normalized input, dropout's mask, max pooling's
+        argmax bytes, ...), every tensor a cache refers to (relu's output, linear's input),
+        and every other tensor from its layer until its last consumer has run;
+      backward, at layer l (layers run in reverse, each freeing its cache when done): the
+        caches and referred tensors of layers l and before, the gradient of every tensor
+        between its last consumer and its producer, and the layer's workspace
+        (op.workspace: conv's column gradients and per-sample weight-gradient products).
+    The input batch is held by the caller throughout; reshapes (flatten, identity) share
+    their input's memory.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from netspec.analysis.params import ParamCount
+from netspec.diagnostics import Diagnostic, NetspecError
+from netspec.ir import Network
+from netspec.ops import REGISTRY
+
+DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
+# State arrays per trainable parameter (netspec.train.optim's `slots`).
+OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "nesterov": 1, "adagrad": 1, "rmsprop": 1,
+                   "adam": 2, "adamw": 2}
+OPTIMIZER_SCRATCH = 1  # netspec.train keeps one temporary per parameter for its updates
+
+
+@dataclass(frozen=True)
+class TrainingMemory:
+    """Estimated peak bytes of one training step, by component."""
+
+    batch: int
+    dtype: str
+    optimizer: str
+    params: int
+    gradients: int
+    optimizer_state: int
+    buffers: int
+    activations: int  # the activation peak for the whole batch, input batch included
+    saved_for_backward: int  # caches and the tensors they refer to, at the end of forward
+    peak_at: str  # "backward of layer3.0.conv2": where the activation peak happens
+
+    @property
+    def total(self) -> int:
+        return (self.params + self.gradients + self.optimizer_state + self.buffers
+                + self.activations)
+
+
+def itemsize(dtype: str) -> int:
+    if dtype not in DTYPE_BYTES:
+        raise NetspecError(Diagnostic("error", f"unknown dtype `{dtype}`", None,
+                                      "use " + ", ".join(DTYPE_BYTES)))
+    return DTYPE_BYTES[dtype]
+
+
+def optimizer_slots(optimizer: str) -> int:
+    if optimizer not in OPTIMIZER_SLOTS:
+        raise NetspecError(Diagnostic("error", f"unknown optimizer `{optimizer}`", None,
+                                      "use " + ", ".join(OPTIMIZER_SLOTS)))
+    return OPTIMIZER_SLOTS[optimizer]
+
+
+def activation_memory(net: Network, dtype: str = "float32") -> None:
+    """Set node["activation_bytes"]: the bytes of the layer's output for one sample."""
+    size = itemsize(dtype)
+    for name in net.order():
+        data = net.node(name)
+        data["activation_bytes"] = math.prod(data["shape"]) * size
+
+
+def training_memory(net: Network, count: ParamCount, batch: int, dtype: str,
+                    optimizer: str) -> TrainingMemory:
+    """The estimate documented at the top of this module, from per-sample timelines."""
+    size = itemsize(dtype)
+    slots = optimizer_slots(optimizer)
+    if batch < 1:
+        raise NetspecError(Diagnostic("error", f"batch size must be at least 1, not {batch}"))
+    fwd, bwd, saved_end = _activation_timelines(net, size)
+    peak_f, peak_b = max(fwd), max(bwd)
+    order = net.order()
+    where = (f"backward of {order[bwd.index(peak_b)]}" if peak_b >= peak_f
+             else f"forward of {order[fwd.index(peak_f)]}")
+    return TrainingMemory(
+        batch, dtype, optimizer, params=count.params * size, gradients=count.params * size,
+        optimizer_state=(slots + OPTIMIZER_SCRATCH) * count.trainable * size,
+        buffers=count.buffers * size, activations=batch * max(peak_f, peak_b),
+        saved_for_backward=batch * saved_end, peak_at=where)
+
+
+def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int], int]:
+    """Bytes per sample held at each layer's forward step and backward step, and the bytes
+    held for the backward when the forward ends. Every tensor and cache lives over an
+    interval of steps, summed with difference arrays (linear in the number of layers)."""
+    g = net.graph
+    order = net.order()
+    n = len(order)
+    index = {name: k for k, name in enumerate(order)}
+    storage: dict[str, str] = {}  # tensor -> the tensor whose memory it is
+    last_use = {name: index[name] for name in order}  # per storage: last forward consumer
+    release = {}  # per storage kept for the backward: the earliest layer referring to it
+    cached = [0] * n  # bytes of new cache arrays per layer
+    workspace = [0] * n
+    for k, name in enumerate(order):
+        data = g.nodes[name]
+        op = REGISTRY[data["op"]]
+        ins = [g.nodes[i]["shape"] for i in data["inputs"]]
+        storage[name] = storage[data["inputs"][0]] if op.output_is_view else name
+        for i in data["inputs"]:
+            last_use[storage[i]] = k
+        saved = op.saved(data["attrs"], ins, data["shape"])
+        cached[k] = saved.values * size + saved.index_bytes
+        workspace[k] = op.workspace(data["attrs"], ins, data["shape"]) * size
+        refs = ([storage[i] for i in data["inputs"]] if saved.keeps_input else []) \
+            + ([storage[name]] if saved.keeps_output else [])
+        for s in refs:
+            release[s] = min(release.get(s, k), k)
+    for name in net.inputs:  # the caller holds the input batch
+        release[storage[name]] = 0
+    for name in net.outputs:  # the loss reads the outputs; their gradients start there
+        release.setdefault(storage[name], index[storage[name]])
+        last_use[storage[name]] = n - 1
+
+    fwd, bwd = [0] * (n + 1), [0] * (n + 1)
+
+    def live(timeline: list[int], first: int, last: int, nbytes: int) -> None:
+        timeline[first] += nbytes
+        timeline[last + 1] -= nbytes
+
+    for k in range(n):
+        live(fwd, k, n - 1, cached[k])
+        live(bwd, k, n - 1, cached[k])
+        live(bwd, k, k, workspace[k])
+    saved_end = sum(cached)
+    for s in set(storage.values()):
+        k = index[s]
+        nbytes = math.prod(g.nodes[s]["shape"]) * size
+        if s in release:
+            live(fwd, k, n - 1, nbytes)
+            live(bwd, release[s], n - 1, nbytes)
+            saved_end += nbytes
+        else:
+            live(fwd, k, last_use[s], nbytes)
+        live(bwd, k, last_use[s], nbytes)  # its gradient
+    return _running(fwd)[:n], _running(bwd)[:n], saved_end
+
+
+def _running(deltas: list[int]) -> list[int]:
+    out, total = [], 0
+    for d in deltas:
+        total += d
+        out.append(total)
+    return out

@@ -1,0 +1,122 @@
+"""Analysis pass: the receptive field of every tensor with respect to the network input.
+
+Araujo, Norris & Sim, "Computing Receptive Fields of Convolutional Neural Networks",
+Distill 2019, computed forward from the input (r = 1, j = 1, start = 0) per spatial axis:
+
+    r_out = r_in + (k - 1) * j_in                 size: input pixels one unit sees
+    j_out = j_in * s                              jump: input pixels between adjacent units
+    start_out = start_in + ((k - 1) / 2 - p) * j_in   centre of the first unit's field
+
+with dilation folded into k (k -> d(k - 1) + 1). The effective padding of the paper's table
+is P = (r - 1) / 2 - start. Elementwise ops, norms and reshapes leave the field unchanged;
+linear layers and global pooling see their input's whole grid. Where paths merge (add,
+concat) the field is the largest over the paths, and the paths are aligned when they share
+jump and start; otherwise each output mixes features centred on different input pixels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from netspec.analysis.shapes import layer_notes
+from netspec.diagnostics import Diagnostic
+from netspec.ir import Network
+from netspec.ops import REGISTRY, Window
+
+Pair = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class ReceptiveField:
+    """One tensor's field per spatial axis (h, w), in input pixels."""
+
+    size: Pair
+    jump: Pair
+    start: tuple[float, float]
+
+    @property
+    def padding(self) -> tuple[float, float]:
+        """Araujo et al.'s effective padding P = (r - 1) / 2 - start."""
+        return tuple((r - 1) / 2 - c for r, c in zip(self.size, self.start))  # type: ignore
+
+    def step(self, window: Window) -> ReceptiveField:
+        return ReceptiveField(
+            tuple(r + (k - 1) * j for r, k, j in zip(self.size, window.kernel, self.jump)),
+            tuple(j * s for j, s in zip(self.jump, window.stride)),
+            tuple(c + ((k - 1) / 2 - p) * j for c, k, p, j in
+                  zip(self.start, window.kernel, window.padding, self.jump)))
+
+
+INPUT_FIELD = ReceptiveField((1, 1), (1, 1), (0.0, 0.0))
+
+
+def receptive_fields(net: Network) -> list[Diagnostic]:
+    """Set node["receptive_field"] (None where no spatial input reaches the tensor);
+    return warnings for merges of misaligned paths."""
+    g = net.graph
+    grid: dict[str, Pair] = {}  # the spatial positions each tensor's units sit on
+    warnings: list[Diagnostic] = []
+    for name in net.order():
+        data = g.nodes[name]
+        op = REGISTRY[data["op"]]
+        shape = data["shape"]
+        if not data["inputs"]:
+            field = INPUT_FIELD if len(shape) == 3 else None
+            data["receptive_field"], grid[name] = field, tuple(shape[1:]) or (1, 1)
+            continue
+        sources = [i for i in data["inputs"] if g.nodes[i]["receptive_field"] is not None]
+        if not sources:
+            data["receptive_field"], grid[name] = None, (1, 1)
+            continue
+        fields = [g.nodes[i]["receptive_field"] for i in sources]
+        field, in_grid = fields[0], grid[sources[0]]
+        if len(fields) > 1:
+            field = _widest(fields)
+            warning = _misalignment(name, data, sources, fields, grid[sources[0]], op.name)
+            if warning:
+                data["warnings"].append(warning)
+                warnings.append(warning)
+        if op.whole_grid:
+            window = Window(in_grid, (1, 1), (0, 0))
+        else:
+            ins = [g.nodes[i]["shape"] for i in data["inputs"]]
+            window = op.window(data["attrs"], ins)
+        data["receptive_field"] = field.step(window) if window else field
+        # A flattened map keeps its grid: a linear layer after it still sees all of it.
+        grid[name] = (1, 1) if op.whole_grid else tuple(shape[1:]) if len(shape) == 3 \
+            else in_grid
+    return warnings
+
+
+def _widest(fields: list[ReceptiveField]) -> ReceptiveField:
+    """The largest field over the paths, per axis (the first path on ties)."""
+    best = [max(fields, key=lambda f: f.size[a]) for a in (0, 1)]
+    return ReceptiveField(tuple(best[a].size[a] for a in (0, 1)),
+                          tuple(best[a].jump[a] for a in (0, 1)),
+                          tuple(best[a].start[a] for a in (0, 1)))
+
+
+def _misalignment(name: str, data: dict, sources: list[str], fields: list[ReceptiveField],
+                  grid: Pair, op: str) -> Diagnostic | None:
+    """A warning when paths disagree in jump or start along an axis with more than one
+    position: there, unit (i, j) of one path is centred elsewhere than unit (i, j) of the
+    other. After global pooling (a 1x1 grid) nothing is left to align."""
+    axes = [a for a in (0, 1) if grid[a] > 1 and
+            len({(f.jump[a], f.start[a]) for f in fields}) > 1]
+    if not axes:
+        return None
+    paths = "; ".join(f"`{s}`: jump {_pair(f.jump)}, start {_pair(f.start)}"
+                      for s, f in zip(sources, fields))
+    return Diagnostic(
+        "warning", f"{name}: the paths into this {op} are spatially misaligned ({paths}): "
+        "its units mix features centred on different input pixels", data["span"],
+        "give every path the same strides and centred padding (p = (k - 1) / 2)",
+        layer_notes(data))
+
+
+def _pair(v: tuple) -> str:
+    a, b = (_num(x) for x in v)
+    return a if a == b else f"{a}x{b}"
+
+
+def _num(x: float) -> str:
+    return f"{x:g}"

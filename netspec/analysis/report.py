@@ -1,0 +1,234 @@
+"""Analysis results: one record per layer, the totals, and the stable JSON form of both."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from netspec.analysis.cost import CONVENTIONS
+from netspec.analysis.memory import DTYPE_BYTES, TrainingMemory
+from netspec.analysis.params import ParamCount, layer_count
+from netspec.analysis.receptive_field import ReceptiveField
+from netspec.diagnostics import Diagnostic
+from netspec.ir import Frame, Network
+from netspec.ops import REGISTRY, Shape
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class LayerRecord:
+    name: str
+    op: str  # the canonical op name
+    label: str  # op.describe(attrs): "conv 3x3/2, 64"
+    path: tuple[Frame, ...]  # block instances, outermost first
+    inputs: tuple[str, ...]
+    output_shape: Shape  # per sample
+    count: ParamCount
+    param_bytes: int  # trainable and frozen parameters
+    macs: int
+    flops: int
+    receptive_field: ReceptiveField | None
+    activation_bytes: int  # the output, per sample
+
+    @property
+    def params(self) -> int:
+        return self.count.params
+
+
+@dataclass(frozen=True)
+class Totals:
+    count: ParamCount
+    param_bytes: int
+    buffer_bytes: int
+    macs: int
+    flops: int
+    activation_bytes: int  # per sample: the input and every layer output that owns memory
+
+    @property
+    def params(self) -> int:
+        return self.count.params
+
+
+@dataclass
+class Analysis:
+    """What `netspec.analyze` returns: per-layer records in topological order, totals, the
+    training-memory estimate and the warnings (dropped rows, misaligned paths)."""
+
+    network: str
+    input_shapes: dict[str, Shape]
+    outputs: list[str]
+    batch: int
+    dtype: str
+    count_convention: str
+    layers: list[LayerRecord]
+    totals: Totals
+    memory: TrainingMemory
+    frozen: frozenset[str]
+    warnings: list[Diagnostic] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._by_name = {r.name: r for r in self.layers}
+
+    def layer(self, name: str) -> LayerRecord:
+        return self._by_name[name]
+
+    @property
+    def convention(self) -> str:
+        return CONVENTIONS[self.count_convention]
+
+    @property
+    def output(self) -> LayerRecord:
+        return self._by_name[self.outputs[0]]
+
+    def to_dict(self, depth: int | None = None) -> dict:
+        """The JSON document of `netspec summary --format json` (schema in docs/analyzer.md).
+
+        `layers` lists every layer, or with `depth` the rows of that depth whose sums are
+        the totals: layers up to it and block instances collapsed at it."""
+        t = self.totals
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "network": self.network,
+            "input": {name: list(s) for name, s in self.input_shapes.items()},
+            "batch": self.batch,
+            "dtype": self.dtype,
+            "convention": self.convention,
+            "layers": [r.to_dict() for r in rows(self, depth) if r.leaf],
+            "totals": {
+                "params": t.params, "trainable_params": t.count.trainable,
+                "frozen_params": t.count.frozen, "buffers": t.count.buffers,
+                "param_bytes": t.param_bytes, "buffer_bytes": t.buffer_bytes,
+                "macs": t.macs, "flops": t.flops,
+                "activation_bytes_per_sample": t.activation_bytes,
+            },
+            "output": _output_dict(self.output),
+            "outputs": [{"name": o, **_output_dict(self.layer(o))} for o in self.outputs],
+            "training_memory": {
+                "batch": self.memory.batch, "dtype": self.memory.dtype,
+                "optimizer": self.memory.optimizer, "params": self.memory.params,
+                "gradients": self.memory.gradients,
+                "optimizer_state": self.memory.optimizer_state,
+                "buffers": self.memory.buffers, "activations": self.memory.activations,
+                "saved_for_backward": self.memory.saved_for_backward,
+                "total": self.memory.total, "peak_at": self.memory.peak_at,
+            },
+            "warnings": [w.message for w in self.warnings],
+        }
+
+
+@dataclass(frozen=True)
+class Row:
+    """A line of the summary: one layer, or one block instance with the subtotals of its
+    layers. `leaf` rows partition the network (their sums are the totals)."""
+
+    name: str
+    depth: int  # block nesting: 0 = the network's own layers
+    kind: str  # "layer" | "block"
+    op: str  # the layer's label, or the block call "bottleneck(c=64, s=2, proj=false)"
+    output_shape: Shape
+    count: ParamCount
+    macs: int
+    flops: int
+    receptive_field: ReceptiveField | None
+    activation_bytes: int
+    leaf: bool
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "depth": self.depth, "op": self.op,
+                "output_shape": list(self.output_shape), "params": self.count.params,
+                "trainable_params": self.count.trainable, "frozen_params": self.count.frozen,
+                "buffers": self.count.buffers, "macs": self.macs, "flops": self.flops,
+                "receptive_field": field_dict(self.receptive_field),
+                "activation_bytes": self.activation_bytes}
+
+
+def rows(analysis: Analysis, depth: int | None = None) -> list[Row]:
+    """The summary's lines in layer order: each block instance opens with a row of its
+    subtotals, its layers follow one level deeper. With `depth`, nothing deeper than it is
+    shown and block instances at that depth stand for all their layers."""
+    members: dict[str, list[LayerRecord]] = {}
+    for r in analysis.layers:
+        for frame in r.path:
+            members.setdefault(frame.instance, []).append(r)
+    consumers: dict[str, set[str]] = {}
+    for r in analysis.layers:
+        for i in r.inputs:
+            consumers.setdefault(i, set()).add(r.name)
+    out: list[Row] = []
+    opened: set[str] = set()
+    for r in analysis.layers:
+        for level, frame in enumerate(r.path):
+            if frame.instance in opened:
+                continue
+            opened.add(frame.instance)
+            if depth is None or level <= depth:
+                out.append(_block_row(frame, level, members[frame.instance], consumers,
+                                      analysis.outputs, leaf=level == depth))
+        if depth is None or len(r.path) <= depth:
+            out.append(Row(r.name, len(r.path), "layer", r.label, r.output_shape, r.count,
+                           r.macs, r.flops, r.receptive_field, r.activation_bytes, leaf=True))
+    return out
+
+
+def _block_row(frame: Frame, level: int, layers: list[LayerRecord],
+               consumers: dict[str, set[str]], outputs: list[str], leaf: bool) -> Row:
+    inside = {r.name for r in layers}
+    exits = [r for r in layers if r.name in outputs or consumers.get(r.name, set()) - inside]
+    last = (exits or layers)[-1]  # the block's output tensor
+    count = ParamCount()
+    for r in layers:
+        count += r.count
+    args = ", ".join(f"{k}={_value(v)}" for k, v in frame.args)
+    return Row(frame.instance, level, "block", f"{frame.block}({args})", last.output_shape,
+               count, sum(r.macs for r in layers), sum(r.flops for r in layers),
+               last.receptive_field, sum(r.activation_bytes for r in layers), leaf)
+
+
+def _value(v: object) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return str(v)
+
+
+def field_dict(rf: ReceptiveField | None) -> dict | None:
+    """A receptive field as JSON: numbers when both axes agree, else [h, w] pairs."""
+    if rf is None:
+        return None
+    return {"size": _scalar(rf.size), "jump": _scalar(rf.jump), "start": _scalar(rf.start),
+            "padding": _scalar(rf.padding)}
+
+
+def _scalar(pair: tuple) -> object:
+    a, b = (int(x) if float(x).is_integer() else x for x in pair)
+    return a if a == b else [a, b]
+
+
+def _output_dict(record: LayerRecord) -> dict:
+    return {"shape": list(record.output_shape),
+            "receptive_field": field_dict(record.receptive_field)}
+
+
+def build_analysis(net: Network, *, batch: int, dtype: str, count: str, frozen: frozenset[str],
+                   memory: TrainingMemory, warnings: list[Diagnostic]) -> Analysis:
+    """Gather the node annotations of every pass into records and totals."""
+    itemsize = DTYPE_BYTES[dtype]
+    layers = []
+    total = ParamCount()
+    for name in net.order():
+        data = net.node(name)
+        op = REGISTRY[data["op"]]
+        c = layer_count(data["params"], name, frozen)
+        total += c
+        layers.append(LayerRecord(
+            name, data["op"], op.describe(data["attrs"]), data["path"], tuple(data["inputs"]),
+            data["shape"], c, c.params * itemsize, data["macs"], data["flops"],
+            data["receptive_field"], data["activation_bytes"]))
+    activations = sum(r.activation_bytes for r in layers if not REGISTRY[r.op].output_is_view)
+    totals = Totals(total, total.params * itemsize, total.buffers * itemsize,
+                    sum(r.macs for r in layers), sum(r.flops for r in layers), activations)
+    inputs = {name: net.node(name)["shape"] for name in net.inputs}
+    return Analysis(net.name, inputs, list(net.outputs), batch, dtype, count, layers, totals,
+                    memory, frozen, warnings)

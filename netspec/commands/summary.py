@@ -1,0 +1,80 @@
+"""`netspec summary FILE`: shapes, parameters, MACs, receptive fields and memory per layer."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = ("per-layer table of output shapes, parameters, MACs, receptive fields and activation "
+        "memory, with totals and a training-memory estimate")
+
+
+def add_arguments(p) -> None:
+    from netspec.analysis.cost import CONVENTIONS
+    from netspec.analysis.memory import DTYPE_BYTES, OPTIMIZER_SLOTS
+    from netspec.analysis.summary import FORMATS
+
+    p.add_argument("file", metavar="FILE", help=".net file or bundled spec name (resnet50)")
+    p.add_argument("--network", help="which network of the file (default: the last one)")
+    p.add_argument("--input", metavar="SHAPE", type=input_shape,
+                   help="per-sample input shape overriding the spec's: 3x224x224, 784")
+    p.add_argument("--batch", type=_positive, default=1, metavar="N",
+                   help="batch size of the activation and training-memory figures (1)")
+    p.add_argument("--depth", type=_depth, metavar="D",
+                   help="collapse block instances nested deeper than D into one row each "
+                        "(0: the network's own layers and top-level blocks)")
+    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--freeze", nargs="+", action="extend", default=[], metavar="GLOB",
+                   help="layers or parameters not trained: conv1, layer1.*, fc.weight")
+    p.add_argument("--count", choices=sorted(CONVENTIONS), default="torchvision",
+                   help="torchvision: FLOPs = 2 x MACs of conv and linear layers (default); "
+                        "all: add bias, norm, activation, pooling and add FLOPs")
+    p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="float32")
+    p.add_argument("--optimizer", choices=list(OPTIMIZER_SLOTS), default="sgd",
+                   help="optimizer whose state the training-memory estimate counts (sgd)")
+
+
+def run(args) -> int:
+    import netspec
+    from netspec.analysis.summary import render
+
+    net = netspec.load(args.file, args.network)
+    analysis = netspec.analyze(net, args.input, freeze=args.freeze, batch=args.batch,
+                               dtype=args.dtype, optimizer=args.optimizer, count=args.count)
+    for w in net.warnings + analysis.warnings:
+        print(w.render(), file=sys.stderr)
+    sys.stdout.write(render(analysis, args.format, args.depth))
+    return 0
+
+
+def input_shape(text: str) -> tuple[int, ...]:
+    """`3x224x224`, `3,224,224` or `784` -> a per-sample shape."""
+    parts = text.replace(",", "x").replace("X", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        shape = ()
+    if not 1 <= len(shape) <= 3 or min(shape, default=0) < 1:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a shape: give 1 to 3 positive sizes like 3x224x224 "
+            "(the batch axis is implicit)")
+    return shape
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
+def _depth(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a depth (0, 1, 2, ...)")
+    return value
