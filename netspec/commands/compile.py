@@ -1,0 +1,52 @@
+"""`netspec compile FILE -o model.py`: write a spec as a trainable NumPy model module."""
+from __future__ import annotations
+
+import os
+import sys
+
+from netspec.diagnostics import Diagnostic, NetspecError
+
+HELP = "compile a spec to a Python module that runs and trains it with NumPy"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("file", metavar="FILE", help=".net file or bundled spec name")
+    p.add_argument("-o", "--output", metavar="PATH",
+                   help="where to write the module (default: standard output)")
+    p.add_argument("--standalone", action="store_true",
+                   help="copy the runtime kernels in, so the module needs only NumPy")
+    p.add_argument("--input", metavar="SHAPE", type=parse_shape,
+                   help="per-sample input shape, e.g. 3x32x32 (default: the spec's)")
+    p.add_argument("--network", help="which network of the file (default: the last one)")
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """"3x32x32" (or "3,32,32") -> (3, 32, 32)."""
+    import argparse
+
+    parts = text.replace(",", "x").split("x")
+    if not 1 <= len(parts) <= 3 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a shape: give 1 to 3 positive sizes such as 3x32x32")
+    return tuple(int(p) for p in parts)
+
+
+def run(args) -> int:
+    import netspec
+    from netspec.codegen import generate
+
+    net = netspec.load(args.file, args.network)
+    for w in net.warnings:
+        print(w.render(), file=sys.stderr)
+    source = generate(net, args.input, standalone=args.standalone)
+    if not args.output or args.output == "-":
+        sys.stdout.write(source)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(source)
+    except OSError as exc:
+        raise NetspecError(Diagnostic("error", f"{args.output}: {exc.strerror}")) from None
+    print(f"wrote {os.path.relpath(args.output)}: network `{net.name}`"
+          + (" (standalone)" if args.standalone else ""), file=sys.stderr)
+    return 0
