@@ -1,0 +1,90 @@
+"""End-to-end numerical gradient checks: the loss of a whole compiled model (float64) against
+centered differences, for sampled entries of every parameter and of the input."""
+import os
+
+import numpy as np
+import pytest
+from _gradcheck import rel_error
+
+import netspec
+
+HERE = os.path.dirname(__file__)
+H = 1e-6
+ENTRIES = 6  # sampled entries per tensor
+
+# Every op family on one graph: a tensor that fans out three ways (lrelu), a concat, an add
+# that takes the same tensor twice, normalizations, all activations, pools and both losses.
+EVERY_OP = """
+network every_op(loss_kind = "svm") {
+    input x: [3, 6, 6]
+    a = x -> conv1: conv(4, k=3, p=1) -> lrelu: leaky_relu(0.1)
+    b = a -> gn: groupnorm(2) -> elu
+    c = a -> ln: layernorm -> sigmoid
+    d = (b, c, a) -> cat: concat
+    e = x -> inorm: instancenorm -> conv2: conv(12, k=1, init="xavier") -> tanh
+    output (d, e, e) -> sum: add -> mo: maxout(3) -> pool: avgpool(2, s=2) -> flatten
+        -> fc: linear(5, init="normal") -> identity
+    train { loss = svm(delta = 1.0, squared = true) }
+}
+"""
+
+# Batch norm in train mode, strided and grouped conv, max pooling, seeded dropout, softmax loss.
+CNN = """
+network cnn {
+    input x: [2, 7, 7]
+    output x -> conv1: conv(6, k=3, s=2, p=1, groups=2) -> bn1: bn -> relu
+             -> pool: maxpool(2, s=1, ceil=true) -> conv2: conv(4, k=[1, 3], bias=false)
+             -> bn2: bn -> relu -> gap: global_avgpool -> drop: dropout(0.3)
+             -> fc: linear(3)
+}
+"""
+
+
+def numerical_loss_gradient(model, x, y, array, index, seed):
+    def loss_at(value):
+        array[index] = value
+        model.rng = np.random.default_rng(seed)  # the same dropout masks every time
+        return model.data_loss(model.forward(x, train=True), y)[0]
+
+    old = array[index]
+    try:
+        return (loss_at(old + H) - loss_at(old - H)) / (2 * H)
+    finally:
+        array[index] = old
+
+
+def check_model(model, n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n,) + tuple(model.input_shape))
+    y = rng.integers(0, model.output_shape[0], n)
+    model.rng = np.random.default_rng(seed)
+    scores = model.forward(x, train=True)
+    _, dscores = model.data_loss(scores, y)
+    dx = model.backward(dscores)
+    analytic = dict(model.grads, x=dx)
+    arrays = dict(model.params, x=x)
+    for name, array in arrays.items():
+        picks = [np.unravel_index(i, array.shape)
+                 for i in rng.choice(array.size, min(ENTRIES, array.size), replace=False)]
+        numeric = [numerical_loss_gradient(model, x, y, array, ix, seed) for ix in picks]
+        exact = np.array([analytic[name][ix] for ix in picks])
+        # A conv bias right before batch norm has a true gradient of 0: compare absolutely.
+        assert rel_error(exact, numeric) < 1e-6 or np.abs(exact - numeric).max() < 1e-9, name
+
+
+def test_every_op_graph_gradients():
+    check_model(netspec.compile(netspec.parse(EVERY_OP), dtype="float64", seed=3))
+
+
+def test_cnn_with_batchnorm_and_dropout_gradients():
+    check_model(netspec.compile(netspec.parse(CNN), dtype="float64", seed=4), n=5)
+
+
+@pytest.mark.parametrize("name", ["tiny_inception", "tiny_resnet_bottleneck"])
+def test_small_spec_gradients(name):
+    path = os.path.join(HERE, "specs", name + ".net")
+    check_model(netspec.compile(path, dtype="float64", seed=5), n=3)
+
+
+def test_mlp_spec_gradients():
+    check_model(netspec.compile("mlp", dtype="float64", seed=6))
