@@ -148,20 +148,21 @@ def plan(net: Network, depth: int | None | str = "auto", collapse_repeats: bool 
     out = Plan(depth=depth)
     for name in order:
         path = g.nodes[name]["path"]
-        node_id, cluster, closed = name, [], None
+        moves: list[tuple[str, str]] = []  # a folded run's later instance -> its first
+        cluster: list[str] = []
+        closed = None
         for level, frame in enumerate(path, start=1):
-            run, k = run_of[frame.instance]
+            run, k = run_of[_moved(frame.instance, moves)]
             if depth is not None and level > depth:
                 closed = run
                 break
-            if k > 0:  # a folded run's later instance: drawn as the first one
-                node_id = run.head.instance + node_id[len(frame.instance):]
+            if k > 0:
+                moves.append((run.instances[k].instance, run.head.instance))
             if run.head.instance not in out.clusters:
                 out.clusters[run.head.instance] = Cluster(run.head.instance, run,
                                                           cluster[-1] if cluster else None)
             cluster.append(run.head.instance)
-        if closed is not None:
-            node_id = closed.head.instance
+        node_id = closed.head.instance if closed is not None else _moved(name, moves)
         if node_id not in out.nodes:
             out.nodes[node_id] = Node(node_id, [], closed, tuple(cluster))
         node = out.nodes[node_id]
@@ -187,6 +188,15 @@ def plan(net: Network, depth: int | None | str = "auto", collapse_repeats: bool 
         else:
             edge.shortcut &= is_shortcut
     return out
+
+
+def _moved(name: str, moves: list[tuple[str, str]]) -> str:
+    """`name` after each (instance, first instance) renaming in turn: layer3.7.conv1 ->
+    layer3.1.conv1."""
+    for old, new in moves:
+        if name == old or name.startswith(old + "."):
+            name = new + name[len(old):]
+    return name
 
 
 def _instances(net: Network) -> dict[str, Frame]:
@@ -264,6 +274,8 @@ def _signature(net: Network, frame: Frame, layers: list[str]) -> Any:
             return None
         data = g.nodes[name]
         depth = len(_path_to(data["path"], frame))
+        if any(not f.instance.startswith(prefix) for f in data["path"][depth:]):
+            return None
         nested = tuple((f.block, f.instance[len(prefix):], f.args)
                        for f in data["path"][depth:])
         wiring = tuple(i[len(prefix):] if i in inside else ("<in>", g.nodes[i].get("shape"))
@@ -409,7 +421,7 @@ def _to_dot(net: Network, layout: Plan, rankdir: str, shapes: bool,
             body.append(f"{indent}subgraph {quote_id('cluster_' + cid)} {{\n")
             fill = CLUSTER_FILLS[min(cluster.run.level, len(CLUSTER_FILLS)) - 1]
             style = "rounded,filled,bold" if cluster.run.count > 1 else "rounded,filled"
-            body.append(f"{indent}\tgraph [label={_html_label(_cluster_lines(cluster.run))} "
+            body.append(f"{indent}\tgraph [label={_html_label(_cluster_lines(cluster.run, cluster.parent))} "
                         f'labeljust=l style="{style}" fillcolor="{fill}" color="#8da0b6" '
                         f'fontsize=11 margin=10]\n')
             emit(cid, indent + "\t")
@@ -469,7 +481,8 @@ def _node_attrs(net: Network, node: Node, annotate: tuple[str, ...]) -> str:
             label = f"input {_fmt_shape(data['shape'])}" if data.get("shape") else "input"
         lines = [_bold(shown)] if shown not in (label, op.name) else []
         lines.append(html.escape(_clean(label)))
-        lines += _annotation_lines(net, [name], annotate)
+        if not node.is_input:
+            lines += _annotation_lines(net, [name], annotate)
         attrs = f'fillcolor="{FAMILY_COLORS.get(op.family, "#ffffff")}"'
         if node.is_input:
             attrs += " shape=oval style=filled"
@@ -485,16 +498,16 @@ def _strip(name: str, within: str | None) -> str:
     return name
 
 
-def _cluster_lines(run: Run) -> list[str]:
-    return [_bold(_run_name(run)) + html.escape(": " + _call(run.head))
+def _cluster_lines(run: Run, within: str | None) -> list[str]:
+    return [_bold(_run_name(run, within)) + html.escape(": " + _clean(_call(run.head)))
             + (f" <B>×{run.count}</B>" if run.count > 1 else "")]
 
 
 def _block_lines(net: Network, run: Run, layers: list[str], annotate: tuple[str, ...],
                  cluster: tuple[str, ...]) -> list[str]:
     g = net.graph
-    head = _bold(_run_name(run, cluster[-1] if cluster else None))
-    lines = [head + (f" <B>×{run.count}</B>" if run.count > 1 else ""),
+    name = _run_name(run, cluster[-1] if cluster else None)
+    lines = [_bold(f"{name} ×{run.count}" if run.count > 1 else name),
              html.escape(_clean(_call(run.head)))]
     params = _params(net, layers)
     if params is not None:
@@ -547,12 +560,12 @@ def _value(v: Any) -> str:
 def _annotation_lines(net: Network, layers: list[str], annotate: tuple[str, ...]) -> list[str]:
     lines = []
     for key in annotate:
-        if key == "params":
+        if key == "params":  # a zero count is left out: relu, bn's MACs, pools
             value = _params(net, layers)
-            text = None if value is None else f"{_si(value)} params"
+            text = f"{_si(value)} params" if value else None
         elif key == "macs":
             value = _macs(net, layers)
-            text = None if value is None else f"{_si(value)} MACs"
+            text = f"{_si(value)} MACs" if value else None
         else:
             text = _receptive_field(net, _outputs(net, layers) or layers[-1:])
         if text:
