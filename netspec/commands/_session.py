@@ -1,0 +1,103 @@
+"""What the train, eval and predict commands share: spec + config + data + model, and errors."""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from netspec.diagnostics import Diagnostic, NetspecError
+
+DEFAULT_SPEC = "digits_cnn"
+
+
+def add_spec_arguments(p, default_spec: bool = True) -> None:
+    p.add_argument("spec", nargs="?" if default_spec else None,
+                   default=DEFAULT_SPEC if default_spec else None, metavar="FILE",
+                   help=f".net file or bundled spec name (default: {DEFAULT_SPEC})")
+    p.add_argument("--network", help="which network of the file (default: the last one)")
+    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a network parameter, e.g. --param num_classes=5")
+
+
+def add_data_arguments(p) -> None:
+    p.add_argument("--data", help="digits (default), or a path: CIFAR-10 batches directory, "
+                   "MNIST IDX directory, or an .npz with x_train/y_train")
+    p.add_argument("--val", type=float, help="validation fraction of the training split")
+    p.add_argument("--classes", help="keep only these labels, e.g. 0,1,2")
+    p.add_argument("--limit", type=int, help="use at most this many training examples")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any training setting by its dotted name, e.g. optimizer.beta1=0.8")
+
+
+def parse_assignments(items: list[str], what: str) -> dict[str, Any]:
+    out = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise NetspecError(Diagnostic("error", f"{what} `{item}` is not NAME=VALUE"))
+        try:
+            out[key.strip()] = json.loads(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
+
+
+def load_net(args):
+    import netspec
+
+    return netspec.load(args.spec, args.network, parse_assignments(args.param, "--param"))
+
+
+@contextmanager
+def training_errors(net=None):
+    """Turn the training library's errors into located diagnostics for the CLI."""
+    from netspec.train import CheckpointError, ConfigError, DataError, TrainError
+
+    try:
+        yield
+    except ConfigError as exc:
+        top = exc.key.split(".")[0]
+        span = net.train_spans.get(top) if net is not None else None
+        raise NetspecError(Diagnostic("error", f"train.{exc.key}: {exc.message}", span,
+                                      exc.hint)) from None
+    except (DataError, CheckpointError, TrainError) as exc:
+        message = getattr(exc, "message", None) or str(exc)
+        path = getattr(exc, "path", None)
+        if path and path not in message:
+            message = f"{path}: {message}"
+        raise NetspecError(Diagnostic("error", message, None,
+                                      getattr(exc, "hint", None))) from None
+
+
+def config_from(net, args, extra: dict[str, Any] | None = None):
+    """The spec's train section, then CLI overrides (flags that were not given are None)."""
+    from netspec.train import TrainConfig, apply_overrides
+
+    cfg = TrainConfig.from_spec(net.train)
+    cli = dict(extra or {})
+    for key in ("data", "val", "limit"):
+        cli[key] = getattr(args, key, None)
+    if getattr(args, "classes", None):
+        cli["classes"] = [int(c) for c in str(args.classes).split(",") if c.strip()]
+    cli.update(parse_assignments(getattr(args, "set", []), "--set"))
+    return apply_overrides(cfg, cli)
+
+
+def check_data_fits(net, data) -> None:
+    shape = tuple(net.node(net.inputs[0])["attrs"]["shape"])
+    if tuple(data.input_shape) != shape:
+        raise NetspecError(Diagnostic(
+            "error", f"the spec's input is {list(shape)} but the data's examples are "
+            f"{list(data.input_shape)}", net.node(net.inputs[0])["span"],
+            f"change the spec's input to {list(data.input_shape)}, or train it on matching data"))
+
+
+def compile_model(net, seed: int = 0):
+    import netspec
+
+    return netspec.compile(net, seed=seed)
+
+
+def out_dir(args, net) -> Path:
+    return Path(args.out) if getattr(args, "out", None) else Path("runs") / net.name
