@@ -15,7 +15,8 @@ The model of the estimate (bytes; N = batch size, each term below per sample tim
       backward, at layer l (layers run in reverse, each freeing its cache when done): the
         caches and referred tensors of layers l and before, the gradient of every tensor
         between its last consumer and its producer, and the layer's workspace
-        (op.workspace: conv's column gradients and per-sample weight-gradient products).
+        (op.workspace: for conv a channels-first copy of dout and either the im2col of the
+        padded dout (stride 1) or the column gradients and a padded dx (col2im)).
     The input batch is held by the caller throughout; reshapes (flatten, identity) share
     their input's memory.
 """

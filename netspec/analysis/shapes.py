@@ -28,9 +28,10 @@ def infer_shapes(net: Network, input_shapes: dict[str, Shape] | None = None) -> 
         data = g.nodes[name]
         op = REGISTRY[data["op"]]
         ins = [g.nodes[i]["shape"] for i in data["inputs"]]
+        if name in overrides:  # the input takes the given shape, as if the spec said it
+            data["attrs"] = {**data["attrs"], "shape": tuple(overrides[name])}
         try:
-            data["shape"] = tuple(overrides[name]) if name in overrides \
-                else tuple(op.shape(data["attrs"], ins))
+            data["shape"] = tuple(op.shape(data["attrs"], ins))
         except ShapeError as exc:
             raise NetspecError(Diagnostic(
                 "error", f"{name}: {exc.message}", data["span"], exc.hint,

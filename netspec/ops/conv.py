@@ -87,14 +87,9 @@ class Conv(Op):
         k = tuple(d * (k - 1) + 1 for k, d in zip(attrs["k"], attrs["d"]))
         return Window(k, attrs["s"], attrs["p"])
 
-    def _pointwise(self, attrs) -> bool:
-        return attrs["k"] == (1, 1) and attrs["s"] == (1, 1) and attrs["p"] == (0, 0)
-
     def saved(self, attrs, inputs, out):
-        # The im2col columns [C_in*KH*KW, OH*OW]; for a 1x1, stride-1, unpadded conv they
-        # are a reshape of the input itself.
-        if self._pointwise(attrs):
-            return Saved(keeps_input=True)
+        # The im2col columns [C_in*KH*KW, N*OH*OW] (a copy, even for a 1x1 conv: the batch
+        # moves into the columns), kept for dw.
         kh, kw = attrs["k"]
         return Saved(values=inputs[0][0] * kh * kw * out[1] * out[2])
 
@@ -102,20 +97,17 @@ class Conv(Op):
         c_in, h, w = inputs[0]
         c_out, oh, ow = out
         kh, kw = attrs["k"]
-        # dw: one [C_out, C_in/groups*KH*KW] product per sample, summed over the batch after.
-        dw_products = c_out * c_in // attrs["groups"] * kh * kw
+        dout_cn = c_out * oh * ow  # dout with channels first, for the dw and dx GEMMs
         full_pad = [d * (k - 1) - p for k, d, p in zip(attrs["k"], attrs["d"], attrs["p"])]
         if attrs["s"] == (1, 1) and min(full_pad) >= 0:
-            # dx as a convolution of dout padded by D(K-1)-P: a padded copy and its im2col.
+            # dx as a convolution of dout padded by D(K-1)-P: the padded copy, its im2col
+            # and the GEMM result before it is copied into dx.
             padded = c_out * (oh + 2 * full_pad[0]) * (ow + 2 * full_pad[1]) \
                 if max(full_pad) else 0
-            cols = 0 if (kh, kw) == (1, 1) and not max(full_pad) else c_out * kh * kw * h * w
-            dx_work = padded + cols
-        else:
-            # dx by col2im: the column gradients and a padded dx that dx is a view of.
-            ph, pw = attrs["p"]
-            dx_work = c_in * kh * kw * oh * ow + c_in * ((h + 2 * ph) * (w + 2 * pw) - h * w)
-        return max(dw_products, dx_work)
+            return dout_cn + padded + c_out * kh * kw * h * w + c_in * h * w
+        # dx by col2im: the column gradients and the padded dx that dx is a view of.
+        ph, pw = attrs["p"]
+        return dout_cn + c_in * kh * kw * oh * ow + c_in * ((h + 2 * ph) * (w + 2 * pw) - h * w)
 
     def kernel_args(self, attrs):
         return {"stride": attrs["s"], "padding": attrs["p"], "dilation": attrs["d"],
@@ -141,17 +133,23 @@ def _dropped_rows(k, s, p, d, hw, ceil_mode=False):
     everywhere by design, so the last one is no loss of its own."""
     if ceil_mode:
         return []
-    warnings = []
-    for axis, n, kk, ss, pp, dd in zip(("rows", "columns"), hw, k, s, p, d):
+    lost = {}
+    for axis, n, kk, ss, pp, dd in zip(("row", "column"), hw, k, s, p, d):
         span = dd * (kk - 1) + 1
         rest = (n + 2 * pp - span) % ss  # padded rows past the last window
-        lost = rest - pp  # of which input rather than padding
-        if lost > 0 and span >= ss:
-            noun, verb = (axis, "are") if lost > 1 else (axis[:-1], "is")
-            warnings.append(f"(H + 2P - F) / S = ({n} + {2 * pp} - {span}) / {ss} is not an "
-                            f"integer: the last {lost} {noun} of the {hw[0]}x{hw[1]} input "
-                            f"{verb} never read")
-    return warnings
+        if rest > pp and span >= ss:  # some of them are input rather than padding
+            lost[axis] = (f"({n} + {2 * pp} - {span}) / {ss}", rest - pp)
+    if not lost:
+        return []
+    if len(lost) == 2 and lost["row"] == lost["column"]:
+        formula, n_lost = lost["row"]
+        what = "row and column" if n_lost == 1 else f"{n_lost} rows and columns"
+        return [f"(H + 2P - F) / S = {formula} is not an integer: the last {what} of the "
+                f"{hw[0]}x{hw[1]} input are never read"]
+    return [f"(H + 2P - F) / S = {formula} is not an integer: the last "
+            f"{axis if n_lost == 1 else f'{n_lost} {axis}s'} of the {hw[0]}x{hw[1]} input "
+            f"{'is' if n_lost == 1 else 'are'} never read"
+            for axis, (formula, n_lost) in lost.items()]
 
 
 OPS = [Conv()]
