@@ -144,12 +144,14 @@ def _dropped_rows(k, s, p, d, hw, ceil_mode=False):
     if len(lost) == 2 and lost["row"] == lost["column"]:
         formula, n_lost = lost["row"]
         what = "row and column" if n_lost == 1 else f"{n_lost} rows and columns"
-        return [f"(H + 2P - F) / S = {formula} is not an integer: the last {what} of the "
-                f"{hw[0]}x{hw[1]} input are never read"]
-    return [f"(H + 2P - F) / S = {formula} is not an integer: the last "
-            f"{axis if n_lost == 1 else f'{n_lost} {axis}s'} of the {hw[0]}x{hw[1]} input "
-            f"{'is' if n_lost == 1 else 'are'} never read"
-            for axis, (formula, n_lost) in lost.items()]
+        return [(f"(H + 2P - F) / S = {formula} is not an integer: the last {what} of the "
+                 f"{hw[0]}x{hw[1]} input are never read")]
+    messages = []
+    for axis, (formula, n_lost) in lost.items():
+        what, verb = (axis, "is") if n_lost == 1 else (f"{n_lost} {axis}s", "are")
+        messages.append(f"(H + 2P - F) / S = {formula} is not an integer: the last {what} of "
+                        f"the {hw[0]}x{hw[1]} input {verb} never read")
+    return messages
 
 
 OPS = [Conv()]
