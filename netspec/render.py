@@ -54,6 +54,7 @@ BLOCK_COLOR = "#d9e4ef"
 SHORTCUT_COLOR = "#d62728"
 CLUSTER_FILLS = ("#f6f8fb", "#eef2f7", "#e6ecf3")  # by level, lighter outside
 FONT = "Helvetica"
+LEGEND_COLUMNS = 6
 
 
 # ---- the plan --------------------------------------------------------------------------
@@ -404,7 +405,8 @@ def _to_dot(net: Network, layout: Plan, rankdir: str, shapes: bool,
         edge_attr={"fontname": FONT, "fontsize": "9", "fontcolor": "#666666",
                    "color": "#666666", "arrowsize": "0.6"})
     body = dot.body
-    body.append(f"\tlabel={_html_label([_bold(net.name, 16)])}\n")
+    body.append(f'\tlabel=<<TABLE BORDER="0" CELLSPACING="0"><TR><TD>{_bold(net.name, 16)}'
+                f"</TD></TR><TR><TD>{_legend(layout, net)}</TD></TR></TABLE>>\n")
 
     children: dict[str | None, list[str]] = defaultdict(list)
     for cid, cluster in layout.clusters.items():
@@ -442,9 +444,6 @@ def _to_dot(net: Network, layout: Plan, rankdir: str, shapes: bool,
         else:
             attrs.append("weight=2")
         body.append(f"\t{quote_id(edge.tail)} -> {quote_id(edge.head)} [{' '.join(attrs)}]\n")
-    body.append(f"\t{quote_id(_legend_id(layout))} "
-                f"[shape=plaintext style=\"\" margin=0 "
-                f"label={_legend(layout, net, bool(any(e.shortcut for e in layout.edges)))}]\n")
     return dot
 
 
@@ -630,29 +629,24 @@ def _fmt_rf(rf: Any) -> str:
 
 # ---- legend ------------------------------------------------------------------------------
 
-def _legend_id(layout: Plan) -> str:
-    name = "legend"
-    while name in layout.nodes:
-        name = "_" + name
-    return name
-
-
-def _legend(layout: Plan, net: Network, shortcuts: bool) -> str:
-    families = set()
-    for node in layout.nodes.values():
-        if node.run is None:
-            families.add(REGISTRY[net.graph.nodes[node.layers[0]]["op"]].family)
-    rows = [f'<TR><TD BGCOLOR="{color}" BORDER="1" STYLE="rounded"> {family} </TD></TR>'
-            for family, color in FAMILY_COLORS.items() if family in families]
+def _legend(layout: Plan, net: Network) -> str:
+    """The key under the title: the families drawn, closed blocks, shortcuts, outputs."""
+    families = {REGISTRY[net.graph.nodes[node.layers[0]]["op"]].family
+                for node in layout.nodes.values() if node.run is None}
+    cells = [f'<TD BGCOLOR="{color}" BORDER="1" STYLE="rounded">{family}</TD>'
+             for family, color in FAMILY_COLORS.items() if family in families]
     if any(node.run is not None for node in layout.nodes.values()):
-        rows.append(f'<TR><TD BGCOLOR="{BLOCK_COLOR}" BORDER="1"> block (closed) </TD></TR>')
-    if shortcuts:
-        rows.append(f'<TR><TD BORDER="0"><FONT COLOR="{SHORTCUT_COLOR}">- - → shortcut'
-                    '</FONT></TD></TR>')
-    rows.append('<TR><TD BORDER="0"><FONT POINT-SIZE="9">double border: output</FONT>'
-                '</TD></TR>')
-    return ('<<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="3" CELLPADDING="2">'
-            '<TR><TD><B>legend</B></TD></TR>' + "".join(rows) + "</TABLE>>")
+        cells.append(f'<TD BGCOLOR="{BLOCK_COLOR}" BORDER="1">block</TD>')
+    if any(edge.shortcut for edge in layout.edges):
+        cells.append(f'<TD><FONT COLOR="{SHORTCUT_COLOR}">- - - shortcut</FONT></TD>')
+    cells.append('<TD><TABLE BORDER="1" CELLBORDER="1" CELLSPACING="1" CELLPADDING="2" '
+                 'STYLE="rounded"><TR><TD STYLE="rounded">output</TD></TR></TABLE></TD>')
+    rows = [cells[k:k + LEGEND_COLUMNS] for k in range(0, len(cells), LEGEND_COLUMNS)]
+    table = '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="4" CELLPADDING="2">'
+    # one table per row, so columns do not align to the widest entry
+    return (f'<FONT POINT-SIZE="10"><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0">'
+            + "".join(f"<TR><TD>{table}<TR>{''.join(row)}</TR></TABLE></TD></TR>"
+                      for row in rows) + "</TABLE></FONT>")
 
 
 # ---- DOT text ----------------------------------------------------------------------------
