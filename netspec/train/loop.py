@@ -204,10 +204,11 @@ def fresh_start(run: Run) -> tuple[LoopState, TransferReport | None]:
 
 
 def reinit_layers(run: Run) -> None:
-    """Re-initialize cfg.reinit; the head (the last layer with parameters) gets the data's
-    class count. Then check that the model's output width matches the classes."""
+    """Re-initialize cfg.reinit; the head (``model.head``, else the last layer with parameters)
+    gets the data's class count. Then check that the model's output width matches the classes."""
     model = run.model
-    head = next(reversed(model.params)).rsplit(".", 1)[0] if model.params else None
+    head = getattr(model, "head", None) or (
+        next(reversed(model.params)).rsplit(".", 1)[0] if model.params else None)
     for layer in run.cfg.reinit:
         classes = run.data.num_classes if layer == head else None
         model.reinit(layer, run.cfg.seed, num_outputs=classes)
