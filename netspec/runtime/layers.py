@@ -15,6 +15,15 @@ import numpy as np
 
 from netspec.runtime.im2col import col2im, conv_output_size, im2col, offset_slices, pad2d
 
+
+def _pair(value) -> tuple[int, int]:
+    """(h, w) from an int or a 2-sequence, so (1, 1), [1, 1] and 1 mean the same stride."""
+    if isinstance(value, (int, np.integer)):
+        return (int(value), int(value))
+    h, w = value
+    return (int(h), int(w))
+
+
 # ----------------------------------------------------------------------------------------------
 # Linear
 
@@ -94,6 +103,7 @@ def conv2d_forward(
         raise ValueError(
             f"conv2d: input has {x.shape[1]} channels, weight {w.shape} with groups={groups}"
         )
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
     out, cols = _conv_gemm(x, w, b, stride, padding, dilation, groups)
     cache = (cols, w, x.shape, b is not None, stride, padding, dilation, groups)
     return out, cache
@@ -161,6 +171,7 @@ def maxpool2d_forward(
     x: (N, C, H, W) -> out: (N, C, OH, OW). The cache keeps the winning tap index per output
     pixel (first maximum wins, as in PyTorch).
     """
+    kernel, stride, padding = _pair(kernel), _pair(stride), _pair(padding)
     out_size, pads = _pool_geometry(x.shape, kernel, stride, padding, ceil_mode)
     xp = pad2d(x, pads, -np.inf)
     kh, kw = kernel
@@ -206,6 +217,7 @@ def avgpool2d_forward(
     x: (N, C, H, W) -> out: (N, C, OH, OW). The divisor of a window is its size clipped to the
     padded input [-P, H + P): a ceil_mode window's overhang past the padding is not counted.
     """
+    kernel, stride, padding = _pair(kernel), _pair(stride), _pair(padding)
     out_size, pads = _pool_geometry(x.shape, kernel, stride, padding, ceil_mode)
     xp = pad2d(x, pads, 0.0)
     kh, kw = kernel
