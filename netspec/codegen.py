@@ -410,10 +410,8 @@ def generate(net: Network, input_shape: tuple[int, ...] | None = None,
         out.append("# ---- the network")
     else:
         out.append("from netspec.model import Model, Tensor")
-        names = p.kernels
-        single = f"from {RUNTIME} import {', '.join(names)}"
-        out += [single] if len(single) <= WIDTH else \
-            [f"from {RUNTIME} import ("] + _pack("    ", names, "    ", ",") + [")"]
+        # One name a line with a trailing comma: isort's form at any line length.
+        out += [f"from {RUNTIME} import ("] + [f"    {n}," for n in p.kernels] + [")"]
     out += ["", ""] + _class(p) + ["", "", f"Network = {p.class_name}", ""]
     return "\n".join(out)
 
