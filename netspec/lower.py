@@ -116,6 +116,7 @@ class Scope:
     tensor_spans: dict[str, Span] = field(default_factory=dict)
     used: set[str] = field(default_factory=set)
     names: set[str] = field(default_factory=set)
+    next_suffix: dict[str, int] = field(default_factory=dict)  # FreeNamer.auto's counters
     block_input: str | None = None
     has_input: bool = False
     output: list[str] | None = None
@@ -128,10 +129,14 @@ class FreeNamer:
         self.scope = scope
 
     def auto(self, base: str) -> str:
-        name, k = base, 0
+        # Names are never released, so the search resumes where the last one for `base`
+        # stopped: a 10,000-stage pipeline of `relu` costs linear time, not quadratic.
+        k = self.scope.next_suffix.get(base, 0)
+        name = base if k == 0 else f"{base}_{k}"
         while name in self.scope.names:
             k += 1
             name = f"{base}_{k}"
+        self.scope.next_suffix[base] = k + 1
         self.scope.names.add(name)
         return name
 
@@ -360,7 +365,16 @@ class Lowerer:
         for k in range(count):
             local_values = values if stage.repeat is None else {**values, REPEAT_INDEX: k}
             name = None if label is None else (f"{label}.{k}" if stage.repeat else label)
+            before = self.graph.number_of_nodes()
             current = self.core(scope, local_values, current, stage.core, name, namer)
+            if k == 0 and count > 1:
+                # Stop `[[relu * 1000] * 1000] * 1000` after its first copy, not after
+                # building MAX_LAYERS layers.
+                estimate = before + (self.graph.number_of_nodes() - before) * count
+                if estimate > MAX_LAYERS:
+                    raise error(f"this repeat would make the network about {estimate:,} "
+                                f"layers, more than the limit of {MAX_LAYERS:,}",
+                                stage.repeat.span, "check the repeat counts")
         return current
 
     def core(self, scope: Scope, values: dict[str, Any], current: list[str],
@@ -467,10 +481,8 @@ class Lowerer:
             if sub.output is None:
                 raise error(f"block `{block.name}` has no output", block.name_span,
                             "end its body with: output <tensor>")
-            if sub.output[0] != current[0] and not nx.has_path(self.graph, current[0],
-                                                                 sub.output[0]):
-                raise error(f"block `{block.name}` never connects its input to its output",
-                            block.name_span)
+            # No connectivity check is needed here: a block's only tensor source is its
+            # input, so its output always depends on it (unused branches warn instead).
             self.check_unused(sub)
         except NetspecError as exc:
             for d in exc.diagnostics:
