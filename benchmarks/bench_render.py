@@ -16,8 +16,8 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import netspec  # noqa: E402
-from netspec.render import draw, plan  # noqa: E402
+import netspec
+from netspec.render import draw, plan
 
 
 def median_s(fn, repeats: int):
@@ -49,9 +49,9 @@ def main() -> None:
                           ("all open, runs folded", {"depth": None}),
                           ("all open, unfolded", {"depth": None, "collapse_repeats": False})]:
         layout = plan(net, kwargs.get("depth", "auto"), kwargs.get("collapse_repeats", True))
-        t_draw, graph = median_s(lambda: draw(net, **kwargs), args.repeats)
-        t_svg, _ = median_s(lambda: run_dot(graph.source, "svg"), args.repeats)
-        t_png, _ = median_s(lambda: run_dot(graph.source, "png"), args.repeats)
+        t_draw, graph = median_s(lambda kw=kwargs: draw(net, **kw), args.repeats)
+        t_svg, _ = median_s(lambda g=graph: run_dot(g.source, "svg"), args.repeats)
+        t_png, _ = median_s(lambda g=graph: run_dot(g.source, "png"), args.repeats)
         print(f"{title:<28} {len(layout.nodes):>5} {len(layout.clusters):>8} "
               f"{t_draw:>6.3f}s {t_svg:>7.3f}s {t_png:>7.3f}s {t_draw + t_svg:>6.3f}s")
 

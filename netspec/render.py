@@ -20,8 +20,9 @@ import html
 import math
 import re
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import graphviz
 import networkx as nx
@@ -313,6 +314,7 @@ def shortcut_edges(net: Network) -> set[tuple[str, str]]:
     other branch's layers, when it has fewer layers than that branch. An identity shortcut
     is one edge (x -> add); a projection shortcut is its chain (x -> conv -> bn -> add)."""
     g = net.graph
+    position = {n: k for k, n in enumerate(net.order())}
     out: set[tuple[str, str]] = set()
     for v in g.nodes:
         data = g.nodes[v]
@@ -328,7 +330,7 @@ def shortcut_edges(net: Network) -> set[tuple[str, str]]:
             if not rivals or any(w in chain for w in others):
                 continue
             mine = len(chain) - 1
-            theirs = max(_longest_from(g, fork, w) for w in rivals)
+            theirs = max(_longest_from(g, fork, w, position) for w in rivals)
             if mine < theirs:
                 out.update(zip(chain, chain[1:] + [v]))
     return out
@@ -348,16 +350,22 @@ def _branch(g: nx.DiGraph, u: str, merge: str) -> list[str]:
         chain.insert(0, preds[0])
 
 
-def _longest_from(g: nx.DiGraph, source: str, target: str) -> int:
-    """Layers on the longest path source -> target, excluding source (0 if the same)."""
-    if source == target:
-        return 0
-    between = nx.descendants(g, source) & (nx.ancestors(g, target) | {target})
+def _longest_from(g: nx.DiGraph, source: str, target: str, position: dict[str, int]) -> int:
+    """Layers on the longest path source -> target, excluding source (0 if the same). Only
+    layers between the two in topological order can lie on it, so the search walks back
+    from target no further than source."""
+    between, stack = set(), [target]
+    while stack:
+        n = stack.pop()
+        if n not in between and position[n] > position[source]:
+            between.add(n)
+            stack.extend(g.predecessors(n))
     length = {source: 0}
-    for n in nx.topological_sort(g.subgraph(between | {source})):
-        if n != source:
-            length[n] = 1 + max(length[p] for p in g.predecessors(n) if p in length)
-    return length[target]
+    for n in sorted(between, key=position.__getitem__):
+        reached = [length[p] for p in g.predecessors(n) if p in length]
+        if reached:
+            length[n] = 1 + max(reached)
+    return length.get(target, 0)
 
 
 # ---- the drawing -------------------------------------------------------------------------
@@ -644,7 +652,7 @@ def _legend(layout: Plan, net: Network) -> str:
     rows = [cells[k:k + LEGEND_COLUMNS] for k in range(0, len(cells), LEGEND_COLUMNS)]
     table = '<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="4" CELLPADDING="2">'
     # one table per row, so columns do not align to the widest entry
-    return (f'<FONT POINT-SIZE="10"><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0">'
+    return ('<FONT POINT-SIZE="10"><TABLE BORDER="0" CELLSPACING="0" CELLPADDING="0">'
             + "".join(f"<TR><TD>{table}<TR>{''.join(row)}</TR></TABLE></TD></TR>"
                       for row in rows) + "</TABLE></FONT>")
 

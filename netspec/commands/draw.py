@@ -105,7 +105,7 @@ def _suffix_format(out: str) -> str:
     if suffix not in FORMATS:
         raise NetspecError(Diagnostic(
             "error", f"cannot tell the format of `{out}` from its suffix", None,
-            f"name it .svg, .png, .pdf or .dot, or pass --format"))
+            "name it .svg, .png, .pdf or .dot, or pass --format"))
     return suffix
 
 
