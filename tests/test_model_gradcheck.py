@@ -7,6 +7,7 @@ import pytest
 from _gradcheck import rel_error
 
 import netspec
+from netspec.ops import REGISTRY
 
 HERE = os.path.dirname(__file__)
 H = 1e-6
@@ -23,7 +24,7 @@ network every_op(loss_kind = "svm") {
     d = (b, c, a) -> cat: concat
     e = x -> inorm: instancenorm -> conv2: conv(12, k=1, init="xavier") -> tanh
     output (d, e, e) -> sum: add -> mo: maxout(3) -> pool: avgpool(2, s=2) -> flatten
-        -> fc: linear(5, init="normal") -> identity
+        -> fc: linear(5, init="normal") -> identity -> softmax
     train { loss = svm(delta = 1.0, squared = true) }
 }
 """
@@ -70,6 +71,13 @@ def check_model(model, n=4, seed=0):
         exact = np.array([analytic[name][ix] for ix in picks])
         # A conv bias right before batch norm has a true gradient of 0: compare absolutely.
         assert rel_error(exact, numeric) < 1e-6 or np.abs(exact - numeric).max() < 1e-9, name
+
+
+def test_gradient_checked_graphs_cover_the_op_registry():
+    """A new op must join EVERY_OP or CNN, so it gets an end-to-end gradient check."""
+    used = {data["op"] for text in (EVERY_OP, CNN)
+            for data in netspec.parse(text).graph.nodes.values()}
+    assert used == set(REGISTRY)
 
 
 def test_every_op_graph_gradients():
