@@ -5,18 +5,29 @@
 from __future__ import annotations
 
 import functools
+import re
 from importlib import resources
 
 import lark
 from lark import Token, Transformer, v_args
 
 from netspec import syntax as S
-from netspec.diagnostics import Diagnostic, NetspecError, Source, Span
+from netspec.diagnostics import Diagnostic, NetspecError, Note, Source, Span
 
 MAX_SOURCE_BYTES = 2_000_000
 MAX_NESTING = 64  # brackets; deeper specs are machine-made or broken
+# Levels of the parse tree. A chain of 200 `+` (or `else if`) is 200 levels; the bound keeps
+# the recursive Transformer below and the evaluator in lower.py far from Python's stack limit.
+MAX_DEPTH = 200
+MAX_INT_DIGITS = 100
 
-# What a user should read instead of Lark's terminal names.
+_CLOSERS = {"(": ")", "[": "]", "{": "}"}
+_CLOSER_TERMINALS = {")": "RPAR", "]": "RSQB", "}": "RBRACE"}
+# Strings and comments hide brackets; newlines are matched to count lines.
+_BRACKET_SCAN = re.compile(r'"(?:[^"\\\n]|\\.)*"?|#[^\n]*|[()\[\]{}\n]')
+
+# What a user should read instead of Lark's terminal names; keywords and punctuation are
+# shown as themselves (`output`, `->`).
 _TERMINAL_WORDS = {
     "NAME": "a name",
     "INT": "an integer",
@@ -28,6 +39,23 @@ _TERMINAL_WORDS = {
     "POW_OP": "`**`",
     "$END": "end of file",
 }
+# Terminal sets that read better as one phrase in an "expected ..." hint.
+_STATEMENT_START = {"INPUT", "OUTPUT", "LET", "IF", "TRAIN", "NAME"}
+_VALUE_START = {"INT", "FLOAT", "STRING", "NAME", "LSQB", "LPAR", "MINUS", "NOT", "TRUE",
+                "FALSE", "NONE"}
+_OPERATORS = {"ADD_OP", "MUL_OP", "POW_OP", "COMP_OP", "AND", "OR"}
+_TOP_LEVEL = {"NETWORK", "BLOCK", "IMPORT"}
+# `a if c else b` and optional `;`/`.` are rarely what a broken line was missing: named only
+# when nothing else fits.
+_QUIET = {"IF", "ELSE", "SEMICOLON", "DOT"}
+# Closers first: a missing `)` is the likeliest cause of most syntax errors.
+_ORDER = [f"`{p}`" for p in (")", "]", "}", ",", "->", "=", ":", "(", "[", "{", "*")]
+# Characters people type from habit, and what netspec spells instead.
+_CHAR_HINTS = {
+    "'": 'strings use double quotes: "same"',
+    "→": "write the arrow as `->`",
+    "×": "write a repeat as `* 2`",
+}
 
 
 @functools.lru_cache(maxsize=1)
@@ -36,6 +64,14 @@ def lark_parser() -> lark.Lark:
     grammar = resources.files("netspec.grammars").joinpath("netspec.lark").read_text()
     return lark.Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
                      maybe_placeholders=True)
+
+
+@functools.lru_cache(maxsize=1)
+def keywords() -> frozenset[str]:
+    """The grammar's reserved words (`input`, `if`, `true`, ...)."""
+    return frozenset(t.pattern.value for t in lark_parser().terminals
+                     if isinstance(t.pattern, lark.lexer.PatternStr)
+                     and t.pattern.value.isidentifier())
 
 
 def parse_module(text: str, filename: str = "<string>") -> S.Module:
@@ -49,87 +85,189 @@ def parse_module(text: str, filename: str = "<string>") -> S.Module:
         tree = lark_parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
         raise NetspecError(_syntax_diagnostic(exc, source)) from None
+    _check_depth(tree, source)
     try:
         return ToAst(source).transform(tree)
-    except RecursionError:
-        raise NetspecError(Diagnostic("error", "expression is nested too deeply",
-                                      Span(source, 1, 1, 1, 2))) from None
+    except lark.exceptions.VisitError as exc:
+        if isinstance(exc.orig_exc, NetspecError):
+            raise exc.orig_exc from None
+        raise
+
+
+def _brackets(text: str, end: int | None = None):
+    """(char, line, col) of every bracket in text[:end] outside strings and comments."""
+    line, line_start = 1, 0
+    for m in _BRACKET_SCAN.finditer(text, 0, len(text) if end is None else end):
+        ch = m.group()
+        if ch == "\n":
+            line, line_start = line + 1, m.end()
+        elif ch in "()[]{}":
+            yield ch, line, m.start() - line_start + 1
 
 
 def _check_nesting(source: Source) -> None:
-    depth, line, col, in_string, in_comment = 0, 1, 0, False, False
-    for ch in source.text:
-        col += 1
-        if ch == "\n":
-            line, col, in_comment, in_string = line + 1, 0, False, False
-        elif in_comment:
-            continue
-        elif ch == '"':
-            in_string = not in_string
-        elif in_string:
-            continue
-        elif ch == "#":
-            in_comment = True
-        elif ch in "([{":
+    depth = 0
+    for ch, line, col in _brackets(source.text):
+        if ch in _CLOSERS:
             depth += 1
             if depth > MAX_NESTING:
                 raise NetspecError(Diagnostic(
                     "error", f"brackets nested more than {MAX_NESTING} deep",
                     Span(source, line, col, line, col + 1),
                     "split the expression with `let` or named tensors"))
-        elif ch in ")]}":
+        else:
             depth = max(0, depth - 1)
 
 
+def _open_brackets(source: Source, end: int) -> list[tuple[str, int, int]]:
+    """The brackets still open at offset `end`, outermost first."""
+    stack: list[tuple[str, int, int]] = []
+    for ch, line, col in _brackets(source.text, end):
+        if ch in _CLOSERS:
+            stack.append((ch, line, col))
+        elif stack and _CLOSERS[stack[-1][0]] == ch:
+            stack.pop()
+    return stack
+
+
+def _check_depth(tree: lark.Tree, source: Source) -> None:
+    """Refuse parse trees deeper than MAX_DEPTH before anything recurses over them."""
+    stack = [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            meta = node.meta
+            line, col = (meta.line, meta.column) if not meta.empty else (1, 1)
+            end = (meta.end_line, meta.end_column) if not meta.empty else (1, 2)
+            raise NetspecError(Diagnostic(
+                "error", f"expression nested more than {MAX_DEPTH} levels deep",
+                Span(source, line, col, *end),
+                f"a chain of {MAX_DEPTH} `+` or `else if` counts as {MAX_DEPTH} levels; "
+                "split it with `let` or named tensors"))
+        # Leftmost child on top, so the span reported is where the nesting starts.
+        stack.extend((c, depth + 1) for c in reversed(node.children) if isinstance(c, lark.Tree))
+
+
 def _describe_expected(expected: set[str]) -> str:
-    words = []
+    """Terminal names -> words: {"RPAR", "COMMA", "ADD_OP", ...} -> "`)`, `,` or an operator"."""
+    expected, groups = set(expected), []
+    if expected == {"NAME", "LSQB"}:  # after `->`
+        return "a layer or block, or a `[` sequence"
+    if expected == {"NAME", "LPAR"}:  # where a tensor expression starts
+        return "a tensor name or `(`"
+    if {"INPUT", "OUTPUT", "LET"} <= expected:
+        expected -= _STATEMENT_START
+        groups.append("a statement")
+    if _TOP_LEVEL <= expected:
+        expected -= _TOP_LEVEL
+        groups.append("`network`, `block` or `import`")
+    if {"INT", "FLOAT", "STRING"} <= expected:
+        expected -= _VALUE_START
+        groups.append("a value")
+    if expected & _OPERATORS:
+        expected -= _OPERATORS | {"IF", "ELSE"}
+        groups.append("an operator")
+    if expected - _QUIET or groups:
+        expected -= _QUIET
     by_name = {t.name: t for t in lark_parser().terminals}
-    for name in sorted(expected):
+    words = []
+    for name in expected:
+        term = by_name.get(name)
         if name in _TERMINAL_WORDS:
             words.append(_TERMINAL_WORDS[name])
-        elif name in by_name and isinstance(by_name[name].pattern, lark.lexer.PatternStr):
-            words.append(f"`{by_name[name].pattern.value}`")
-        else:
-            words.append(name.lower())
-    words = sorted(set(words))
-    if len(words) > 6:
-        words = words[:6] + ["..."]
-    return ", ".join(words)
+        elif term is not None and isinstance(term.pattern, lark.lexer.PatternStr):
+            words.append(f"`{term.pattern.value}`")
+        else:  # a terminal added to the grammar without words here
+            words.append(name.lower().strip("_"))
+    rank = {word: k for k, word in enumerate(_ORDER)}
+    phrases = sorted(words, key=lambda w: (rank.get(w, len(rank)), w)) + groups
+    if not phrases:
+        return "something else"
+    return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " or " + phrases[-1]
+
+
+def _acceptable(exc: lark.exceptions.UnexpectedInput) -> set[str]:
+    """The terminals the parser could really take next. Lark's `expected` is the LALR
+    state's lookahead set, which also lists tokens a default reduction would reject."""
+    fallback = set(getattr(exc, "expected", None) or getattr(exc, "allowed", None) or ())
+    parser = getattr(exc, "interactive_parser", None)
+    if parser is None:
+        return fallback
+    try:
+        return set(parser.accepts()) - {"$END"} or fallback
+    except Exception:  # noqa: BLE001 - only a hint depends on it
+        return fallback
+
+
+def _unclosed_note(source: Source, offset: int, line: int,
+                   expected: set[str] | None) -> list[Note]:
+    """Point at the innermost open bracket when its closer is what the parser wanted and
+    it was opened on an earlier line (at end of file: always). A network's own `{` is
+    open at every statement, so a brace is named only at end of file."""
+    stack = _open_brackets(source, offset)
+    if not stack:
+        return []
+    ch, open_line, open_col = stack[-1]
+    if expected is not None and (ch == "{" or open_line == line
+                                 or _CLOSER_TERMINALS[_CLOSERS[ch]] not in expected):
+        return []
+    return [Note(f"this `{ch}` is still open", Span(source, open_line, open_col,
+                                                    open_line, open_col + 1))]
 
 
 def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, source: Source) -> Diagnostic:
     line, col = max(exc.line, 1), max(exc.column, 1)
+    expected = _acceptable(exc)
     if isinstance(exc, lark.exceptions.UnexpectedCharacters):
-        char = source.text[exc.pos_in_stream] if exc.pos_in_stream < len(source.text) else "?"
+        pos = exc.pos_in_stream
+        char = source.text[pos] if pos < len(source.text) else "?"
+        if char == '"':
+            end = len(source.line(line)) + 1
+            return Diagnostic("error", "unterminated string", Span(source, line, col, line, end),
+                              'close it with `"` on the same line')
         span = Span(source, line, col, line, col + 1)
-        return Diagnostic("error", f"unexpected character {char!r}", span,
-                          f"expected {_describe_expected(set(exc.allowed or ()))}"
-                          if exc.allowed else None)
+        hint = _CHAR_HINTS.get(char) or f"expected {_describe_expected(expected)}"
+        return Diagnostic("error", f"unexpected character {char!r}", span, hint,
+                          _unclosed_note(source, pos, line, expected))
     token = getattr(exc, "token", None)
     if isinstance(exc, lark.exceptions.UnexpectedEOF) or (token is not None and token.type == "$END"):
         last = source.text.rstrip().splitlines() or [""]
         n = len(last)
         span = Span(source, n, len(last[-1]) + 1, n, len(last[-1]) + 2)
+        notes = _unclosed_note(source, len(source.text), -1, None)
         return Diagnostic("error", "unexpected end of file", span,
-                          f"expected {_describe_expected(set(exc.expected))}"
-                          " (an unclosed bracket or brace?)")
+                          f"expected {_describe_expected(expected)}", notes)
     text = str(token)
     span = Span(source, line, col, line, col + max(1, len(text)))
+    offset = token.start_pos if token.start_pos is not None else 0
+    if text in _CLOSER_TERMINALS:
+        stack = _open_brackets(source, offset)
+        if not stack or _CLOSERS[stack[-1][0]] != text:
+            opener = {v: k for k, v in _CLOSERS.items()}[text]
+            return Diagnostic("error", f"unmatched `{text}`", span,
+                              f"there is no `{opener}` for it to close; "
+                              f"expected {_describe_expected(expected)}",
+                              _unclosed_note(source, offset, line, None)[-1:])
     message = f"unexpected {_token_words(token)}"
-    hint = f"expected {_describe_expected(set(exc.expected))}"
-    if token.type == "NAME" and text in {"input", "output", "let", "if", "train", "block",
-                                           "network", "import"}:
+    hint = f"expected {_describe_expected(expected)}"
+    before = re.search(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", source.text[:offset])
+    if text == "=" and before and before.group(1) in keywords():
+        hint += f"; `{before.group(1)}` is a keyword and cannot be used as a name"
+    elif token.type == "NAME" and text in keywords():
         hint += f"; `{text}` is a keyword"
-    return Diagnostic("error", message, span, hint)
+    return Diagnostic("error", message, span, hint,
+                      _unclosed_note(source, offset, line, expected))
 
 
 def _token_words(token: Token) -> str:
-    if token.type in ("NAME",):
+    if token.type == "NAME":
         return f"name `{token}`"
     if token.type in ("INT", "FLOAT"):
         return f"number `{token}`"
     if token.type == "STRING":
         return f"string {token}"
+    if str(token) in keywords():
+        return f"keyword `{token}`"
     return f"`{token}`"
 
 
@@ -176,7 +314,17 @@ class ToAst(Transformer):
     def import_stmt(self, meta, path):
         return S.Import(_unquote(path), self._s(meta))
 
+    def _name(self, tok: Token, what: str) -> str:
+        """A name the spec defines; keywords are refused (the contextual lexer would
+        otherwise accept `input input` and then fail to parse a later use of it)."""
+        if str(tok) in keywords():
+            raise NetspecError(Diagnostic("error", f"`{tok}` is a keyword and cannot name a {what}",
+                                          _tok_span(self.source, tok),
+                                          f"choose another name, e.g. `{tok}_`"))
+        return str(tok)
+
     def _definition(self, kind, meta, name, params, *body):
+        self._name(name, kind)
         return S.Definition(kind, str(name), tuple(params or ()), tuple(body), self._s(meta),
                             _tok_span(self.source, name))
 
@@ -190,20 +338,21 @@ class ToAst(Transformer):
         return tuple(p for p in params if p is not None)
 
     def param(self, meta, name, default):
-        return S.Param(str(name), default, self._s(meta))
+        return S.Param(self._name(name, "parameter"), default, self._s(meta))
 
     # ---- statements
     def input_stmt(self, meta, name, shape):
-        return S.InputStmt(str(name), shape, self._s(meta))
+        return S.InputStmt(self._name(name, "tensor"), shape, self._s(meta))
 
     def output_stmt(self, meta, tensor):
         return S.OutputStmt(tensor, self._s(meta))
 
     def assign(self, meta, name, tensor):
-        return S.Assign(str(name), tensor, self._s(meta), _tok_span(self.source, name))
+        return S.Assign(self._name(name, "tensor"), tensor, self._s(meta),
+                        _tok_span(self.source, name))
 
     def let_stmt(self, meta, name, value):
-        return S.Let(str(name), value, self._s(meta))
+        return S.Let(self._name(name, "value"), value, self._s(meta))
 
     def if_stmt(self, meta, test, then, otherwise):
         return S.If(test, then, otherwise or (), self._s(meta))
@@ -280,6 +429,9 @@ class ToAst(Transformer):
         return S.UnaryOp("-", operand, self._s(meta))
 
     def int_(self, meta, tok):
+        if len(tok) > MAX_INT_DIGITS:
+            raise NetspecError(Diagnostic("error", f"integer literal has {len(tok)} digits; "
+                                          f"the limit is {MAX_INT_DIGITS}", self._s(meta)))
         return S.Const(int(tok), self._s(meta))
 
     def float_(self, meta, tok):
