@@ -47,5 +47,6 @@ def _merge_notes(net: Network, data: dict) -> list[Note]:
     """Where each input of a merge comes from, so a mismatched add names its branches."""
     if len(data["inputs"]) < 2:
         return []
-    return [Note(f"input {k + 1} is `{i}` of shape {show(net.node(i)['shape'])}",
+    return [Note(f"input {k + 1} is `{i}` of shape "
+                 + "[" + ",".join(str(d) for d in net.node(i)["shape"]) + "]",
                  net.node(i)["span"]) for k, i in enumerate(data["inputs"])]

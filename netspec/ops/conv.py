@@ -57,9 +57,12 @@ class Conv(Op):
             raise ShapeError(f"groups={attrs['groups']} does not divide the {c} input channels")
         oh, ow = self._out_hw(attrs, h, w)
         if oh < 1 or ow < 1:
-            raise ShapeError(f"a {kernel_label(attrs['k'])} kernel does not fit the padded "
-                             f"{h}x{w} input (output would be {oh}x{ow})",
-                             "use a smaller kernel or stride, more padding, or a larger input")
+            span = [d * (k - 1) + 1 for k, d in zip(attrs["k"], attrs["d"])]
+            dilated = f" (dilated to {span[0]}x{span[1]})" if attrs["d"] != (1, 1) else ""
+            ph, pw = attrs["p"]
+            raise ShapeError(f"a {kernel_label(attrs['k'])} kernel{dilated} does not fit the "
+                             f"{h}x{w} input padded to {h + 2 * ph}x{w + 2 * pw}",
+                             "use a smaller kernel, more padding, or a larger input")
         return (attrs["out"], oh, ow)
 
     def shape_warnings(self, attrs, inputs):
