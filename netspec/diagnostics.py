@@ -62,8 +62,10 @@ class Diagnostic:
         if self.span:
             out.extend(_quote(self.span))
         for note in self.notes:
-            loc = f" ({note.span.path}:{note.span.line})" if note.span else ""
-            out.append(f"  note: {note.message}{loc}")
+            loc = f"{note.span.path}:{note.span.line}" if note.span else ""
+            # A note may name its place itself: "in layer3.1 (basic, specs/resnet50.net:12)".
+            suffix = f" ({loc})" if loc and loc not in note.message else ""
+            out.append(f"  note: {note.message}{suffix}")
         if self.hint:
             out.append(f"hint: {self.hint}")
         return "\n".join(out)
@@ -86,7 +88,11 @@ class NetspecError(Exception):
         if isinstance(diagnostics, Diagnostic):
             diagnostics = [diagnostics]
         self.diagnostics = list(diagnostics)
-        super().__init__("\n".join(d.render() for d in self.diagnostics))
+        super().__init__(self.diagnostics)
+
+    def __str__(self) -> str:
+        # Rendered on demand: lowering appends "in layer3.1 (basic, ...)" notes after raising.
+        return "\n".join(d.render() for d in self.diagnostics)
 
 
 def error(message: str, span: Span | None = None, hint: str | None = None,

@@ -21,6 +21,10 @@ MAX_LAYERS = 200_000
 MAX_BLOCK_DEPTH = 32
 MAX_IMPORT_DEPTH = 32
 REPEAT_INDEX = "i"  # bound to 0, 1, ... inside the arguments of a repeated stage
+# PyTorch's argument names, which users type from habit, and netspec's short ones.
+_TORCH_ARG_NAMES = {"kernel_size": "k", "kernel": "k", "stride": "s", "padding": "p",
+                    "dilation": "d", "out_channels": "out", "out_features": "out",
+                    "negative_slope": "slope", "num_groups": "groups"}
 
 
 # ---- modules and imports -----------------------------------------------------------
@@ -435,8 +439,11 @@ class Lowerer:
             else:
                 key = arg.name
                 if key not in names:
+                    torch_name = _TORCH_ARG_NAMES.get(key)
+                    hint = (f"did you mean `{torch_name}`?" if torch_name in names
+                            else did_you_mean(key, names))
                     raise error(f"`{op.name}` has no argument `{key}`", arg.span,
-                                did_you_mean(key, names) or f"signature: {_op_signature(op)}")
+                                hint or f"signature: {_op_signature(op)}")
             if key in attrs:
                 raise error(f"argument `{key}` given twice", arg.span, None,
                             [Note("first given here", spans[key])])
@@ -486,7 +493,7 @@ class Lowerer:
             self.check_unused(sub)
         except NetspecError as exc:
             for d in exc.diagnostics:
-                d.notes.append(Note(f"in {instance} ({block.name})", call.span))
+                d.notes.append(Note(frame.describe(), call.span))
             raise
         finally:
             self.depth -= 1
