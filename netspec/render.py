@@ -169,7 +169,7 @@ def plan(net: Network, depth: int | None | str = "auto", collapse_repeats: bool 
             out.nodes[node_id] = Node(node_id, [], closed, tuple(cluster))
         node = out.nodes[node_id]
         node.layers.append(name)
-        node.is_input |= g.nodes[name]["op"] == "input"
+        node.is_input |= name in net.inputs
         node.is_output |= name in net.outputs
         out.node_of[name] = node_id
 
@@ -320,7 +320,8 @@ def shortcut_edges(net: Network) -> set[tuple[str, str]]:
         data = g.nodes[v]
         inputs = list(dict.fromkeys(data["inputs"]))
         if (REGISTRY[data["op"]].family != "merge" or len(inputs) < 2
-                or any(g.nodes[i].get("shape") != data.get("shape") for i in inputs)):
+                or data.get("shape") is None
+                or any(g.nodes[i].get("shape") != data["shape"] for i in inputs)):
             continue
         for u in inputs:
             chain = _branch(g, u, v)  # [fork, ..., u]
@@ -431,9 +432,9 @@ def _to_dot(net: Network, layout: Plan, rankdir: str, shapes: bool,
             body.append(f"{indent}subgraph {quote_id('cluster_' + cid)} {{\n")
             fill = CLUSTER_FILLS[min(cluster.run.level, len(CLUSTER_FILLS)) - 1]
             style = "rounded,filled,bold" if cluster.run.count > 1 else "rounded,filled"
-            body.append(f"{indent}\tgraph [label={_html_label(_cluster_lines(cluster.run, cluster.parent))} "
-                        f'labeljust=l style="{style}" fillcolor="{fill}" color="#8da0b6" '
-                        f'fontsize=11 margin=10]\n')
+            label = _html_label(_cluster_lines(cluster.run, cluster.parent))
+            body.append(f'{indent}\tgraph [label={label} labeljust=l style="{style}" '
+                        f'fillcolor="{fill}" color="#8da0b6" fontsize=11 margin=10]\n')
             emit(cid, indent + "\t")
             body.append(f"{indent}}}\n")
         for node in nodes_in[cluster_id]:
