@@ -90,6 +90,7 @@ def _display(path: str) -> str:
 
 def _collect_defs(module: S.Module, lib: Library) -> None:
     for d in module.definitions:
+        _check_params(d)
         if d.kind == "network":
             if d not in lib.networks:
                 lib.networks.append(d)
@@ -104,6 +105,15 @@ def _collect_defs(module: S.Module, lib: Library) -> None:
             raise error(f"block `{d.name}` has the name of a built-in op", d.name_span,
                         "rename the block")
         lib.blocks[d.name] = d
+
+
+def _check_params(d: S.Definition) -> None:
+    seen: dict[str, S.Param] = {}
+    for p in d.params:
+        if p.name in seen:
+            raise error(f"parameter `{p.name}` of `{d.name}` is declared twice", p.span,
+                        notes=[Note("first declared here", seen[p.name].span)])
+        seen[p.name] = p
 
 
 # ---- scopes and naming -------------------------------------------------------------
