@@ -192,7 +192,8 @@ class Model:
         if cache is None:
             raise RuntimeError(f"{self.name}: backward needs a forward with train=True or "
                                "keep_cache=True first (each forward's caches serve one backward)")
-        grads: dict = {}
+        # The previous step's gradients go first: a training step never holds two sets.
+        self.grads = grads = {}
         dx = self._backward(np.asarray(dout, dtype=self.dtype), cache, grads)
         for name, value in self.params.items():  # layers that do not reach the output
             if name not in grads:
