@@ -61,7 +61,7 @@ class Diagnostic:
         out = [f"{where}{self.severity}: {self.message}"]
         if self.span:
             out.extend(_quote(self.span))
-        for note in self.notes:
+        for note in _elide(self.notes):
             loc = f"{note.span.path}:{note.span.line}" if note.span else ""
             # A note may name its place itself: "in layer3.1 (basic, specs/resnet50.net:12)".
             suffix = f" ({loc})" if loc and loc not in note.message else ""
@@ -69,6 +69,13 @@ class Diagnostic:
         if self.hint:
             out.append(f"hint: {self.hint}")
         return "\n".join(out)
+
+
+def _elide(notes: list[Note], keep: int = 3) -> list[Note]:
+    """The first and last `keep` notes: a block nested 32 deep need not print 32 lines."""
+    if len(notes) <= 2 * keep + 1:
+        return notes
+    return notes[:keep] + [Note(f"... {len(notes) - 2 * keep} more")] + notes[-keep:]
 
 
 def _quote(span: Span) -> list[str]:

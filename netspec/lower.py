@@ -219,8 +219,7 @@ class Lowerer:
         for k, arg in enumerate(args):
             if arg.name is None:
                 if k >= len(names):
-                    raise error(f"`{d.name}` takes {len(names)} positional argument"
-                                f"{'s' if len(names) != 1 else ''}, got more", arg.span,
+                    raise error(_too_many(d.name, len(names)), arg.span,
                                 f"signature: {_signature(d)}")
                 key = names[k]
             else:
@@ -442,8 +441,7 @@ class Lowerer:
         for k, arg in enumerate(call.args):
             if arg.name is None:
                 if k >= len(names):
-                    raise error(f"`{op.name}` takes {len(names)} positional argument"
-                                f"{'s' if len(names) != 1 else ''}, got more", arg.span,
+                    raise error(_too_many(op.name, len(names)), arg.span,
                                 f"signature: {_op_signature(op)}")
                 key = names[k]
             else:
@@ -602,6 +600,12 @@ class Lowerer:
         if isinstance(e, S.ListExpr):
             return [self.train_value(item, env) for item in e.items]
         return self.value(e, env)
+
+
+def _too_many(name: str, n: int) -> str:
+    if n == 0:
+        return f"`{name}` takes no arguments"
+    return f"`{name}` takes {n} argument{'s' if n != 1 else ''}, got more"
 
 
 def _is_int(v: Any) -> bool:

@@ -247,7 +247,8 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, source: Source) -> 
             return Diagnostic("error", f"unmatched `{text}`", span,
                               f"there is no `{opener}` for it to close; "
                               f"expected {_describe_expected(expected)}",
-                              _unclosed_note(source, offset, line, None)[-1:])
+                              [n for n in _unclosed_note(source, offset, line, None)
+                               if "`{`" not in n.message])
     message = f"unexpected {_token_words(token)}"
     hint = f"expected {_describe_expected(expected)}"
     before = re.search(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", source.text[:offset])
