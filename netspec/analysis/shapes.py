@@ -7,8 +7,9 @@ from netspec.ops import REGISTRY, Shape, ShapeError
 
 
 def layer_notes(data: dict) -> list[Note]:
-    """`in layer3.1 (basic)` notes for a layer made inside block instances, innermost first."""
-    return [Note(f"in {f.instance} ({f.block})", f.span) for f in reversed(data["path"])]
+    """`in layer3.1 (basic, specs/resnet18.net:9)` notes for a layer made inside block
+    instances, innermost first (as lowering writes them)."""
+    return [Note(f.describe(), f.span) for f in reversed(data["path"])]
 
 
 def show(shape: Shape) -> str:
