@@ -256,6 +256,9 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, source: Source) -> 
         hint += f"; `{before.group(1)}` is a keyword and cannot be used as a name"
     elif token.type == "NAME" and text in keywords():
         hint += f"; `{text}` is a keyword"
+    elif text == "else" and expected == {"LBRACE"}:
+        hint = ("an `if` statement needs a `{` body; to choose a value, bracket it: "
+                "(a if c else b)")
     return Diagnostic("error", message, span, hint,
                       _unclosed_note(source, offset, line, expected))
 
