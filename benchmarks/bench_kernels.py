@@ -186,6 +186,12 @@ def main() -> None:
         f"threads={ARGS.threads}  numpy {np.__version__}  torch {torch.__version__}  "
         f"float32  median of {repeats}"
     )
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        print(
+            f"warning: load average {load:.1f} before the run: other processes share the cores,"
+            " and a multi-threaded BLAS suffers from that more than torch does"
+        )
     peak = gemm_gflops(repeats)
     print(f"np.matmul float32 GEMM (2048^3): {peak:.1f} GFLOP/s\n")
     header = f"{'kernel (fwd+bwd)':24} {'shape NCHW':13} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6} {'GEMM %':>7}"

@@ -177,3 +177,21 @@ def test_runtime_module_is_inlinable(path):
         isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Expr, ast.Assign))
         for n in tree.body
     ), "runtime modules hold top-level functions only"
+
+
+def test_runtime_modules_still_work_pasted_into_one_file():
+    # What `netspec compile --standalone` does: the modules in dependency order, the
+    # cross-module imports dropped. The pasted kernels must agree with the package's.
+    source = "\n".join(
+        line
+        for name in ("im2col.py", "layers.py", "losses.py")
+        for line in (RUNTIME_DIR / name).read_text().splitlines()
+        if not line.startswith("from netspec.runtime")
+    )
+    pasted: dict = {}
+    exec(compile(source, "standalone.py", "exec"), pasted)  # noqa: S102 (our own source)
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 3, 6, 5)), rng.standard_normal((4, 3, 3, 3))
+    out, cache = pasted["conv2d_forward"](x, w, None, padding=(1, 1))
+    np.testing.assert_array_equal(out, runtime.conv2d_forward(x, w, None, padding=(1, 1))[0])
+    assert pasted["conv2d_backward"](out, cache)[2] is None
