@@ -47,7 +47,9 @@ def initial_value(t: Tensor, seed: int) -> np.ndarray:
     if t.init not in INIT_STD:
         raise ValueError(f"{t.name}: unknown init {t.init!r}")
     rng = np.random.default_rng([seed, zlib.crc32(t.name.encode("utf-8"))])
-    return rng.standard_normal(t.shape) * INIT_STD[t.init](t.fan_in, t.fan_out)
+    value = rng.standard_normal(t.shape)
+    value *= INIT_STD[t.init](t.fan_in, t.fan_out)
+    return value
 
 
 @dataclass
