@@ -124,13 +124,13 @@ class Plan:
 
 def auto_depth(net: Network, collapse_repeats: bool = True) -> int | None:
     """The deepest depth whose plan fits MAX_HEIGHT x MAX_NODES (0 if none does); None when
-    every block fits open."""
+    every block fits open or there are no blocks."""
     levels = max((len(data["path"]) for _, data in net.graph.nodes(data=True)), default=0)
     for depth in range(levels, -1, -1):
         layout = plan(net, depth, collapse_repeats)
         if len(layout.nodes) <= MAX_NODES and layout.height() <= MAX_HEIGHT:
             return None if depth == levels else depth
-    return 0
+    return 0 if levels else None
 
 
 def plan(net: Network, depth: int | None | str = "auto", collapse_repeats: bool = True) -> Plan:
