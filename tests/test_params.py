@@ -30,6 +30,11 @@ TORCHVISION_NUM_PARAMS = {
     "googlenet": 6_624_904,
 }
 
+# Szegedy et al. 2014 (arXiv:1409.4842), the network of Table 1 (5x5 convs, biases, no batch
+# norm, no auxiliary heads): 6,998,552 from its filter counts. torchvision's googlenet differs
+# (3x3 "5x5" branch, pytorch/vision issue #906; bias-free convs with batch norm).
+PAPER_NUM_PARAMS = {"googlenet_paper": 6_998_552}
+
 # Specs without a torchvision counterpart, counted by hand from the spec (weights + biases).
 HAND_COUNTS = {
     # LeNet-5 (LeCun et al. 1998): C1 6*(1*5*5)+6, C3 16*(6*5*5)+16, C5 120*(16*5*5)+120,
@@ -66,6 +71,10 @@ def test_params_equal_torchvision_num_params(analyses, name):
     assert totals.count.trainable == totals.params and totals.count.frozen == 0
 
 
+def test_googlenet_as_published_has_6_998_552_params(analyses):
+    assert analyses("googlenet_paper").totals.params == PAPER_NUM_PARAMS["googlenet_paper"]
+
+
 @pytest.mark.parametrize("name", sorted(HAND_COUNTS))
 def test_params_equal_hand_count(analyses, name):
     assert HAND_COUNTS["lenet5"] == 61_706
@@ -74,7 +83,7 @@ def test_params_equal_hand_count(analyses, name):
 
 def test_every_bundled_spec_has_a_reference_count():
     bundled = {f[:-4] for f in os.listdir(library_dir()) if f.endswith(".net")}
-    assert bundled == set(TORCHVISION_NUM_PARAMS) | set(HAND_COUNTS)
+    assert bundled == set(TORCHVISION_NUM_PARAMS) | set(PAPER_NUM_PARAMS) | set(HAND_COUNTS)
 
 
 def test_cs231n_conv_weight_count_is_f2_c1_c2_over_groups_plus_bias():

@@ -5,9 +5,9 @@ from collections.abc import Iterable
 
 from netspec.analysis.cost import CONVENTIONS, count_cost
 from netspec.analysis.memory import activation_memory, itemsize, training_memory
-from netspec.analysis.params import count_params, total_count
+from netspec.analysis.params import count_params
 from netspec.analysis.receptive_field import ReceptiveField, receptive_fields
-from netspec.analysis.report import SCHEMA_VERSION, Analysis, LayerRecord, Row, build_analysis, rows
+from netspec.analysis.report import SCHEMA_VERSION, Analysis, LayerRecord, Row, layer_records, rows
 from netspec.analysis.shapes import infer_shapes
 from netspec.diagnostics import Diagnostic, NetspecError
 from netspec.ir import Network
@@ -36,9 +36,11 @@ def analyze(net: Network, input_shape: Shape | None = None, *, freeze: Iterable[
     count_cost(net, count)
     warnings += receptive_fields(net)
     activation_memory(net, dtype)
-    memory = training_memory(net, total_count(net, frozen), batch, dtype, optimizer)
-    return build_analysis(net, batch=batch, dtype=dtype, count=count, frozen=frozen,
-                          memory=memory, warnings=warnings)
+    layers, totals = layer_records(net, frozen, itemsize(dtype))
+    memory = training_memory(net, totals.count, batch, dtype, optimizer)
+    inputs = {name: net.node(name)["shape"] for name in net.inputs}
+    return Analysis(net.name, inputs, list(net.outputs), batch, dtype, count, layers, totals,
+                    memory, frozen, warnings)
 
 
 def _checked(shape) -> Shape:

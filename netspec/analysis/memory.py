@@ -75,8 +75,7 @@ def optimizer_slots(optimizer: str) -> int:
 def activation_memory(net: Network, dtype: str = "float32") -> None:
     """Set node["activation_bytes"]: the bytes of the layer's output for one sample."""
     size = itemsize(dtype)
-    for name in net.order():
-        data = net.node(name)
+    for _, data in net.graph.nodes(data=True):
         data["activation_bytes"] = math.prod(data["shape"]) * size
 
 
@@ -103,7 +102,7 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
     """Bytes per sample held at each layer's forward step and backward step, and the bytes
     held for the backward when the forward ends. Every tensor and cache lives over an
     interval of steps, summed with difference arrays (linear in the number of layers)."""
-    g = net.graph
+    nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
     order = net.order()
     n = len(order)
     index = {name: k for k, name in enumerate(order)}
@@ -113,9 +112,9 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
     cached = [0] * n  # bytes of new cache arrays per layer
     workspace = [0] * n
     for k, name in enumerate(order):
-        data = g.nodes[name]
+        data = nodes[name]
         op = REGISTRY[data["op"]]
-        ins = [g.nodes[i]["shape"] for i in data["inputs"]]
+        ins = [nodes[i]["shape"] for i in data["inputs"]]
         storage[name] = storage[data["inputs"][0]] if op.output_is_view else name
         for i in data["inputs"]:
             last_use[storage[i]] = k
@@ -145,7 +144,7 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
     saved_end = sum(cached)
     for s in set(storage.values()):
         k = index[s]
-        nbytes = math.prod(g.nodes[s]["shape"]) * size
+        nbytes = math.prod(nodes[s]["shape"]) * size
         if s in release:
             live(fwd, k, n - 1, nbytes)
             live(bwd, release[s], n - 1, nbytes)

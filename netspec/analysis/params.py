@@ -31,18 +31,19 @@ class ParamCount:
 def count_params(net: Network, freeze: Iterable[str] = ()) -> frozenset[str]:
     """Set node["params"] (the op's ParamSpecs) on every layer; return the full names
     (`layer1.0.conv1.weight`) of the parameters the freeze patterns select."""
-    g = net.graph
+    nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
     for name in net.order():
-        data = g.nodes[name]
-        ins = [g.nodes[i]["shape"] for i in data["inputs"]]
+        data = nodes[name]
+        ins = [nodes[i]["shape"] for i in data["inputs"]]
         data["params"] = REGISTRY[data["op"]].params(data["attrs"], ins)
     return frozen_names(net, freeze)
 
 
 def param_names(net: Network, kind: str = "param") -> list[str]:
     """Full names of the network's parameters (or buffers), in layer order."""
+    nodes = dict(net.graph.nodes(data=True))
     return [f"{name}.{p.name}" for name in net.order()
-            for p in net.node(name)["params"] if p.kind == kind]
+            for p in nodes[name]["params"] if p.kind == kind]
 
 
 def frozen_names(net: Network, patterns: Iterable[str]) -> frozenset[str]:
@@ -80,9 +81,3 @@ def layer_count(specs: list[ParamSpec], layer: str, frozen: frozenset[str]) -> P
             trainable += p.size
     return ParamCount(trainable, frozen_, buffers)
 
-
-def total_count(net: Network, frozen: frozenset[str]) -> ParamCount:
-    total = ParamCount()
-    for name in net.order():
-        total += layer_count(net.node(name)["params"], name, frozen)
-    return total

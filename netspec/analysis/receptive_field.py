@@ -39,11 +39,10 @@ class ReceptiveField:
         return tuple((r - 1) / 2 - c for r, c in zip(self.size, self.start))  # type: ignore
 
     def step(self, window: Window) -> ReceptiveField:
-        return ReceptiveField(
-            tuple(r + (k - 1) * j for r, k, j in zip(self.size, window.kernel, self.jump)),
-            tuple(j * s for j, s in zip(self.jump, window.stride)),
-            tuple(c + ((k - 1) / 2 - p) * j for c, k, p, j in
-                  zip(self.start, window.kernel, window.padding, self.jump)))
+        (r0, r1), (j0, j1), (c0, c1) = self.size, self.jump, self.start
+        (k0, k1), (s0, s1), (p0, p1) = window.kernel, window.stride, window.padding
+        return ReceptiveField((r0 + (k0 - 1) * j0, r1 + (k1 - 1) * j1), (j0 * s0, j1 * s1),
+                              (c0 + ((k0 - 1) / 2 - p0) * j0, c1 + ((k1 - 1) / 2 - p1) * j1))
 
 
 INPUT_FIELD = ReceptiveField((1, 1), (1, 1), (0.0, 0.0))
@@ -52,22 +51,22 @@ INPUT_FIELD = ReceptiveField((1, 1), (1, 1), (0.0, 0.0))
 def receptive_fields(net: Network) -> list[Diagnostic]:
     """Set node["receptive_field"] (None where no spatial input reaches the tensor);
     return warnings for merges of misaligned paths."""
-    g = net.graph
+    nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
     grid: dict[str, Pair] = {}  # the spatial positions each tensor's units sit on
     warnings: list[Diagnostic] = []
     for name in net.order():
-        data = g.nodes[name]
+        data = nodes[name]
         op = REGISTRY[data["op"]]
         shape = data["shape"]
         if not data["inputs"]:
             field = INPUT_FIELD if len(shape) == 3 else None
             data["receptive_field"], grid[name] = field, tuple(shape[1:]) or (1, 1)
             continue
-        sources = [i for i in data["inputs"] if g.nodes[i]["receptive_field"] is not None]
+        sources = [i for i in data["inputs"] if nodes[i]["receptive_field"] is not None]
         if not sources:
             data["receptive_field"], grid[name] = None, (1, 1)
             continue
-        fields = [g.nodes[i]["receptive_field"] for i in sources]
+        fields = [nodes[i]["receptive_field"] for i in sources]
         field, in_grid = fields[0], grid[sources[0]]
         if len(fields) > 1:
             field = _widest(fields)
@@ -78,7 +77,7 @@ def receptive_fields(net: Network) -> list[Diagnostic]:
         if op.whole_grid:
             window = Window(in_grid, (1, 1), (0, 0))
         else:
-            ins = [g.nodes[i]["shape"] for i in data["inputs"]]
+            ins = [nodes[i]["shape"] for i in data["inputs"]]
             window = op.window(data["attrs"], ins)
         data["receptive_field"] = field.step(window) if window else field
         # A flattened map keeps its grid: a linear layer after it still sees all of it.

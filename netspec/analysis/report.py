@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from netspec.analysis.cost import CONVENTIONS
-from netspec.analysis.memory import DTYPE_BYTES, TrainingMemory
+from netspec.analysis.memory import TrainingMemory
 from netspec.analysis.params import ParamCount, layer_count
 from netspec.analysis.receptive_field import ReceptiveField
 from netspec.diagnostics import Diagnostic
@@ -211,14 +211,12 @@ def _output_dict(record: LayerRecord) -> dict:
             "receptive_field": field_dict(record.receptive_field)}
 
 
-def build_analysis(net: Network, *, batch: int, dtype: str, count: str, frozen: frozenset[str],
-                   memory: TrainingMemory, warnings: list[Diagnostic]) -> Analysis:
-    """Gather the node annotations of every pass into records and totals."""
-    itemsize = DTYPE_BYTES[dtype]
+def layer_records(net: Network, frozen: frozenset[str],
+                  itemsize: int) -> tuple[list[LayerRecord], Totals]:
+    """Gather the node annotations of every pass into per-layer records and totals."""
     layers = []
     total = ParamCount()
-    for name in net.order():
-        data = net.node(name)
+    for name, data in _in_order(net):
         op = REGISTRY[data["op"]]
         c = layer_count(data["params"], name, frozen)
         total += c
@@ -229,6 +227,9 @@ def build_analysis(net: Network, *, batch: int, dtype: str, count: str, frozen: 
     activations = sum(r.activation_bytes for r in layers if not REGISTRY[r.op].output_is_view)
     totals = Totals(total, total.params * itemsize, total.buffers * itemsize,
                     sum(r.macs for r in layers), sum(r.flops for r in layers), activations)
-    inputs = {name: net.node(name)["shape"] for name in net.inputs}
-    return Analysis(net.name, inputs, list(net.outputs), batch, dtype, count, layers, totals,
-                    memory, frozen, warnings)
+    return layers, totals
+
+
+def _in_order(net: Network):
+    nodes = dict(net.graph.nodes(data=True))
+    return ((name, nodes[name]) for name in net.order())

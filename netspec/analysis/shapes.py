@@ -22,13 +22,13 @@ def infer_shapes(net: Network, input_shapes: dict[str, Shape] | None = None) -> 
 
     Raises NetspecError at the first layer whose inputs it cannot accept. Returns the
     warnings (rows or columns of an input that a window never reads)."""
-    g = net.graph
+    nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
     overrides = input_shapes or {}
     warnings: list[Diagnostic] = []
     for name in net.order():
-        data = g.nodes[name]
+        data = nodes[name]
         op = REGISTRY[data["op"]]
-        ins = [g.nodes[i]["shape"] for i in data["inputs"]]
+        ins = [nodes[i]["shape"] for i in data["inputs"]]
         if name in overrides:  # the input takes the given shape, as if the spec said it
             data["attrs"] = {**data["attrs"], "shape": tuple(overrides[name])}
         try:
