@@ -79,7 +79,10 @@ def _elide(notes: list[Note], keep: int = 3) -> list[Note]:
 
 
 def _quote(span: Span) -> list[str]:
-    text = span.source.line(span.line)
+    # Control characters (a NUL, an escape sequence) are shown as U+FFFD, one column each,
+    # so a binary-ish file cannot garble the terminal or shift the caret.
+    text = "".join(ch if ch == "\t" or (ch >= " " and ch != "\x7f") else "\ufffd"
+                   for ch in span.source.line(span.line))
     gutter = f"{span.line:>5} | "
     # The caret covers the span on its first line; a multi-line span is underlined to line end.
     end = span.end_col if span.end_line == span.line else len(text) + 1

@@ -76,6 +76,7 @@ def keywords() -> frozenset[str]:
 
 def parse_module(text: str, filename: str = "<string>") -> S.Module:
     """Parse one .net file into a Module AST. Raises NetspecError with a located diagnostic."""
+    text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     source = Source(filename, text)
     if len(text) > MAX_SOURCE_BYTES:
         raise NetspecError(Diagnostic("error", f"spec is too large ({len(text)} bytes; "
