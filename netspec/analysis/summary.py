@@ -75,16 +75,19 @@ def _markdown(cells: list[list[str]]) -> str:
 
 def _footer(a: Analysis) -> list[str]:
     t, m = a.totals, a.memory
-    out = a.output
-    rf = out.receptive_field
-    field = "" if rf is None else (f", receptive field {_pair(rf.size)} (jump {_pair(rf.jump)}, "
-                                   f"start {_pair(rf.start)})")
     lines = [
         (f"Params: {t.params:,} ({_bytes(t.param_bytes)}): {t.count.trainable:,} trainable, "
          f"{t.count.frozen:,} frozen; buffers {t.count.buffers:,} ({_bytes(t.buffer_bytes)})"),
         f"MACs: {t.macs:,} ({_si(t.macs)}); FLOPs: {t.flops:,} ({_si(t.flops)})",
         f"Convention: {a.convention}",
-        f"Output: `{out.name}` {show(out.output_shape)}{field}",
+    ]
+    for name in a.outputs:
+        out = a.layer(name)
+        rf = out.receptive_field
+        field = "" if rf is None else (f", receptive field {_pair(rf.size)} "
+                                       f"(jump {_pair(rf.jump)}, start {_pair(rf.start)})")
+        lines.append(f"Output: `{name}` {show(out.output_shape)}{field}")
+    lines += [
         (f"Forward activations: {_bytes(t.activation_bytes)} per sample "
          "(the input and every layer output)"),
         (f"Training step estimate (batch {m.batch}, {m.dtype}, {m.optimizer}): "
