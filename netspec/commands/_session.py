@@ -6,7 +6,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from netspec.diagnostics import Diagnostic, NetspecError
+from netspec.train.data import normalize
 
 DEFAULT_SPEC = "digits_cnn"
 
@@ -101,3 +104,17 @@ def compile_model(net, seed: int = 0):
 
 def out_dir(args, net) -> Path:
     return Path(args.out) if getattr(args, "out", None) else Path("runs") / net.name
+
+
+def use_checkpoint_statistics(data, ckpt) -> None:
+    """Normalize every split with the statistics the weights were trained with (stored in
+    the checkpoint), not those of this run's training split, which --limit may change."""
+    mean, std = ckpt.extra.get("data.mean"), ckpt.extra.get("data.std")
+    if mean is None or std is None:
+        return
+    for split in ("x_train", "x_val", "x_test"):
+        x = getattr(data, split)
+        shape = (1, -1) + (1,) * (x.ndim - 2) if np.size(data.mean) > 1 else ()
+        raw = x * np.reshape(data.std, shape) + np.reshape(data.mean, shape)
+        setattr(data, split, normalize(raw, mean, std))
+    data.mean, data.std = mean, std

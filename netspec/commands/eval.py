@@ -4,7 +4,8 @@ from __future__ import annotations
 import json
 
 from netspec.commands._session import (add_data_arguments, add_spec_arguments, check_data_fits,
-                                       compile_model, config_from, load_net, training_errors)
+                                       compile_model, config_from, load_net, training_errors,
+                                       use_checkpoint_statistics)
 
 HELP = "evaluate trained weights: loss, accuracy and example count on a data split"
 
@@ -26,7 +27,7 @@ def run(args) -> int:
         data = load_dataset(cfg)
         check_data_fits(net, data)
         model = compile_model(net)
-        load_weights(model, args.weights)
+        use_checkpoint_statistics(data, load_weights(model, args.weights))
         x, y = {"test": (data.x_test, data.y_test), "val": (data.x_val, data.y_val),
                 "train": (data.x_train, data.y_train)}[args.split]
         result = evaluate(model, x, y, cfg.loss, cfg.eval_batch)

@@ -6,7 +6,8 @@ import json
 import numpy as np
 
 from netspec.commands._session import (add_data_arguments, add_spec_arguments, check_data_fits,
-                                       compile_model, config_from, load_net, training_errors)
+                                       compile_model, config_from, load_net, training_errors,
+                                       use_checkpoint_statistics)
 from netspec.diagnostics import Diagnostic, NetspecError
 
 HELP = "predict classes with trained weights (for an .npy of inputs, or a data split)"
@@ -30,10 +31,10 @@ def _read_inputs(path: str, shape: tuple[int, ...]) -> np.ndarray:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise NetspecError(Diagnostic("error", f"{path}: cannot read inputs ({exc})")) from None
-    if x.ndim == len(shape):
-        x = x[None]
-    if x.ndim == len(shape) and len(shape) == 3:
-        x = x[:, None]
+    if tuple(x.shape) == tuple(shape):
+        x = x[None]  # one example
+    elif x.ndim == len(shape) and len(shape) == 3 and shape[0] == 1:
+        x = x[:, None]  # (N, H, W) grey images
     if tuple(x.shape[1:]) != tuple(shape):
         raise NetspecError(Diagnostic("error", f"{path}: inputs of shape {list(x.shape)} do "
                                       f"not fit the network's input {list(shape)}"))
@@ -49,7 +50,7 @@ def run(args) -> int:
         data = load_dataset(cfg)
         check_data_fits(net, data)
         model = compile_model(net)
-        load_weights(model, args.weights)
+        use_checkpoint_statistics(data, load_weights(model, args.weights))
     if args.inputs:
         x, y = data.normalize(_read_inputs(args.inputs, data.input_shape)), None
     else:

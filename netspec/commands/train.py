@@ -58,7 +58,7 @@ def run(args) -> int:
         out = out_dir(args, net)
         print(f"training {net.name} ({model.num_params:,} parameters) on {data.name or 'data'}: "
               f"{len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
-              f"{cfg.epochs} epochs, {cfg.optimizer.type} lr={cfg.optimizer.lr:g}",
+              f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, {cfg.optimizer.type} lr={cfg.optimizer.lr:g}",
               file=sys.stderr)
         history = train(model, cfg, data, out, resume=args.resume,
                         progress=not args.no_progress)
