@@ -149,8 +149,10 @@ def _loss(net: Network) -> tuple[str, list[str]]:
     span = net.train_spans.get("loss")
     fn = _runtime_function(f"{kind}_loss") if isinstance(kind, str) else None
     if fn is None:
+        known = sorted(n[:-5] for n in importlib.import_module(RUNTIME).__all__
+                       if n.endswith("_loss"))
         raise NetspecError(Diagnostic("error", f"unknown loss {kind!r}", span,
-                                      "the runtime has softmax and svm"))
+                                      "the runtime's losses: " + ", ".join(known)))
     accepted = list(inspect.signature(fn).parameters)[2:]
     unknown = [k for k in config if k not in accepted]
     if unknown:
