@@ -1,0 +1,443 @@
+"""Benchmark: one training step of a compiled netspec model against the same model in PyTorch CPU.
+
+    python benchmarks/bench_train_step.py [--threads N] [--repeats R] [--only mlp,cnn,...]
+                                          [--breakdown] [--no-memory]
+
+A step is forward, softmax cross-entropy, backward and an SGD-momentum update (lr 0.01,
+mu 0.9) on a fixed float32 batch, for both sides. Both start from the same weights (the
+netspec state dict loaded into the torch module), and the first step's losses are compared
+as a check that the two models are the same network.
+
+Timing: after warm-up steps, the netspec and torch steps alternate (ABBA order), and each
+side's median over the repeats is reported, so machine load hits both alike. Both use the
+same thread count: by default what NumPy's BLAS uses (threadpoolctl), torch.set_num_threads
+to match. The GEMM ceiling is a 2048^3 float32 np.matmul measured between the workloads in
+the same run; "% GEMM" is the step's useful FLOPs (3 x the analyzer's forward MACs x 2: the
+forward, the input gradients and the weight gradients are one GEMM's worth each) over time,
+as a fraction of that ceiling.
+
+Memory (a separate, untimed step): netspec's peak is tracemalloc's (NumPy reports every
+array to it) over a whole step, counting params, grads, optimizer state, batch and
+activations. torch's is the same total: the bytes of its params, momentum buffers, batch
+and running statistics, plus the peak of its allocator's running sum during the step as
+torch.profiler(profile_memory=True) records it. The analyzer's estimate is
+netspec.analyze(net, batch=N, optimizer="momentum").memory.total.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+import tracemalloc
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import netspec
+from netspec.train.optim import Momentum
+
+LR, MU = 0.01, 0.9
+
+# ---- the workloads: a spec, the same network in torch, the batch --------------------------
+
+MLP = """
+network mlp(num_classes = 10) {
+    input x: [784]
+    output x -> fc1: linear(512) -> relu -> fc2: linear(256) -> relu -> fc3: linear(num_classes)
+}
+"""
+
+CNN = """
+network cifar_cnn(num_classes = 10) {
+    input x: [3, 32, 32]
+    output x -> conv1: conv(32, k=3, p=1) -> relu -> maxpool(2)     # 32x16x16
+             -> conv2: conv(64, k=3, p=1) -> relu -> maxpool(2)     # 64x8x8
+             -> flatten -> fc: linear(num_classes)
+}
+"""
+
+CNN_BN = """
+network cifar_cnn_bn(num_classes = 10) {
+    input x: [3, 32, 32]
+    output x -> conv1: conv(32, k=3, p=1, bias=false) -> bn1: bn -> relu -> maxpool(2)
+             -> conv2: conv(64, k=3, p=1, bias=false) -> bn2: bn -> relu -> maxpool(2)
+             -> flatten -> fc: linear(num_classes)
+}
+"""
+
+RESNET = """
+import "blocks/resnet.net"
+
+# Two basic blocks of ResNet-18's first stage; a pooled linear head makes the loss.
+network resnet_blocks(num_classes = 10) {
+    input x: [64, 16, 16]
+    output x -> layer1: basic(64) * 2 -> avgpool: global_avgpool -> fc: linear(num_classes)
+}
+"""
+
+INCEPTION = """
+import "blocks/inception.net"
+
+# GoogLeNet's inception3a (torchvision's form); a pooled linear head makes the loss.
+network inception_module(num_classes = 10) {
+    input x: [192, 28, 28]
+    output x -> inception3a: inception(64, 96, 128, 16, 32, 32)
+             -> avgpool: global_avgpool -> fc: linear(num_classes)
+}
+"""
+
+
+class TorchMLP(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = nn.Linear(784, 512), nn.Linear(512, 256), nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.fc3(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class TorchCNN(nn.Module):
+    def __init__(self, bn: bool):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, 3, padding=1, bias=not bn)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1, bias=not bn)
+        self.bn1 = nn.BatchNorm2d(32) if bn else nn.Identity()
+        self.bn2 = nn.BatchNorm2d(64) if bn else nn.Identity()
+        self.fc = nn.Linear(64 * 8 * 8, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        return self.fc(x.flatten(1))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + x)
+
+
+class TorchResNetBlocks(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.layer1 = nn.Sequential(BasicBlock(64), BasicBlock(64))
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.fc(self.layer1(x).mean(dim=(2, 3)))
+
+
+class BasicConv2d(nn.Module):
+    """torchvision's GoogLeNet conv: conv without bias, batch norm (eps 0.001), relu."""
+
+    def __init__(self, c_in, c_out, k, p=0):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, padding=p, bias=False)
+        self.bn = nn.BatchNorm2d(c_out, eps=0.001)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class Inception(nn.Module):
+    def __init__(self, c_in, c1, c3r, c3, c5r, c5, pool_proj):
+        super().__init__()
+        self.branch1 = BasicConv2d(c_in, c1, 1)
+        self.branch2 = nn.Sequential(BasicConv2d(c_in, c3r, 1), BasicConv2d(c3r, c3, 3, p=1))
+        self.branch3 = nn.Sequential(BasicConv2d(c_in, c5r, 1), BasicConv2d(c5r, c5, 3, p=1))
+        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+                                     BasicConv2d(c_in, pool_proj, 1))
+
+    def forward(self, x):
+        return torch.cat([b(x) for b in (self.branch1, self.branch2, self.branch3,
+                                         self.branch4)], 1)
+
+
+class TorchInceptionModule(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.inception3a = Inception(192, 64, 96, 128, 16, 32, 32)
+        self.fc = nn.Linear(256, 10)
+
+    def forward(self, x):
+        return self.fc(self.inception3a(x).mean(dim=(2, 3)))
+
+
+# name: (spec, torch module factory, batch)
+WORKLOADS = {
+    "mlp": (MLP, TorchMLP, 256),
+    "cnn": (CNN, lambda: TorchCNN(bn=False), 64),
+    "cnn_bn": (CNN_BN, lambda: TorchCNN(bn=True), 64),
+    "resnet": (RESNET, TorchResNetBlocks, 32),
+    "inception": (INCEPTION, TorchInceptionModule, 16),
+}
+LABELS = {
+    "mlp": "(a) MLP 784-512-256-10",
+    "cnn": "(b) CIFAR CNN",
+    "cnn_bn": "(c) CIFAR CNN + BN",
+    "resnet": "(d) 2 ResNet basic 64x16x16",
+    "inception": "(e) Inception 192x28x28",
+}
+
+
+# ---- the two training steps ------------------------------------------------------------------
+
+class NetspecStep:
+    """forward, loss, backward, momentum update of a compiled model."""
+
+    def __init__(self, model, x, y):
+        self.model, self.x, self.y = model, x, y
+        self.opt = Momentum(lr=LR, mu=MU)
+
+    def __call__(self) -> float:
+        loss, grads = self.model.loss(self.x, self.y)
+        self.opt.step(self.model.params, grads)
+        return loss
+
+    def phases(self) -> dict:
+        """Seconds of each phase of one step."""
+        m, t0 = self.model, time.perf_counter()
+        scores = m.forward(self.x, train=True)
+        t1 = time.perf_counter()
+        _, dscores = m.data_loss(scores, self.y)
+        m.backward(dscores)
+        t2 = time.perf_counter()
+        self.opt.step(m.params, m.grads)
+        return {"forward": t1 - t0, "loss+backward": t2 - t1, "update": time.perf_counter() - t2}
+
+
+class TorchStep:
+    def __init__(self, module, x, y):
+        self.module, self.x, self.y = module.train(), torch.from_numpy(x), torch.from_numpy(y)
+        self.opt = torch.optim.SGD(module.parameters(), lr=LR, momentum=MU)
+
+    def __call__(self) -> float:
+        self.opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(self.module(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        return loss.item()
+
+    def phases(self) -> dict:
+        t0 = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        scores = self.module(self.x)
+        t1 = time.perf_counter()
+        F.cross_entropy(scores, self.y).backward()
+        t2 = time.perf_counter()
+        self.opt.step()
+        return {"forward": t1 - t0, "loss+backward": t2 - t1, "update": time.perf_counter() - t2}
+
+
+def build(name: str):
+    """(network, compiled model, torch module with the same weights, x, y)."""
+    spec, torch_factory, batch = WORKLOADS[name]
+    net = netspec.parse(spec, f"<bench {name}>")
+    model = netspec.compile(net, seed=0)
+    module = torch_factory()
+    state = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise RuntimeError(f"{name}: state dicts differ: missing {missing}, extra {unexpected}")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((batch,) + model.input_shape, dtype=np.float32)
+    y = rng.integers(0, model.output_shape[0], batch)
+    return net, model, module, x, y
+
+
+# ---- measuring -------------------------------------------------------------------------------
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def interleaved(a, b, repeats: int, warmup: int = 2) -> tuple[list[float], list[float]]:
+    """Seconds per call of a and b, alternating in ABBA order after warm-up calls of each."""
+    for _ in range(warmup):
+        a()
+        b()
+    ta, tb = [], []
+    for r in range(repeats):
+        if r % 2 == 0:
+            ta.append(timed(a))
+            tb.append(timed(b))
+        else:
+            tb.append(timed(b))
+            ta.append(timed(a))
+    return ta, tb
+
+
+def gemm_gflops(repeats: int = 3, n: int = 2048) -> list[float]:
+    """float32 GEMM throughput samples of this machine through np.matmul (n^3)."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    return [2 * n**3 / timed(lambda: a @ b) / 1e9 for _ in range(repeats)]
+
+
+def netspec_peak_bytes(name: str) -> int:
+    """tracemalloc's peak over the third training step, everything the step holds included."""
+    tracemalloc.start()
+    try:
+        _, model, _, x, y = build(name)
+        step = NetspecStep(model, x, y)
+        for k in range(3):
+            if k == 2:
+                tracemalloc.reset_peak()
+            step()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def torch_peak_bytes(name: str) -> int:
+    """Persistent tensors (params, momentum, buffers, batch) + the allocator's peak during a step.
+
+    Gradients freed by zero_grad(set_to_none=True) were allocated before profiling started, so
+    their frees are not recorded; the running sum starts from memory without them.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    _, _, module, x, y = build(name)
+    step = TorchStep(module, x, y)
+    step()
+    step()
+    tensors = list(module.parameters()) + list(module.buffers()) + [step.x, step.y]
+    tensors += [v for s in step.opt.state.values() for v in s.values() if torch.is_tensor(v)]
+    persistent = sum(t.numel() * t.element_size() for t in tensors)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    running = peak = 0
+    for _, nbytes in events:
+        running += nbytes
+        peak = max(peak, running)
+    return persistent + peak
+
+
+def step_gflop(net, batch: int) -> float:
+    """Useful GFLOP of a training step: forward, input-gradient and weight-gradient GEMMs."""
+    macs = netspec.analyze(net, batch=batch).totals.macs
+    return 3 * 2 * macs * batch / 1e9
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+def blas_threads() -> int:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return os.cpu_count() or 1
+    counts = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    return max(counts) if counts else os.cpu_count() or 1
+
+
+def set_threads(n: int) -> None:
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        os.environ["OPENBLAS_NUM_THREADS"] = str(n)  # too late for a loaded BLAS: best effort
+    else:
+        threadpool_limits(n, user_api="blas")
+    torch.set_num_threads(n)
+
+
+def spread(samples: list[float]) -> str:
+    """Interquartile range as a percentage of the median: the noise of a row."""
+    q = statistics.quantiles(samples, n=4)
+    return f"{100 * (q[2] - q[0]) / statistics.median(samples):.0f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS and torch threads (default: what NumPy's BLAS uses)")
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--only", default=",".join(WORKLOADS),
+                        help="comma-separated workloads: " + ", ".join(WORKLOADS))
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time forward / loss+backward / update of each side")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    args = parser.parse_args()
+    names = [n.strip() for n in args.only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+    threads = args.threads or blas_threads()
+    set_threads(threads)
+
+    print(f"threads={threads} (BLAS and torch)  numpy {np.__version__}  torch {torch.__version__}"
+          f"  float32  SGD momentum  median of {args.repeats}, interleaved")
+    print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    ceiling = gemm_gflops()
+    rows, phases = [], {}
+    for name in names:
+        net, model, module, x, y = build(name)
+        ours, theirs = NetspecStep(model, x, y), TorchStep(module, x, y)
+        loss_gap = abs(ours() - theirs())  # the first step: same weights, same batch
+        t_ours, t_theirs = interleaved(ours, theirs, args.repeats)
+        ceiling += gemm_gflops()
+        if args.breakdown:
+            pa, pb = [], []
+            for _ in range(max(3, args.repeats // 3)):
+                pa.append(ours.phases())
+                pb.append(theirs.phases())
+            phases[name] = [{k: statistics.median(p[k] for p in side) for k in side[0]}
+                            for side in (pa, pb)]
+        rows.append((name, len(x), t_ours, t_theirs, step_gflop(net, len(x)), loss_gap))
+
+    peak = statistics.median(ceiling)
+    print(f"np.matmul float32 GEMM ceiling (2048^3): {peak:.1f} GFLOP/s "
+          f"(median of {len(ceiling)}, range {min(ceiling):.1f}-{max(ceiling):.1f})")
+    print(f"load average after: {os.getloadavg()[0]:.1f}\n")
+    head = (f"{'workload':30} {'batch':>5} {'netspec ms':>10} {'torch ms':>9} {'ratio':>6} "
+            f"{'netspec img/s':>13} {'torch img/s':>11} {'GFLOP':>6} {'netspec %GEMM':>13} "
+            f"{'torch %GEMM':>11} {'noise':>9}")
+    print(head)
+    print("-" * len(head))
+    for name, batch, t_ours, t_theirs, gflop, gap in rows:
+        a, b = statistics.median(t_ours), statistics.median(t_theirs)
+        print(f"{LABELS[name]:30} {batch:5d} {1e3 * a:10.2f} {1e3 * b:9.2f} {a / b:6.2f} "
+              f"{batch / a:13.0f} {batch / b:11.0f} {gflop:6.2f} "
+              f"{100 * gflop / a / peak:12.0f}% {100 * gflop / b / peak:10.0f}% "
+              f"{spread(t_ours):>4}/{spread(t_theirs):>4}")
+        if gap > 1e-3:
+            print(f"  warning: first-step losses differ by {gap:.2e}")
+    print("noise: interquartile range / median of the netspec / torch samples")
+
+    if phases:
+        print(f"\n{'phase medians, ms':30} {'':>8} {'forward':>8} {'loss+bwd':>8} {'update':>8}")
+        for name, sides in phases.items():
+            for side, p in zip(("netspec", "torch"), sides):
+                print(f"{LABELS[name]:30} {side:>8} " + " ".join(
+                    f"{1e3 * v:8.2f}" for v in p.values()))
+
+    if not args.no_memory:
+        print(f"\n{'peak memory of a step, MB':30} {'netspec':>8} {'torch':>8} {'analyzer':>8}")
+        for name in names:
+            net = netspec.parse(WORKLOADS[name][0], f"<bench {name}>")
+            estimate = netspec.analyze(net, batch=WORKLOADS[name][2],
+                                       optimizer="momentum").memory.total
+            mb = [netspec_peak_bytes(name) / 1e6, torch_peak_bytes(name) / 1e6, estimate / 1e6]
+            print(f"{LABELS[name]:30} " + " ".join(f"{v:8.1f}" for v in mb))
+        print("netspec: tracemalloc peak; torch: tensors + torch.profiler allocator peak; "
+              "analyzer: analyze(batch, optimizer='momentum').memory.total")
+
+
+if __name__ == "__main__":
+    main()
