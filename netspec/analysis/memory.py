@@ -9,7 +9,7 @@ The model of the estimate (bytes; N = batch size, each term below per sample tim
   + the peak, over the steps of the forward and the backward, of the activation memory
     that netspec.runtime's NumPy kernels hold at that step:
       forward, at layer l: every cache made so far (op.saved: conv's im2col columns
-        C_in*k*k*H_out*W_out, batch norm's normalized input, dropout's mask, max pooling's
+        C_in*k*k*H_out*W_out, batch norm's centred input, dropout's mask, max pooling's
         argmax bytes, ...), every tensor a cache refers to (relu's output, linear's input),
         and every other tensor from its layer until its last consumer has run;
       backward, at layer l (layers run in reverse, each freeing its cache when done): the
