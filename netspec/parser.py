@@ -62,8 +62,9 @@ _CHAR_HINTS = {
 def lark_parser() -> lark.Lark:
     """The LALR parser, built once per process."""
     grammar = resources.files("netspec.grammars").joinpath("netspec.lark").read_text()
+    # cache=True keeps the LALR tables in the temp directory, keyed by the grammar's hash.
     return lark.Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
-                     maybe_placeholders=True)
+                     maybe_placeholders=True, cache=True)
 
 
 @functools.lru_cache(maxsize=1)
@@ -303,7 +304,7 @@ class ToAst(Transformer):
     """Lark tree -> netspec.syntax nodes. Method names are the grammar's rule names."""
 
     def __init__(self, source: Source):
-        super().__init__()
+        super().__init__(visit_tokens=False)  # no token callbacks: skip a lookup per token
         self.source = source
 
     def _s(self, meta) -> Span:
