@@ -55,7 +55,10 @@ class Network:
         """Layers in a deterministic topological order (the spec's own order on ties)."""
         if self._order is None:
             seq = {n: i for i, n in enumerate(self.graph.nodes)}
-            self._order = list(nx.lexicographical_topological_sort(self.graph, key=seq.get))
+            if all(seq[u] < seq[v] for u, v in self.graph.edges):
+                self._order = list(self.graph.nodes)  # lowering adds nodes in this order
+            else:
+                self._order = list(nx.lexicographical_topological_sort(self.graph, key=seq.get))
         return self._order
 
     def node(self, name: str) -> dict[str, Any]:

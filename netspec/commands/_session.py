@@ -6,10 +6,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from netspec.diagnostics import Diagnostic, NetspecError
-from netspec.train.data import normalize
 
 DEFAULT_SPEC = "digits_cnn"
 
@@ -109,6 +106,10 @@ def out_dir(args, net) -> Path:
 def use_checkpoint_statistics(data, ckpt) -> None:
     """Normalize every split with the statistics the weights were trained with (stored in
     the checkpoint), not those of this run's training split, which --limit may change."""
+    import numpy as np
+
+    from netspec.train.data import normalize
+
     mean, std = ckpt.extra.get("data.mean"), ckpt.extra.get("data.std")
     if mean is None or std is None:
         return

@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import json
 
-from netspec.commands._session import (add_data_arguments, add_spec_arguments, check_data_fits,
-                                       compile_model, config_from, load_net, training_errors,
-                                       use_checkpoint_statistics)
+from netspec.commands._session import (
+    add_data_arguments,
+    add_spec_arguments,
+    check_data_fits,
+    compile_model,
+    config_from,
+    load_net,
+    training_errors,
+    use_checkpoint_statistics,
+)
 
 HELP = "evaluate trained weights: loss, accuracy and example count on a data split"
 

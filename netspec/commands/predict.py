@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
-from netspec.commands._session import (add_data_arguments, add_spec_arguments, check_data_fits,
-                                       compile_model, config_from, load_net, training_errors,
-                                       use_checkpoint_statistics)
+from netspec.commands._session import (
+    add_data_arguments,
+    add_spec_arguments,
+    check_data_fits,
+    compile_model,
+    config_from,
+    load_net,
+    training_errors,
+    use_checkpoint_statistics,
+)
 from netspec.diagnostics import Diagnostic, NetspecError
 
 HELP = "predict classes with trained weights (for an .npy of inputs, or a data split)"
@@ -26,7 +31,9 @@ def add_arguments(p) -> None:
     p.add_argument("--format", choices=("text", "json"), default="text")
 
 
-def _read_inputs(path: str, shape: tuple[int, ...]) -> np.ndarray:
+def _read_inputs(path: str, shape: tuple[int, ...]):
+    import numpy as np
+
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as exc:
@@ -42,6 +49,8 @@ def _read_inputs(path: str, shape: tuple[int, ...]) -> np.ndarray:
 
 
 def run(args) -> int:
+    import numpy as np
+
     from netspec.train import load_dataset, load_weights, predict
 
     net = load_net(args)

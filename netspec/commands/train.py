@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import sys
 
-from netspec.commands._session import (add_data_arguments, add_spec_arguments, check_data_fits,
-                                       compile_model, config_from, load_net, out_dir,
-                                       training_errors)
+from netspec.commands._session import (
+    add_data_arguments,
+    add_spec_arguments,
+    check_data_fits,
+    compile_model,
+    config_from,
+    load_net,
+    out_dir,
+    training_errors,
+)
 
 HELP = "train a spec (default: the digits CNN on scikit-learn's bundled digits)"
 
