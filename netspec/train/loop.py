@@ -147,6 +147,7 @@ class LoopState:
     sums: dict = field(default_factory=lambda: {"loss": 0.0, "reg": 0.0, "correct": 0, "seen": 0,
                                                 "seconds": 0.0})
     best_metric: float | None = None
+    best_loss: float | None = None   # breaks ties of best_metric (val accuracy saturates)
     best_epoch: int | None = None
     records: list[EpochRecord] = field(default_factory=list)
     lr: float = 0.0
@@ -239,7 +240,8 @@ def resume_from(run: Run, path: Path) -> LoopState:
     state = LoopState(rng_from_state(s["shuffle_rng"]), rng_from_state(s["augment_rng"]),
                       epoch=s["epoch"], iteration=s["iteration"], batch_index=s["batch_index"],
                       order=ckpt.extra.get("loader.order", np.zeros(0, np.int64)),
-                      sums=s["sums"], best_metric=s["best_metric"], best_epoch=s["best_epoch"],
+                      sums=s["sums"], best_metric=s["best_metric"], best_loss=s.get("best_loss"),
+                      best_epoch=s["best_epoch"],
                       records=[EpochRecord(**r) for r in s["records"]], lr=s.get("lr", 0.0))
     run.log(f"resumed from {path}: epoch {state.epoch + 1}, batch {state.batch_index}, "
             f"iteration {state.iteration}")
@@ -277,7 +279,8 @@ def make_checkpoint(run: Run, state: LoopState, status: str) -> Checkpoint:
         config=run.cfg.to_dict(),
         state={"status": status, "epoch": state.epoch, "iteration": state.iteration,
                "batch_index": state.batch_index, "sums": state.sums, "lr": state.lr,
-               "best_metric": state.best_metric, "best_epoch": state.best_epoch,
+               "best_metric": state.best_metric, "best_loss": state.best_loss,
+               "best_epoch": state.best_epoch,
                "records": [asdict(r) for r in state.records],
                "model_rng": run.model.rng.bit_generator.state,
                "shuffle_rng": state.shuffle_rng.bit_generator.state,
@@ -428,10 +431,15 @@ def finish_epoch(run: Run, state: LoopState) -> EpochRecord:
         val_loss=val["loss"] if val else None, val_acc=val["accuracy"] if val else None,
         seconds=sums["seconds"], samples_per_s=sums["seen"] / max(sums["seconds"], 1e-9))
     state.records.append(record)
+    # Best = highest accuracy (validation, else training); equal accuracy -> lower loss, since
+    # a small validation split saturates at 100% early and would freeze "best" there.
     metric = record.val_acc if val else record.train_acc
-    improved = state.best_metric is None or metric > state.best_metric
+    loss = record.val_loss if val else record.train_loss
+    improved = (state.best_metric is None or metric > state.best_metric
+                or (metric == state.best_metric and state.best_loss is not None
+                    and loss < state.best_loss))
     if improved:
-        state.best_metric, state.best_epoch = metric, record.epoch
+        state.best_metric, state.best_loss, state.best_epoch = metric, loss, record.epoch
     state.epoch, state.batch_index = state.epoch + 1, 0
     status = "completed" if state.epoch >= run.cfg.epochs else "running"
     ckpt = make_checkpoint(run, state, status)
