@@ -344,7 +344,7 @@ def test_the_last_network_is_lowered_unless_one_is_named():
 def test_train_section_values_and_named_settings():
     net = netspec.load("digits_cnn")
     assert net.train["optimizer"] == {"type": "adam", "lr": 0.002}
-    assert net.train["loss"] == {"type": "softmax"} and net.train["epochs"] == 20
+    assert net.train["loss"] == {"type": "softmax"} and net.train["epochs"] == 30
     assert net.train_spans["epochs"].line > 1
 
 
@@ -430,7 +430,7 @@ def lower_error_file(path: Path) -> str:
 def doc_examples() -> list[tuple[int, str]]:
     text = DOCS.read_text()
     return [(text[:m.start()].count("\n") + 2, m.group(1))
-            for m in re.finditer(r"```net\n(.*?)```", text, re.S)]
+            for m in re.finditer(r"```net\n(.*?)```", text, re.DOTALL)]
 
 
 def test_language_doc_has_examples():
@@ -450,7 +450,7 @@ def test_language_doc_lists_every_op_and_alias():
     from netspec.ops import REGISTRY
 
     table = DOCS.read_text().split("## Built-in ops", 1)[1].split("## Diagnostics", 1)[0]
-    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", table, re.M)}
+    rows = {m.group(1): m.group(0) for m in re.finditer(r"^\| `(\w+)` \|.*$", table, re.MULTILINE)}
     for op in REGISTRY.values():
         if op.name == "input":
             continue

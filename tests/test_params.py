@@ -47,7 +47,8 @@ HAND_COUNTS = {
     "svm": 64 * 10 + 10,
     # three bias-free 3x3 convs (1->32, 32->32, 32->64), their batch norms' gamma and beta,
     # and a linear layer on the 64x2x2 map.
-    "digits_cnn": 9 * (1 * 32 + 32 * 32 + 32 * 64) + 2 * (32 + 32 + 64) + (64 * 4 * 10 + 10),
+    "digits_cnn": 9 * (1 * 32 + 32 * 32 + 32 * 64 + 64 * 64) + 2 * (32 + 32 + 64 + 64)
+    + (64 * 4 * 10 + 10),
 }
 
 

@@ -145,5 +145,6 @@ def test_a_network_without_a_spatial_input_has_no_receptive_field():
 def test_the_flattened_digits_cnn_output_sees_its_whole_8x8_input_and_more():
     a = netspec.analyze(netspec.load("digits_cnn"))
     rf = a.output.receptive_field
-    # convs 3, 3 (r 5), pool 2 (r 6, j 2), conv 3 (r 10), pool 2 (r 12, j 4), fc over 2x2.
-    assert rf.size == (12 + 1 * 4,) * 2
+    # convs 3, 3 (r 5), pool 2 (r 6, j 2), convs 3, 3 (r 10, 14), pool 2 (r 16, j 4),
+    # fc over the 2x2 grid.
+    assert rf.size == (16 + 1 * 4,) * 2
