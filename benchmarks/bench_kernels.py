@@ -164,7 +164,7 @@ def conv_breakdown(repeats: int) -> list[tuple[str, float]]:
         ("fwd: GEMM w @ cols", lambda: w2 @ cols),
         ("fwd: to NCHW + bias", to_nchw),
         ("bwd: dout to (C_out, N*H*W)", lambda: np.ascontiguousarray(dout.transpose(1, 0, 2, 3))),
-        ("bwd: dw GEMM dout @ cols^T", lambda: dout_cn @ cols.T),
+        ("bwd: dw GEMM (cols @ dout^T)^T", lambda: (cols @ dout_cn.T).T.copy()),
         ("bwd: db sum", lambda: dout_cn.sum(axis=1)),
         ("bwd: dx im2col of padded dout", lambda: runtime.im2col(dout, (k, k), (1, 1), (1, 1))),
         ("bwd: dx GEMM flipped w @ cols", lambda: w_flip @ cols),
