@@ -258,6 +258,7 @@ class Statement:
     lines: list[str]
     defines: tuple[str, ...] = ()
     uses: tuple[str, ...] = ()
+    guard: str | None = None  # run only `if guard:` (lines already indented for the block)
 
 
 def _wrap(targets: list[str], func: str, args: list[str], indent: str = INDENT) -> list[str]:
@@ -295,6 +296,8 @@ def _with_dels(statements: list[Statement], keep: set[str]) -> list[str]:
             refs.setdefault(name, []).append(i)
     lines = []
     for i, s in enumerate(statements):
+        if s.guard and (i == 0 or statements[i - 1].guard != s.guard):
+            lines.append(f"{INDENT}if {s.guard}:")
         lines += s.lines
         dead = []
         for name in dict.fromkeys(s.uses + s.defines):
@@ -302,7 +305,7 @@ def _with_dels(statements: list[Statement], keep: set[str]) -> list[str]:
             if name not in keep and (not later or name not in statements[later[0]].uses):
                 dead.append(name)
         if dead:
-            lines.append(f"{INDENT}del {', '.join(dead)}")
+            lines.append(f"{INDENT}{'    ' if s.guard else ''}del {', '.join(dead)}")
     return lines
 
 
@@ -327,8 +330,22 @@ def _forward(p: Plan) -> list[str]:
     return out + [f"{INDENT}return {p.vars[p.output]}"]
 
 
+def _serves_params(p: Plan) -> dict[str, bool]:
+    """Layer id -> whether its output's gradient leads to a parameter gradient: the layer or
+    one upstream of it has parameters. The others only carry the network input's gradient."""
+    serves = {p.input: False}
+    for layer in p.layers:
+        has_params = bool(layer.grads) and any(layer.grads)
+        serves[layer.name] = has_params or any(serves[i] for i in layer.inputs)
+    return serves
+
+
 def _backward(p: Plan) -> list[str]:
+    """The backward statements; those that only build the input's gradient run `if input_grad`
+    (a parameter layer reading such a tensor gets need_dx=input_grad when its kernel has it)."""
     grad = {p.output: "dout"}
+    serves = _serves_params(p)
+    guarded = INDENT + "    "
     body = []
     for layer in reversed(p.layers):
         targets, after = [], []
@@ -339,20 +356,29 @@ def _backward(p: Plan) -> list[str]:
             else:  # a tensor that fans out: sum the gradients of its consumers
                 part = "part" if len(layer.inputs) == 1 else f"part_{k}"
                 targets.append(part)
-                after.append(Statement([f"{INDENT}{grad[name]} = {grad[name]} + {part}"],
-                                       (grad[name],), (grad[name], part)))
+                guard = None if serves[name] else "input_grad"
+                after.append(Statement(
+                    [f"{guarded if guard else INDENT}{grad[name]} = {grad[name]} + {part}"],
+                    (grad[name],), (grad[name], part), guard))
         defines = tuple(targets)
+        args = [grad[layer.name], f"c.pop({layer.name!r})"]
         if layer.grads is not None:
             targets += [f"g[{k!r}]" if k else "_" for k in layer.grads]
-        lines = _wrap(targets, f"{layer.kernel}_backward",
-                      [grad[layer.name], f"c.pop({layer.name!r})"])
-        body.append(Statement(lines, defines, (grad[layer.name],)))
+            backward = _runtime_function(f"{layer.kernel}_backward")
+            if not all(serves[i] for i in layer.inputs) \
+                    and "need_dx" in inspect.signature(backward).parameters:
+                args.append("need_dx=input_grad")
+        guard = None if serves[layer.name] else "input_grad"
+        lines = _wrap(targets, f"{layer.kernel}_backward", args, guarded if guard else INDENT)
+        body.append(Statement(lines, defines, (grad[layer.name],), guard))
         body += after
     result = grad.get(p.input, "None")
-    out = ["    def _backward(self, dout, c, g):",
-           '        """The layers in reverse order; g[param] = dL/dparam; caches freed as used."""']
+    out = ["    def _backward(self, dout, c, g, input_grad):",
+           '        """The layers in reverse order; g[param] = dL/dparam; caches freed as used;',
+           '        dL/dinput only if input_grad (else None)."""']
     out += _with_dels(body, {result})
-    return out + [f"{INDENT}return {result}"]
+    returned = result if result == "None" else f"{result} if input_grad else None"
+    return out + [f"{INDENT}return {returned}"]
 
 
 def _class(p: Plan) -> list[str]:

@@ -187,16 +187,17 @@ class Model:
         self._cache = cache if keep else None
         return scores
 
-    def backward(self, dout) -> np.ndarray | None:
+    def backward(self, dout, input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate dL/dscores through the last forward; sets self.grads (every param) and
-        returns dL/dx. Each layer's cache is freed as soon as its backward has used it."""
+        returns dL/dx (None with input_grad=False, which skips the work only dL/dx needs, as
+        training does). Each layer's cache is freed as soon as its backward has used it."""
         cache, self._cache = self._cache, None
         if cache is None:
             raise RuntimeError(f"{self.name}: backward needs a forward with train=True or "
                                "keep_cache=True first (each forward's caches serve one backward)")
         # The previous step's gradients go first: a training step never holds two sets.
         self.grads = grads = {}
-        dx = self._backward(np.asarray(dout, dtype=self.dtype), cache, grads)
+        dx = self._backward(np.asarray(dout, dtype=self.dtype), cache, grads, bool(input_grad))
         for name, value in self.params.items():  # layers that do not reach the output
             if name not in grads:
                 grads[name] = np.zeros_like(value)
@@ -208,7 +209,7 @@ class Model:
         (l1/l2) are the trainer's, not included here."""
         scores = self.forward(x, train=train, keep_cache=True)
         value, dscores = self.data_loss(scores, np.asarray(y))
-        self.backward(dscores)
+        self.backward(dscores, input_grad=False)
         return value, self.grads
 
     def predict(self, x, batch_size: int = 256) -> np.ndarray:
@@ -221,7 +222,7 @@ class Model:
     def _forward(self, x, train, c):  # pragma: no cover - generated
         raise NotImplementedError
 
-    def _backward(self, dout, c, g):  # pragma: no cover - generated
+    def _backward(self, dout, c, g, input_grad):  # pragma: no cover - generated
         raise NotImplementedError
 
     def data_loss(self, scores, y):  # pragma: no cover - generated

@@ -328,6 +328,28 @@ def test_keep_cache_allows_an_eval_mode_backward():
 
 # ---- the Model API ---------------------------------------------------------------------------
 
+@pytest.mark.parametrize("spec", ["tiny_inception", "tiny_resnet_basic", "lenet5"])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(spec):
+    """input_grad=False (what training uses) skips the input's gradient: the maxpool branch
+    reading the input, the first convs' dx, the shortcut sum, and nothing else."""
+    path = os.path.join(SPECS, spec + ".net") if spec.startswith("tiny") else spec
+    model = netspec.compile(path, dtype="float64")
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3,) + model.input_shape)
+    y = rng.integers(0, model.output_shape[0], 3)
+    buffers = {k: v.copy() for k, v in model.buffers.items()}
+    _, dscores = model.data_loss(model.forward(x, train=True), y)
+    dx = model.backward(dscores)
+    full = dict(model.grads)
+    for k, v in buffers.items():  # the same batch statistics the second time
+        model.buffers[k][...] = v
+    model.forward(x, train=True)
+    assert dx.shape == x.shape and model.backward(dscores, input_grad=False) is None
+    assert list(model.grads) == list(full)
+    for k, expected in full.items():
+        np.testing.assert_array_equal(model.grads[k], expected)
+
+
 def test_loss_equals_forward_data_loss_backward():
     model = netspec.compile("lenet5", dtype="float64")
     x = np.random.default_rng(0).standard_normal((3, 1, 32, 32))

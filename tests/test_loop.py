@@ -67,7 +67,7 @@ class TinyMLP:
         self.cache = (x, h, mask)
         return h @ p["fc2.weight"].T + p["fc2.bias"]
 
-    def backward(self, dscores):
+    def backward(self, dscores, input_grad=True):  # returns no input gradient either way
         x, h, mask = self.cache
         p = self.params
         dscores = dscores.astype(np.float32)
@@ -100,11 +100,11 @@ class Sabotaged(TinyMLP):
         super().__init__(**kw)
         self.at, self.action, self.calls = at, action, 0
 
-    def backward(self, dscores):
+    def backward(self, dscores, input_grad=True):
         self.calls += 1
         if self.calls == self.at and self.action == "raise":
             raise KeyboardInterrupt
-        super().backward(dscores)
+        super().backward(dscores, input_grad)
         if self.calls == self.at and self.action == "nan":
             self.grads["fc1.weight"][0, 0] = np.nan
         if self.calls == self.at and self.action == "sigint":

@@ -17,6 +17,10 @@ The model of the estimate (bytes; N = batch size, each term below per sample tim
         between its last consumer and its producer, and the layer's workspace
         (op.workspace: for conv a channels-first copy of dout and either the im2col of the
         padded dout (stride 1) or the column gradients and a padded dx (col2im)).
+      A training step does not compute the network input's gradient: a tensor whose
+      gradient leads to no parameter (the input, and what parameter-free layers make of it
+      alone) has no gradient, its layer no backward, and a layer with parameters reading it
+      no dx (op.workspace(need_dx=False)).
     The input batch is held by the caller throughout; reshapes (flatten, identity) share
     their input's memory.
 """
@@ -111,16 +115,22 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
     release = {}  # per storage kept for the backward: the earliest layer referring to it
     cached = [0] * n  # bytes of new cache arrays per layer
     workspace = [0] * n
+    serves = {}  # tensor -> whether its gradient leads to a parameter gradient
     for k, name in enumerate(order):
         data = nodes[name]
         op = REGISTRY[data["op"]]
         ins = [nodes[i]["shape"] for i in data["inputs"]]
+        has_params = any(s.kind == "param" for s in op.params(data["attrs"], ins))
+        serves[name] = name not in net.inputs and (
+            has_params or any(serves[i] for i in data["inputs"]))
         storage[name] = storage[data["inputs"][0]] if op.output_is_view else name
         for i in data["inputs"]:
             last_use[storage[i]] = k
         saved = op.saved(data["attrs"], ins, data["shape"])
         cached[k] = saved.values * size + saved.index_bytes
-        workspace[k] = op.workspace(data["attrs"], ins, data["shape"]) * size
+        if serves[name]:
+            need_dx = all(serves[i] for i in data["inputs"])
+            workspace[k] = op.workspace(data["attrs"], ins, data["shape"], need_dx) * size
         refs = ([storage[i] for i in data["inputs"]] if saved.keeps_input else []) \
             + ([storage[name]] if saved.keeps_output else [])
         for s in refs:
@@ -151,7 +161,8 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
             saved_end += nbytes
         else:
             live(fwd, k, last_use[s], nbytes)
-        live(bwd, k, last_use[s], nbytes)  # its gradient
+        if serves[s]:
+            live(bwd, k, last_use[s], nbytes)  # its gradient
     return _running(fwd)[:n], _running(bwd)[:n], saved_end
 
 

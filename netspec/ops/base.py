@@ -200,9 +200,11 @@ class Op:
         """Memory one sample's training forward keeps for the backward (the kernel's cache)."""
         return NOTHING_SAVED
 
-    def workspace(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape) -> int:
+    def workspace(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape,
+                  need_dx: bool = True) -> int:
         """Elements per sample the backward allocates for a moment besides dout, dx and the
-        parameter gradients (im2col buffers, per-sample weight-gradient products)."""
+        parameter gradients (im2col buffers, per-sample weight-gradient products).
+        need_dx=False: a layer reading the network input, whose dx a training step skips."""
         return 0
 
     def kernel_args(self, attrs: dict[str, Any]) -> dict[str, Any]:

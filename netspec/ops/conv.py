@@ -96,11 +96,13 @@ class Conv(Op):
         kh, kw = attrs["k"]
         return Saved(values=inputs[0][0] * kh * kw * out[1] * out[2])
 
-    def workspace(self, attrs, inputs, out):
+    def workspace(self, attrs, inputs, out, need_dx=True):
         c_in, h, w = inputs[0]
         c_out, oh, ow = out
         kh, kw = attrs["k"]
         dout_cn = c_out * oh * ow  # dout with channels first, for the dw and dx GEMMs
+        if not need_dx:
+            return dout_cn
         full_pad = [d * (k - 1) - p for k, d, p in zip(attrs["k"], attrs["d"], attrs["p"])]
         if attrs["s"] == (1, 1) and min(full_pad) >= 0:
             # dx as a convolution of dout padded by D(K-1)-P: the padded copy, its im2col

@@ -56,7 +56,7 @@ class _Pool(Op):
     def extra_flops(self, attrs, inputs, out):
         return math.prod(out) * attrs["k"][0] * attrs["k"][1]
 
-    def workspace(self, attrs, inputs, out):
+    def workspace(self, attrs, inputs, out, need_dx=True):
         # A padded dx that dx is a view of, and one dout-sized temporary per kernel tap.
         c, h, w = inputs[0]
         ph, pw = attrs["p"]

@@ -1,8 +1,8 @@
 """Training stage: the mini-batch loop with validation, checkpoints, exact resume and plots.
 
 ``train(model, cfg, data, out_dir)`` works on any object with the compiled-model interface
-(params, buffers, grads, frozen, rng, forward, backward, init, state_dict, load_state_dict;
-reinit only when cfg.reinit is used). One iteration:
+(params, buffers, grads, frozen, rng, forward, backward(dscores, input_grad=False), init,
+state_dict, load_state_dict; reinit only when cfg.reinit is used). One iteration:
 
     x, y   = augment(x_train[batch]), y_train[batch]      batch from a seeded permutation
     loss   = data_loss(forward(x)) + penalty(weights)    backward fills grads, penalty adds
@@ -318,7 +318,7 @@ def compute_gradients(run: Run, state: LoopState, idx: np.ndarray) -> tuple[floa
     y = run.data.y_train[idx]
     scores = model.forward(x, train=True)
     loss, dscores = run.loss_fn(scores, y)
-    model.backward(dscores)
+    model.backward(dscores, input_grad=False)  # the batch's own gradient is not used
     reg = run.reg.add_penalty(model.params, model.grads, run.reg_names)
     check_finite(run, state, loss + reg)
     return loss, reg, int(np.sum(np.argmax(scores, axis=1) == y))

@@ -95,8 +95,9 @@ class TinyResidual(Model):
         del dropout
         return fc
 
-    def _backward(self, dout, c, g):
-        """The layers in reverse order; g[param] = dL/dparam; caches freed as used."""
+    def _backward(self, dout, c, g, input_grad):
+        """The layers in reverse order; g[param] = dL/dparam; caches freed as used;
+        dL/dinput only if input_grad (else None)."""
         d_dropout, g['fc.weight'], g['fc.bias'] = linear_backward(dout, c.pop('fc'))
         del dout
         d_avgpool = dropout_backward(d_dropout, c.pop('dropout'))
@@ -126,9 +127,9 @@ class TinyResidual(Model):
         del d_relu
         d_conv1, g['bn1.weight'], g['bn1.bias'] = batchnorm_backward(d_bn1, c.pop('bn1'))
         del d_bn1
-        d_x, g['conv1.weight'], _ = conv2d_backward(d_conv1, c.pop('conv1'))
+        d_x, g['conv1.weight'], _ = conv2d_backward(d_conv1, c.pop('conv1'), need_dx=input_grad)
         del d_conv1
-        return d_x
+        return d_x if input_grad else None
 
     def data_loss(self, scores, y):
         """The spec's loss of the scores -> (loss, dloss/dscores)."""
