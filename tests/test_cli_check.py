@@ -42,7 +42,8 @@ def spec(tmp_path: Path, text: str | bytes, name: str = "t.net") -> str:
 
 def run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     env = {**os.environ, "NETSPEC_DEBUG": ""}
-    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=60)
+    return subprocess.run(args, capture_output=True, text=True, cwd=cwd, env=env, timeout=60,
+                          check=False)
 
 
 def test_console_script_checks_the_whole_library():
@@ -84,7 +85,7 @@ def test_good_spec_prints_a_one_line_summary(tmp_path):
 
 
 def test_bundled_spec_by_name():
-    code, out, err = check("resnet50")
+    code, out, _ = check("resnet50")
     assert code == 0 and "ok: network `resnet50`, 175 layers, 0 warnings" in out
 
 
@@ -112,7 +113,7 @@ def test_warnings_print_but_do_not_fail(tmp_path):
 
 
 def test_werror_makes_warnings_fail(tmp_path):
-    code, out, err = check("-W", spec(tmp_path, WARN))
+    code, _, err = check("-W", spec(tmp_path, WARN))
     assert code == 1 and "warning: tensor `y` is never used" in err
 
 
@@ -131,7 +132,7 @@ def test_network_option_picks_a_network(tmp_path):
     path = spec(tmp_path, GOOD + GOOD.replace("network n", "network m"))
     assert "network `m`" in check(path)[1]
     assert "network `n`" in check("--network", "n", path)[1]
-    code, out, err = check("--network", "k", path)
+    code, _, err = check("--network", "k", path)
     assert code == 1 and "no network `k`" in err
 
 
@@ -142,7 +143,7 @@ def test_directory(tmp_path):
 
 def test_non_utf8_file(tmp_path):
     path = spec(tmp_path, "network n { # caf\xe9\n}".encode("latin-1"))
-    code, out, err = check(path)
+    code, _out, err = check(path)
     assert (code, err) == (1, f"error: {path}: not a text file (UTF-8)\n")
 
 
@@ -154,7 +155,7 @@ def test_empty_file_defines_no_network(tmp_path):
 
 def test_byte_order_mark_and_crlf_line_endings_are_accepted(tmp_path):
     path = spec(tmp_path, b"\xef\xbb\xbf" + BAD.replace("\n", "\r\n").encode())
-    code, out, err = check(path)
+    code, _out, err = check(path)
     assert code == 1
     assert err.splitlines()[:3] == [
         f"{path}:3:17: error: unknown op or block `maxpol`",
@@ -163,7 +164,7 @@ def test_byte_order_mark_and_crlf_line_endings_are_accepted(tmp_path):
 
 
 def test_nul_byte_is_reported_and_shown_safely(tmp_path):
-    code, out, err = check(spec(tmp_path, b"network n {\x00}"))
+    code, _out, err = check(spec(tmp_path, b"network n {\x00}"))
     assert code == 1
     assert "unexpected character '\\x00'" in err and "\x00" not in err
 
@@ -171,5 +172,5 @@ def test_nul_byte_is_reported_and_shown_safely(tmp_path):
 @pytest.mark.parametrize("name", sorted(p.stem for p in GOLDEN.glob("*.net")))
 def test_no_golden_bad_spec_causes_an_internal_error(name, monkeypatch):
     monkeypatch.chdir(GOLDEN)
-    code, out, err = check(f"{name}.net")
+    code, _out, err = check(f"{name}.net")
     assert code in (0, 1) and "internal error" not in err and "Traceback" not in err

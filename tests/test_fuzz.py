@@ -72,7 +72,7 @@ def outcome(text: str, filename: str = "fuzz.net") -> str:
 def inlined(path: Path) -> str:
     """A spec with its imports replaced by the imported text, so blocks get mutated too."""
     return re.sub(r'^import "([^"]+)"$', lambda m: (SPECS / m.group(1)).read_text(),
-                  path.read_text(), flags=re.M)
+                  path.read_text(), flags=re.MULTILINE)
 
 
 def tokens(text: str) -> list[tuple[str, str]]:
@@ -166,9 +166,8 @@ NET = "network n {{\n  input x: [3, 8, 8]\n  {body}\n}}\n"
 
 def timed_error(text: str, seconds: float = CASE_SECONDS) -> tuple[str, float]:
     start = time.perf_counter()
-    with pytest.raises(NetspecError) as info:
-        with deadline(seconds):
-            netspec.parse(text, "deep.net")
+    with pytest.raises(NetspecError) as info, deadline(seconds):
+        netspec.parse(text, "deep.net")
     return str(info.value), time.perf_counter() - start
 
 

@@ -332,7 +332,7 @@ def calls(pair):
 
 
 def test_state_dict_keys_and_shapes_match_torchvision(pair):
-    name, net, model = pair
+    _, net, model = pair
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()
                 if not k.endswith("num_batches_tracked")}
     got = {k: shape for k, (shape, _) in spec_params(net).items()}
@@ -341,7 +341,7 @@ def test_state_dict_keys_and_shapes_match_torchvision(pair):
 
 
 def test_every_torchvision_module_is_a_spec_layer_of_the_same_op(pair):
-    name, net, model = pair
+    _, net, model = pair
     op_of = {nn.Conv2d: "conv", nn.BatchNorm2d: "batchnorm", nn.ReLU: "relu",
              nn.MaxPool2d: "maxpool", nn.Linear: "linear", nn.Dropout: "dropout"}
     for mod_name, module in model.named_modules():
@@ -358,7 +358,7 @@ def test_every_torchvision_module_is_a_spec_layer_of_the_same_op(pair):
 
 
 def test_spec_layers_beyond_torchvision_modules_are_functional_ones(pair):
-    name, net, model = pair
+    _, net, model = pair
     modules = {n for n, m in model.named_modules() if not list(m.children())}
     extra = {n for n in net.graph if n not in modules and n not in net.inputs}
     assert {REGISTRY[net.node(n)["op"]].name for n in extra} <= FUNCTIONAL
@@ -368,7 +368,7 @@ def test_spec_layers_beyond_torchvision_modules_are_functional_ones(pair):
 
 
 def test_layer_hyperparameters_match_torchvision(pair):
-    name, net, model = pair
+    _, net, model = pair
     for mod_name, m in model.named_modules():
         attrs = net.node(mod_name)["attrs"] if mod_name in net.graph else None
         if isinstance(m, nn.Conv2d):
@@ -390,7 +390,7 @@ def test_layer_hyperparameters_match_torchvision(pair):
 
 
 def test_reused_modules_match_numbered_layers_and_output_shapes(pair, calls):
-    name, net, model = pair
+    net = pair[1]
     for mod_name, shapes in calls.items():
         for k, shape in enumerate(shapes):
             layer = spec_name(mod_name, k)
