@@ -652,4 +652,12 @@ def lower(module: S.Module, network: str | None = None,
         raise NetspecError(Diagnostic(
             "error", f"{module.path} defines no network", None,
             "a block library is checked by the files that import it; add `network name { ... }`"))
-    return Lowerer(lib).network(chosen, overrides or {})
+    try:
+        return Lowerer(lib).network(chosen, overrides or {})
+    except RecursionError:
+        # Each limit holds (blocks 32 deep, brackets 64, expressions 200 levels), but
+        # together they can still exhaust Python's stack: say so instead of crashing.
+        raise error(f"expanding `{chosen.name}` nests blocks, brackets and expressions too "
+                    "deeply", chosen.name_span,
+                    "a block inside many brackets inside a recursive block multiplies the "
+                    "depths; flatten the brackets or the recursion") from None

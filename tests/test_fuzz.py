@@ -224,3 +224,13 @@ def test_mutually_recursive_blocks_stop_at_the_nesting_limit():
             "block pong {\n  input x\n  output x -> ping\n}\n"
             + NET.format(body="output x -> ping"))
     assert "blocks nested more than 32 deep" in timed_error(text)[0]
+
+
+def test_blocks_inside_deep_brackets_inside_recursive_blocks_are_a_clear_error():
+    # Each limit holds (32 blocks, 64 brackets), but together they exceed Python's stack.
+    text = ("block b(n) {\n  input x\n  if n > 0 { y = x -> " + "[" * 60 + "b(n - 1)"
+            + "]" * 60 + " } else { y = x }\n  output y\n}\n"
+            + NET.format(body="output x -> b(31)"))
+    message, seconds = timed_error(text)
+    assert "nests blocks, brackets and expressions too deeply" in message
+    assert message.startswith("deep.net:")
