@@ -14,12 +14,14 @@ from netspec.diagnostics import (Diagnostic, NetspecError, Note, Span, did_you_m
 from netspec.ir import Frame, Network
 from netspec.ops import REGISTRY, ArgError, Op, all_names, lookup
 from netspec.ops.io import check_input_shape
-from netspec.parser import parse_module
+from netspec.parser import MAX_INT_DIGITS, parse_module
 
 MAX_REPEAT = 10_000
 MAX_LAYERS = 200_000
 MAX_BLOCK_DEPTH = 32
 MAX_IMPORT_DEPTH = 32
+MAX_STRING = 10_000
+_INT_LIMIT = 10 ** MAX_INT_DIGITS
 REPEAT_INDEX = "i"  # bound to 0, 1, ... inside the arguments of a repeated stage
 # PyTorch's argument names, which users type from habit, and netspec's short ones.
 _TORCH_ARG_NAMES = {"kernel_size": "k", "kernel": "k", "stride": "s", "padding": "p",
@@ -570,6 +572,8 @@ class Lowerer:
         if e.op in ("==", "!="):
             return (a == b) == (e.op == "==")
         if e.op == "+" and isinstance(a, str) and isinstance(b, str):
+            if len(a) + len(b) > MAX_STRING:  # `let b = a + a`, forty times over, is 1 TB
+                raise error(f"string longer than {MAX_STRING:,} characters", e.span)
             return a + b
         if not (_is_num(a) and _is_num(b)):
             raise error(f"cannot apply `{e.op}` to {_show(a)} and {_show(b)}", e.span)
@@ -577,11 +581,22 @@ class Lowerer:
             raise error("division by zero", e.right.span)
         if e.op == "**" and (abs(b) > 64 or (abs(a) > 1 and abs(b) * math.log2(abs(a)) > 64)):
             raise error("exponent too large", e.span)
-        return {
-            "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
-            "//": lambda: a // b, "%": lambda: a % b, "**": lambda: a ** b,
-            "<": lambda: a < b, "<=": lambda: a <= b, ">": lambda: a > b, ">=": lambda: a >= b,
-        }[e.op]()
+        try:
+            result = {
+                "+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+                "//": lambda: a // b, "%": lambda: a % b, "**": lambda: a ** b,
+                "<": lambda: a < b, "<=": lambda: a <= b, ">": lambda: a > b,
+                ">=": lambda: a >= b,
+            }[e.op]()
+        except (OverflowError, ZeroDivisionError, ValueError):  # 1e-300 ** -64, big / 3
+            raise error(f"`{e.op}` overflows here", e.span) from None
+        if isinstance(result, complex):
+            raise error(f"`{e.op}` gives a complex number here", e.span)
+        # Bounded like literals, so that `a * a` in a chain of lets cannot grow without end
+        # (nor fail to print: Python refuses to format ints of more than 4,300 digits).
+        if _is_int(result) and abs(result) >= _INT_LIMIT:
+            raise error(f"integer result has more than {MAX_INT_DIGITS} digits", e.span)
+        return result
 
     def train_value(self, e: S.Expr, env: dict[str, Any]) -> Any:
         """Values of a train section: a bare name or a call is a {"type": ...} setting."""

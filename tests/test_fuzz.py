@@ -188,6 +188,14 @@ def timed_error(text: str, seconds: float = CASE_SECONDS) -> tuple[str, float]:
     ("output x -> relu * (10 ** 9 * 10 ** 9)", "a repeat count must be an integer"),
     ("output x -> linear(" + "9" * N + ")", "integer literal has 10000 digits"),
     ("output x -> linear(2 ** 2 ** 2 ** 2 ** 2)", "exponent too large"),
+    ("output x -> relu * (" + " * ".join(["9" * 100] * 50) + ")",
+     "integer result has more than 100 digits"),
+    ("let a0 = 99\n" + "".join(f"  let a{k + 1} = a{k} * a{k}\n" for k in range(40))
+     + "  output x", "integer result has more than 100 digits"),
+    ('let a0 = "ab"\n' + "".join(f"  let a{k + 1} = a{k} + a{k}\n" for k in range(40))
+     + "  output x", "string longer than 10,000 characters"),
+    ("output x -> linear(1e-300 ** -64)", "`**` overflows here"),
+    ("output x -> linear((-8) ** 0.5)", "`**` gives a complex number here"),
 ])
 def test_pathological_input_is_a_clear_error_fast(body, message):
     text, seconds = timed_error(NET.format(body=body))
