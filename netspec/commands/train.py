@@ -42,10 +42,14 @@ def add_arguments(p) -> None:
     p.add_argument("-o", "--out", metavar="DIR", help="run directory (default: runs/<network>)")
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="BLAS threads (default: 1 for a network of small layers, such as the "
+                        "digits CNN; the BLAS default otherwise)")
 
 
 def run(args) -> int:
     from netspec.train import evaluate, load_dataset, load_weights, train
+    from netspec.train.threads import auto_threads, blas_threads
 
     net = load_net(args)
     flags = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr,
@@ -67,8 +71,11 @@ def run(args) -> int:
               f"{len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
               f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, {cfg.optimizer.type} lr={cfg.optimizer.lr:g}",
               file=sys.stderr)
-        history = train(model, cfg, data, out, resume=args.resume,
-                        progress=not args.no_progress)
+        threads = args.threads or auto_threads(
+            [layer.get("macs", 0) for _, layer in net.graph.nodes(data=True)], cfg.batch)
+        with blas_threads(threads):
+            history = train(model, cfg, data, out, resume=args.resume,
+                            progress=not args.no_progress)
         if history.transfer is not None:
             print(history.transfer.summary(), file=sys.stderr)
         best = history.best_checkpoint if history.best_checkpoint.exists() else \

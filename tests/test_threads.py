@@ -1,0 +1,33 @@
+"""How many BLAS threads training uses: one for networks of small layers, else the default."""
+import pytest
+
+import netspec
+from netspec.train.threads import SMALL_GEMM_MACS, auto_threads, blas_threads
+
+threadpoolctl = pytest.importorskip("threadpoolctl")
+
+
+def blas_thread_counts() -> list[int]:
+    return [p["num_threads"] for p in threadpoolctl.threadpool_info() if p["user_api"] == "blas"]
+
+
+def test_the_default_digits_cnn_trains_on_one_thread():
+    net = netspec.load("digits_cnn")
+    netspec.analyze(net)
+    macs = [data["macs"] for _, data in net.graph.nodes(data=True)]
+    assert auto_threads(macs, batch=net.train.get("batch", 32)) == 1
+
+
+def test_a_layer_with_a_large_gemm_keeps_the_blas_default():
+    assert auto_threads([SMALL_GEMM_MACS // 64], batch=64) is None
+    assert auto_threads([SMALL_GEMM_MACS // 64 - 1], batch=64) == 1
+    assert auto_threads([], batch=64) == 1
+
+
+def test_blas_threads_limits_inside_the_block_and_restores_after():
+    before = blas_thread_counts()
+    with blas_threads(1):
+        assert set(blas_thread_counts()) <= {1}
+    assert blas_thread_counts() == before
+    with blas_threads(None):
+        assert blas_thread_counts() == before
