@@ -459,3 +459,11 @@ def test_language_doc_lists_every_op_and_alias():
             assert f"`{alias}`" in rows[op.name], (op.name, alias)
         for arg in op.args:
             assert f"`{arg.name}" in rows[op.name], (op.name, arg.name)
+
+
+def test_imports_nested_too_deeply_are_an_error(tmp_path):
+    chain = {f"m{k}.net": f'import "m{k + 1}.net"\n' for k in range(40)}
+    chain["m40.net"] = "block leaf {\n input x\n output x\n}"
+    chain["net.net"] = 'import "m0.net"\n' + net_of("leaf")
+    write(tmp_path, chain)
+    assert "imports nested too deeply" in lower_error_file(tmp_path / "net.net")
