@@ -37,11 +37,10 @@ def _is_int(v: Any) -> bool:
 
 
 def _pair(name: str, v: Any, minimum: int) -> tuple[int, int]:
-    if _is_int(v):
-        v = (v, v)
-    if (isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_int(x) for x in v)
-            and all(x >= minimum for x in v)):
-        return (v[0], v[1])
+    pair = (v, v) if _is_int(v) else v
+    if (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_int(x) for x in pair)
+            and all(x >= minimum for x in pair)):
+        return (pair[0], pair[1])
     raise ArgError(f"`{name}` must be an integer >= {minimum} or a pair [h, w] of them, "
                    f"not {_show(v)}", arg=name)
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 from netspec.ops.base import Arg, ArgError, Op
 
 
+MAX_DIM = 1 << 20  # larger axes are typos, and their byte counts overflow memory
+
+
 class Input(Op):
     name = "input"
     family = "input"
@@ -24,10 +27,11 @@ class Input(Op):
 
 def check_input_shape(value) -> tuple[int, ...]:
     if (isinstance(value, (list, tuple)) and 1 <= len(value) <= 3
-            and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in value)):
+            and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_DIM
+                    for d in value)):
         return tuple(value)
-    raise ArgError("an input shape must be a list of 1 to 3 positive integers, e.g. "
-                   "[3, 224, 224] (the batch axis is implicit)")
+    raise ArgError(f"an input shape must be a list of 1 to 3 integers from 1 to {MAX_DIM}, "
+                   "e.g. [3, 224, 224] (the batch axis is implicit)")
 
 
 OPS = [Input()]
