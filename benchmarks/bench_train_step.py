@@ -1,7 +1,7 @@
 """Benchmark: one training step of a compiled netspec model against the same model in PyTorch CPU.
 
     python benchmarks/bench_train_step.py [--threads N] [--repeats R] [--only mlp,cnn,...]
-                                          [--breakdown] [--no-memory]
+                                          [--breakdown] [--no-memory] [--no-keep-freed-memory]
 
 A step is forward, softmax cross-entropy, backward and an SGD-momentum update (lr 0.01,
 mu 0.9) on a fixed float32 batch, for both sides. Both start from the same weights (the
@@ -11,7 +11,8 @@ as a check that the two models are the same network.
 Timing: after warm-up steps, the netspec and torch steps alternate (ABBA order), and each
 side's median over the repeats is reported, so machine load hits both alike. Both use the
 same thread count: by default what NumPy's BLAS uses (threadpoolctl), torch.set_num_threads
-to match. The GEMM ceiling is a 2048^3 float32 np.matmul measured between the workloads in
+to match. Like `netspec train`, the process first tells malloc to keep freed memory
+(netspec.train.allocator), which both sides share. The GEMM ceiling is a 2048^3 float32 np.matmul measured between the workloads in
 the same run; "% GEMM" is the step's useful FLOPs (3 x the analyzer's forward MACs x 2: the
 forward, the input gradients and the weight gradients are one GEMM's worth each) over time,
 as a fraction of that ceiling.
@@ -38,6 +39,7 @@ from torch.nn import functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import netspec
+from netspec.train.allocator import keep_freed_memory
 from netspec.train.optim import Momentum
 
 LR, MU = 0.01, 0.9
@@ -373,6 +375,9 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="also time forward / loss+backward / update of each side")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument("--no-keep-freed-memory", action="store_true",
+                        help="leave glibc's malloc as it is (netspec train calls "
+                             "netspec.train.allocator.keep_freed_memory; both sides share it)")
     args = parser.parse_args()
     names = [n.strip() for n in args.only.split(",") if n.strip()]
     unknown = [n for n in names if n not in WORKLOADS]
@@ -380,9 +385,11 @@ def main() -> None:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     threads = args.threads or blas_threads()
     set_threads(threads)
+    kept = not args.no_keep_freed_memory and keep_freed_memory()
 
     print(f"threads={threads} (BLAS and torch)  numpy {np.__version__}  torch {torch.__version__}"
           f"  float32  SGD momentum  median of {args.repeats}, interleaved")
+    print(f"malloc keeps freed memory (as netspec train): {'yes' if kept else 'no'}")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     ceiling = gemm_gflops()
     rows, phases = [], {}

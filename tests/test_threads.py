@@ -1,4 +1,8 @@
-"""How many BLAS threads training uses: one for networks of small layers, else the default."""
+"""The training process: BLAS threads (one for networks of small layers, else the default) and
+malloc keeping freed memory for the next step."""
+import subprocess
+import sys
+
 import pytest
 
 import netspec
@@ -31,3 +35,36 @@ def test_blas_threads_limits_inside_the_block_and_restores_after():
     assert blas_thread_counts() == before
     with blas_threads(None):
         assert blas_thread_counts() == before
+
+
+# ---- keeping freed memory (netspec.train.allocator) --------------------------------------
+
+REUSE = """
+import resource, sys
+import numpy as np
+from netspec.train.allocator import keep_freed_memory
+if sys.argv[1] == "keep" and not keep_freed_memory():
+    print("unsupported")
+    sys.exit()
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+a = np.ones(2**24, np.float32)  # 64 MB, above glibc's largest mmap threshold
+del a
+before = faults()
+for _ in range(3):
+    a = np.ones(2**24, np.float32)
+    del a
+print(faults() - before)
+"""
+
+
+def page_faults(mode: str) -> str:
+    return subprocess.run([sys.executable, "-c", REUSE, mode], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_keep_freed_memory_reuses_large_blocks_instead_of_faulting_them_in_again():
+    kept = page_faults("keep")  # in a child process: the setting lasts for the process
+    if kept == "unsupported":
+        pytest.skip("not glibc")
+    assert int(kept) < 50 < int(page_faults("default"))

@@ -49,6 +49,7 @@ def add_arguments(p) -> None:
 
 def run(args) -> int:
     from netspec.train import evaluate, load_dataset, load_weights, train
+    from netspec.train.allocator import keep_freed_memory
     from netspec.train.threads import auto_threads, blas_threads
 
     net = load_net(args)
@@ -73,6 +74,7 @@ def run(args) -> int:
               file=sys.stderr)
         threads = args.threads or auto_threads(
             [layer.get("macs", 0) for _, layer in net.graph.nodes(data=True)], cfg.batch)
+        keep_freed_memory()  # each step reuses the last one's pages (a process of our own)
         with blas_threads(threads):
             history = train(model, cfg, data, out, resume=args.resume,
                             progress=not args.no_progress)
