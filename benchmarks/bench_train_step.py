@@ -9,7 +9,10 @@ netspec state dict loaded into the torch module), and the first step's losses ar
 as a check that the two models are the same network.
 
 Timing: after warm-up steps, the netspec and torch steps alternate (ABBA order), and each
-side's median over the repeats is reported, so machine load hits both alike. Both use the
+side's median over the repeats is reported, so machine load hits both alike. Each timed step
+starts after --settle seconds idle: both libraries' idle worker threads spin for a while
+after a parallel region, and on 2 cores the spinning threads of one slowed the next step of
+the other by up to 10x (the MLP at 2 threads: 140 ms instead of 12). Both use the
 same thread count: by default what NumPy's BLAS uses (threadpoolctl), torch.set_num_threads
 to match. Like `netspec train`, the process first tells malloc to keep freed memory
 (netspec.train.allocator), which both sides share. The GEMM ceiling is a 2048^3 float32 np.matmul measured between the workloads in
@@ -266,7 +269,16 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(a, b, repeats: int, warmup: int = 2) -> tuple[list[float], list[float]]:
+def settled(fn, settle: float) -> float:
+    """Seconds of one call of fn, after `settle` seconds idle: the other library's worker
+    threads, which spin for a while after their last parallel region (OpenBLAS ~0.1 s,
+    OpenMP less), go to sleep instead of taking a core from this call."""
+    time.sleep(settle)
+    return timed(fn)
+
+
+def interleaved(a, b, repeats: int, settle: float = 0.0,
+                warmup: int = 2) -> tuple[list[float], list[float]]:
     """Seconds per call of a and b, alternating in ABBA order after warm-up calls of each."""
     for _ in range(warmup):
         a()
@@ -274,11 +286,11 @@ def interleaved(a, b, repeats: int, warmup: int = 2) -> tuple[list[float], list[
     ta, tb = [], []
     for r in range(repeats):
         if r % 2 == 0:
-            ta.append(timed(a))
-            tb.append(timed(b))
+            ta.append(settled(a, settle))
+            tb.append(settled(b, settle))
         else:
-            tb.append(timed(b))
-            ta.append(timed(a))
+            tb.append(settled(b, settle))
+            ta.append(settled(a, settle))
     return ta, tb
 
 
@@ -370,6 +382,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS and torch threads (default: what NumPy's BLAS uses)")
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--settle", type=float, default=0.25, metavar="SECONDS",
+                        help="idle time before each timed step, so the other library's "
+                             "spinning threads sleep (default 0.25)")
     parser.add_argument("--only", default=",".join(WORKLOADS),
                         help="comma-separated workloads: " + ", ".join(WORKLOADS))
     parser.add_argument("--breakdown", action="store_true",
@@ -397,12 +412,14 @@ def main() -> None:
         net, model, module, x, y = build(name)
         ours, theirs = NetspecStep(model, x, y), TorchStep(module, x, y)
         loss_gap = abs(ours() - theirs())  # the first step: same weights, same batch
-        t_ours, t_theirs = interleaved(ours, theirs, args.repeats)
+        t_ours, t_theirs = interleaved(ours, theirs, args.repeats, args.settle)
         ceiling += gemm_gflops()
         if args.breakdown:
             pa, pb = [], []
             for _ in range(max(3, args.repeats // 3)):
+                time.sleep(args.settle)
                 pa.append(ours.phases())
+                time.sleep(args.settle)
                 pb.append(theirs.phases())
             phases[name] = [{k: statistics.median(p[k] for p in side) for k in side[0]}
                             for side in (pa, pb)]
