@@ -61,6 +61,27 @@ def gemm_gflops(repeats: int) -> float:
     return 2 * 2048**3 / (median_ms(lambda: a @ b, repeats) / 1e3) / 1e9
 
 
+def cpu_seconds() -> tuple[float, float, float] | None:
+    """(busy CPU seconds of the whole machine, of this process, wall clock); None off Linux."""
+    try:
+        with open("/proc/stat") as stat:
+            jiffies = [int(v) for v in stat.readline().split()[1:]]
+    except OSError:
+        return None
+    idle = jiffies[3] + jiffies[4]  # idle + iowait
+    times = os.times()
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(jiffies) - idle) / hz, times.user + times.system, time.perf_counter()
+
+
+def other_processes_share(before, after) -> float | None:
+    """Fraction of the machine's CPU time other processes used between two cpu_seconds()."""
+    if before is None or after is None:
+        return None
+    busy, own, wall = (a - b for a, b in zip(after, before))
+    return max(0.0, busy - own) / (wall * os.cpu_count())
+
+
 # ----------------------------------------------------------------------------------------------
 # The three kernels, each as (numpy fwd+bwd, torch fwd+bwd, GFLOP of fwd+bwd or None)
 
@@ -186,12 +207,7 @@ def main() -> None:
         f"threads={ARGS.threads}  numpy {np.__version__}  torch {torch.__version__}  "
         f"float32  median of {repeats}"
     )
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        print(
-            f"warning: load average {load:.1f} before the run: other processes share the cores,"
-            " and a multi-threaded BLAS suffers from that more than torch does"
-        )
+    machine_before = cpu_seconds()
     peak = gemm_gflops(repeats)
     print(f"np.matmul float32 GEMM (2048^3): {peak:.1f} GFLOP/s\n")
     header = f"{'kernel (fwd+bwd)':24} {'shape NCHW':13} {'numpy ms':>9} {'torch ms':>9} {'ratio':>6} {'GEMM %':>7}"
@@ -205,6 +221,14 @@ def main() -> None:
     print("\nCIFAR conv 3x3 64->64, 64x64x32x32, phase by phase:")
     for phase, ms in conv_breakdown(repeats):
         print(f"  {phase:48} {ms:7.1f} ms")
+    others = other_processes_share(machine_before, cpu_seconds())
+    if others is not None:
+        print(f"\nother processes used {100 * others:.0f}% of the machine's CPU during the run")
+        if others > 0.05:
+            print(
+                "warning: the machine was shared; a multi-threaded BLAS suffers from that more"
+                " than torch does (rerun when idle, or with --threads 1)"
+            )
 
 
 if __name__ == "__main__":
