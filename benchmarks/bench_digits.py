@@ -1,0 +1,72 @@
+"""Benchmark: the issue's accuracy targets on scikit-learn's digits, with wall times.
+
+    python benchmarks/bench_digits.py [--quick]
+
+Trains the bundled specs with their own `train { }` sections (the same path as
+`netspec train SPEC`) and runs the kNN baseline, then prints test accuracy against the
+targets: CNN >= 98%, softmax linear classifier >= 94%, kNN >= 97%.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import netspec
+from netspec.train import (
+    TrainConfig,
+    apply_overrides,
+    evaluate,
+    load_dataset,
+    load_weights,
+    run_knn,
+    train,
+)
+from netspec.train.allocator import keep_freed_memory
+from netspec.train.threads import blas_threads
+
+TARGETS = {"digits_cnn": 0.98, "softmax": 0.94, "svm": None, "mlp": None, "knn": 0.97}
+
+
+def train_spec(name: str, out: str, epochs: int | None) -> tuple[float, float]:
+    net = netspec.load(name)
+    cfg = TrainConfig.from_spec(net.train)
+    if epochs:
+        cfg = apply_overrides(cfg, {"epochs": epochs})
+    data = load_dataset(cfg)
+    model = netspec.compile(net, seed=cfg.seed)
+    start = time.perf_counter()
+    history = train(model, cfg, data, os.path.join(out, name), progress=False)
+    seconds = time.perf_counter() - start
+    load_weights(model, history.best_checkpoint)
+    return evaluate(model, data.x_test, data.y_test, cfg.loss)["accuracy"], seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 epochs each (smoke run)")
+    args = parser.parse_args()
+    keep_freed_memory()
+    rows = []
+    with tempfile.TemporaryDirectory() as out, blas_threads(1):
+        for name in ("digits_cnn", "softmax", "svm", "mlp"):
+            acc, seconds = train_spec(name, out, 3 if args.quick else None)
+            rows.append((name, acc, seconds))
+        start = time.perf_counter()
+        report = run_knn(load_dataset(TrainConfig()))
+        rows.append((f"knn (k={report.best_k}, l2)", report.test_accuracy,
+                     time.perf_counter() - start))
+    print(f"{'model':<18} {'test acc':>9} {'target':>8} {'seconds':>8}")
+    for name, acc, seconds in rows:
+        target = TARGETS.get(name.split(" ")[0])
+        mark = "" if target is None else (" ok" if acc >= target else " BELOW")
+        shown = f"{target:.0%}" if target else "-"
+        print(f"{name:<18} {acc:>9.2%} {shown:>8} {seconds:>8.1f}{mark}")
+
+
+if __name__ == "__main__":
+    main()
