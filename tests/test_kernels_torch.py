@@ -174,6 +174,20 @@ def test_conv2d_float32_matches_torch_at_a_realistic_size():
         np.testing.assert_allclose(a, e.detach().numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
 
 
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])
+def test_maxpool2d_routes_ties_to_the_first_maximum_like_torch(kernel, stride, padding):
+    # After a ReLU whole windows are 0: the gradient must go to one input, the first, as in
+    # PyTorch, not be split or duplicated.
+    rng = np.random.default_rng(8)
+    x = np.maximum(rng.integers(-2, 2, (2, 3, 7, 6)), 0).astype(np.float64)
+    k, s, p = (kernel, kernel), (stride, stride), (padding, padding)
+    out, cache = runtime.maxpool2d_forward(x, k, s, p)
+    dout = rng.standard_normal(out.shape)
+    xt = torch.tensor(x, requires_grad=True)
+    F.max_pool2d(xt, kernel, stride, padding).backward(torch.tensor(dout))
+    assert_close(runtime.maxpool2d_backward(dout, cache), xt.grad.numpy(), "dx")
+
+
 # ----------------------------------------------------------------------------------------------
 # Dropout: random, so compare statistics and scaling (PyTorch uses p = drop probability too).
 
