@@ -1,9 +1,14 @@
 """Benchmark: netspec NumPy kernels vs torch CPU, forward+backward, float32, same thread count.
 
-    python benchmarks/bench_kernels.py [--threads N] [--repeats R] [--quick]
+    python benchmarks/bench_kernels.py [--threads N] [--repeats R] [--quick] [--settle S]
+                                       [--no-keep-freed-memory]
 
-Each row runs the NumPy pair and the torch pair alternately (interleaved, so machine load hits
-both alike) and reports the median of the repeats. The conv rows also give the fraction of
+Each row runs the NumPy pair and the torch pair alternately (ABBA order, so machine load hits
+both alike), each call after --settle idle seconds so the other library's worker threads,
+which spin for a while after their last parallel region, sleep instead of taking a core; it
+reports the median of the repeats. Like `netspec train`, the process first tells malloc to
+keep freed memory (netspec.train.allocator; both sides share it), so the large im2col
+buffers are not page-faulted in afresh on every call. The conv rows also give the fraction of
 this machine's float32 GEMM throughput the NumPy conv reaches (a big np.matmul, measured in the
 same run). A breakdown of the CIFAR conv shows where its time goes.
 """
@@ -18,6 +23,8 @@ _parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 _parser.add_argument("--threads", type=int, default=os.cpu_count())
 _parser.add_argument("--repeats", type=int, default=7)
 _parser.add_argument("--quick", action="store_true", help="CIFAR shapes only, 3 repeats")
+_parser.add_argument("--settle", type=float, default=0.2, metavar="SECONDS")
+_parser.add_argument("--no-keep-freed-memory", action="store_true")
 ARGS = _parser.parse_args()
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = str(ARGS.threads)
@@ -27,6 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from netspec import runtime
+from netspec.train.allocator import keep_freed_memory
 
 torch.set_num_threads(ARGS.threads)
 F = torch.nn.functional
@@ -41,14 +49,24 @@ def median_ms(fn, repeats: int) -> float:
     return 1e3 * float(np.median(times))
 
 
+def settled_ms(fn) -> float:
+    """ms of one call of fn, after ARGS.settle seconds idle."""
+    time.sleep(ARGS.settle)
+    return median_ms(fn, 1)
+
+
 def interleaved(numpy_fn, torch_fn, repeats: int) -> tuple[float, float]:
-    """Median ms of each, alternating single runs after one warm-up call of each."""
+    """Median ms of each, single settled calls in ABBA order after a warm-up call of each."""
     numpy_fn()
     torch_fn()
     np_times, torch_times = [], []
-    for _ in range(repeats):
-        np_times.append(median_ms(numpy_fn, 1))
-        torch_times.append(median_ms(torch_fn, 1))
+    for r in range(repeats):
+        if r % 2 == 0:
+            np_times.append(settled_ms(numpy_fn))
+            torch_times.append(settled_ms(torch_fn))
+        else:
+            torch_times.append(settled_ms(torch_fn))
+            np_times.append(settled_ms(numpy_fn))
     return float(np.median(np_times)), float(np.median(torch_times))
 
 
@@ -203,9 +221,10 @@ def conv_breakdown(repeats: int) -> list[tuple[str, float]]:
 
 def main() -> None:
     repeats = 3 if ARGS.quick else ARGS.repeats
+    kept = not ARGS.no_keep_freed_memory and keep_freed_memory()
     print(
         f"threads={ARGS.threads}  numpy {np.__version__}  torch {torch.__version__}  "
-        f"float32  median of {repeats}"
+        f"float32  median of {repeats}  settle {ARGS.settle} s  malloc keeps freed memory: {kept}"
     )
     machine_before = cpu_seconds()
     peak = gemm_gflops(repeats)
@@ -219,6 +238,7 @@ def main() -> None:
         frac = f"{100 * gflop / (t_np / 1e3) / peak:6.0f}%" if gflop else ""
         print(f"{name:24} {shape:13} {t_np:9.1f} {t_torch:9.1f} {t_np / t_torch:6.2f} {frac:>7}")
     print("\nCIFAR conv 3x3 64->64, 64x64x32x32, phase by phase:")
+    time.sleep(ARGS.settle)
     for phase, ms in conv_breakdown(repeats):
         print(f"  {phase:48} {ms:7.1f} ms")
     others = other_processes_share(machine_before, cpu_seconds())
