@@ -46,5 +46,14 @@ def __getattr__(name: str):
     raise AttributeError(name)
 
 
-__all__ = ["parse", "load", "analyze", "draw", "compile", "Network", "NetspecError",
-           "Diagnostic", "verify"]
+__all__ = [
+    "Diagnostic",
+    "NetspecError",
+    "Network",
+    "analyze",
+    "compile",
+    "draw",
+    "load",
+    "parse",
+    "verify",
+]

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
-    except Exception as exc:  # noqa: BLE001 - the last line of defence against tracebacks
+    except Exception as exc:
         if os.environ.get("NETSPEC_DEBUG"):
             raise
         print(f"netspec: internal error: {type(exc).__name__}: {exc}\n"

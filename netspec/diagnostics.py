@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,17 @@ class NetspecError(Exception):
 def error(message: str, span: Span | None = None, hint: str | None = None,
           notes: list[Note] | None = None) -> NetspecError:
     return NetspecError(Diagnostic("error", message, span, hint, list(notes or [])))
+
+
+def show_value(v: Any) -> str:
+    """A value as a spec writes it: true, "text", [1, 2], none."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(show_value(x) for x in v) + "]"
+    return "none" if v is None else repr(v)
 
 
 def did_you_mean(word: str, candidates: Iterable[str]) -> str | None:

@@ -10,7 +10,15 @@ from typing import Any
 import networkx as nx
 
 from netspec import syntax as S
-from netspec.diagnostics import (Diagnostic, NetspecError, Note, Span, did_you_mean, error)
+from netspec.diagnostics import (
+    Diagnostic,
+    NetspecError,
+    Note,
+    Span,
+    did_you_mean,
+    error,
+    show_value,
+)
 from netspec.ir import Frame, Network
 from netspec.ops import REGISTRY, ArgError, Op, all_names, lookup
 from netspec.ops.io import check_input_shape
@@ -308,7 +316,7 @@ class Lowerer:
     def stmt_If(self, scope: Scope, st: S.If) -> None:
         test = self.value(st.test, scope.values)
         if not isinstance(test, bool):
-            raise error(f"an `if` condition must be true or false, not {_show(test)}",
+            raise error(f"an `if` condition must be true or false, not {show_value(test)}",
                         st.test.span, "compare explicitly, e.g. `if s != 1`")
         self.run_body(scope, st.then if test else st.otherwise)
 
@@ -375,7 +383,7 @@ class Lowerer:
             count = self.value(stage.repeat, values)
             if not _is_int(count) or not 1 <= count <= MAX_REPEAT:
                 raise error(f"a repeat count must be an integer from 1 to {MAX_REPEAT}, "
-                            f"not {_show(count)}", stage.repeat.span)
+                            f"not {show_value(count)}", stage.repeat.span)
         label = namer.label(stage.label, stage.span) if stage.label else None
         for k in range(count):
             local_values = values if stage.repeat is None else {**values, REPEAT_INDEX: k}
@@ -444,7 +452,7 @@ class Lowerer:
             if arg.name is None:
                 if k >= len(names):
                     raise error(_too_many(op.name, len(names)), arg.span,
-                                f"signature: {_op_signature(op)}")
+                                f"signature: {op.signature()}")
                 key = names[k]
             else:
                 key = arg.name
@@ -453,7 +461,7 @@ class Lowerer:
                     hint = (f"did you mean `{torch_name}`?" if torch_name in names
                             else did_you_mean(key, names))
                     raise error(f"`{op.name}` has no argument `{key}`", arg.span,
-                                hint or f"signature: {_op_signature(op)}")
+                                hint or f"signature: {op.signature()}")
             if key in attrs:
                 raise error(f"argument `{key}` given twice", arg.span, None,
                             [Note("first given here", spans[key])])
@@ -468,7 +476,7 @@ class Lowerer:
             if spec.name not in attrs:
                 if spec.required:
                     raise error(f"`{op.name}` needs argument `{spec.name}` ({spec.doc})",
-                                call.span, f"signature: {_op_signature(op)}")
+                                call.span, f"signature: {op.signature()}")
                 attrs[spec.name] = spec.check(spec.default) if spec.default is not None \
                     else None
         try:
@@ -541,16 +549,16 @@ class Lowerer:
         if isinstance(e, S.Cond):
             test = self.value(e.test, env)
             if not isinstance(test, bool):
-                raise error(f"a condition must be true or false, not {_show(test)}", e.test.span)
+                raise error(f"a condition must be true or false, not {show_value(test)}", e.test.span)
             return self.value(e.then if test else e.otherwise, env)
         if isinstance(e, S.UnaryOp):
             v = self.value(e.operand, env)
             if e.op == "not":
                 if not isinstance(v, bool):
-                    raise error(f"`not` needs true or false, not {_show(v)}", e.span)
+                    raise error(f"`not` needs true or false, not {show_value(v)}", e.span)
                 return not v
             if not _is_num(v):
-                raise error(f"cannot negate {_show(v)}", e.span)
+                raise error(f"cannot negate {show_value(v)}", e.span)
             return -v
         if isinstance(e, S.BinOp):
             return self.binop(e, env)
@@ -561,12 +569,12 @@ class Lowerer:
         a = self.value(e.left, env)
         if e.op in ("and", "or"):
             if not isinstance(a, bool):
-                raise error(f"`{e.op}` needs true or false, not {_show(a)}", e.left.span)
+                raise error(f"`{e.op}` needs true or false, not {show_value(a)}", e.left.span)
             if (e.op == "and" and not a) or (e.op == "or" and a):
                 return a
             b = self.value(e.right, env)
             if not isinstance(b, bool):
-                raise error(f"`{e.op}` needs true or false, not {_show(b)}", e.right.span)
+                raise error(f"`{e.op}` needs true or false, not {show_value(b)}", e.right.span)
             return b
         b = self.value(e.right, env)
         if e.op in ("==", "!="):
@@ -576,7 +584,7 @@ class Lowerer:
                 raise error(f"string longer than {MAX_STRING:,} characters", e.span)
             return a + b
         if not (_is_num(a) and _is_num(b)):
-            raise error(f"cannot apply `{e.op}` to {_show(a)} and {_show(b)}", e.span)
+            raise error(f"cannot apply `{e.op}` to {show_value(a)} and {show_value(b)}", e.span)
         if e.op in ("/", "//", "%") and b == 0:
             raise error("division by zero", e.right.span)
         if e.op == "**" and (abs(b) > 64 or (abs(a) > 1 and abs(b) * math.log2(abs(a)) > 64)):
@@ -631,21 +639,12 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    return "none" if v is None else repr(v)
 
 
 def _signature(d: S.Definition) -> str:
     return f"{d.name}(" + ", ".join(p.name + ("=…" if p.default else "") for p in d.params) + ")"
 
 
-def _op_signature(op: Op) -> str:
-    parts = [a.name if a.required else f"{a.name}={_show(a.default)}" for a in op.args]
-    return f"{op.name}(" + ", ".join(parts) + ")"
 
 
 # ---- entry points ------------------------------------------------------------------

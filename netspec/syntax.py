@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
 
 from netspec.diagnostics import Span
 
@@ -62,7 +61,7 @@ class Cond:
     span: Span
 
 
-Expr = Union[Const, Name, ListExpr, CallExpr, BinOp, UnaryOp, Cond]
+Expr = Const | Name | ListExpr | CallExpr | BinOp | UnaryOp | Cond
 
 # ---- tensor expressions ------------------------------------------------------------
 
@@ -126,7 +125,7 @@ class Pipeline:
     span: Span
 
 
-TensorExpr = Union[Ref, TupleTensor, AddTensor, Pipeline]
+TensorExpr = Ref | TupleTensor | AddTensor | Pipeline
 
 # ---- statements and definitions ------------------------------------------------------
 
@@ -180,7 +179,7 @@ class TrainSection:
     span: Span
 
 
-Stmt = Union[InputStmt, OutputStmt, Assign, Let, If, TrainSection]
+Stmt = InputStmt | OutputStmt | Assign | Let | If | TrainSection
 
 
 @dataclass(frozen=True)

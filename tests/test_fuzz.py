@@ -239,6 +239,6 @@ def test_blocks_inside_deep_brackets_inside_recursive_blocks_are_a_clear_error()
     text = ("block b(n) {\n  input x\n  if n > 0 { y = x -> " + "[" * 60 + "b(n - 1)"
             + "]" * 60 + " } else { y = x }\n  output y\n}\n"
             + NET.format(body="output x -> b(31)"))
-    message, seconds = timed_error(text)
+    message, _ = timed_error(text)
     assert "nests blocks, brackets and expressions too deeply" in message
     assert message.startswith("deep.net:")

@@ -7,7 +7,7 @@ from netspec.analysis.cost import CONVENTIONS
 from netspec.analysis.memory import TrainingMemory
 from netspec.analysis.params import ParamCount, layer_count
 from netspec.analysis.receptive_field import ReceptiveField
-from netspec.diagnostics import Diagnostic
+from netspec.diagnostics import Diagnostic, show_value
 from netspec.ir import Frame, Network
 from netspec.ops import REGISTRY, Shape
 
@@ -177,20 +177,12 @@ def _block_row(frame: Frame, level: int, layers: list[LayerRecord],
     count = ParamCount()
     for r in layers:
         count += r.count
-    args = ", ".join(f"{k}={_value(v)}" for k, v in frame.args)
+    args = ", ".join(f"{k}={show_value(v)}" for k, v in frame.args)
     return Row(frame.instance, level, "block", f"{frame.block}({args})", last.output_shape,
                count, sum(r.macs for r in layers), sum(r.flops for r in layers),
                last.receptive_field, sum(r.activation_bytes for r in layers), leaf)
 
 
-def _value(v: object) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    return str(v)
 
 
 def field_dict(rf: ReceptiveField | None) -> dict | None:

@@ -22,19 +22,10 @@ def run(args) -> int:
     for op in ops:
         if op.name == "input":
             continue
-        sig = ", ".join(a.name if a.required else f"{a.name}={_show(a.default)}"
-                        for a in op.args)
         alias = f"  (also: {', '.join(op.aliases)})" if op.aliases else ""
-        print(f"{op.name}({sig}){alias}\n    [{op.family}] {op.doc}")
+        print(f"{op.signature()}{alias}\n    [{op.family}] {op.doc}")
         if args.name:
             for a in op.args:
                 print(f"    {a.name:<8} {a.type:<7} {a.doc}")
     return 0
 
-
-def _show(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    return "none" if v is None else str(v)

@@ -5,6 +5,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from netspec.diagnostics import show_value
+
 Shape = tuple[int, ...]  # one sample's shape: (C, H, W) or (D,); the batch axis is implicit
 
 
@@ -42,17 +44,9 @@ def _pair(name: str, v: Any, minimum: int) -> tuple[int, int]:
             and all(x >= minimum for x in pair)):
         return (pair[0], pair[1])
     raise ArgError(f"`{name}` must be an integer >= {minimum} or a pair [h, w] of them, "
-                   f"not {_show(v)}", arg=name)
+                   f"not {show_value(v)}", arg=name)
 
 
-def _show(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_show(x) for x in v) + "]"
-    return "none" if v is None else repr(v)
 
 
 @dataclass(frozen=True)
@@ -99,7 +93,7 @@ class Arg:
             "prob": "a probability in [0, 1)", "bool": "true or false",
             "choice": " or ".join(f'"{c}"' for c in self.choices),
         }[t]
-        raise ArgError(f"`{self.name}` must be {expected}, not {_show(v)}", arg=self.name)
+        raise ArgError(f"`{self.name}` must be {expected}, not {show_value(v)}", arg=self.name)
 
 
 @dataclass(frozen=True)
@@ -213,6 +207,12 @@ class Op:
     def describe(self, attrs: dict[str, Any]) -> str:
         """A short label for diagrams and tables: `conv 3x3/2, 64`."""
         return self.name
+
+    def signature(self) -> str:
+        """`conv(out, k, s=1, ...)`, as the spec calls it."""
+        parts = [a.name if a.required else f"{a.name}={show_value(a.default)}"
+                 for a in self.args]
+        return f"{self.name}(" + ", ".join(parts) + ")"
 
 
 def spatial_input(op: Op, inputs: list[Shape]) -> tuple[int, int, int]:

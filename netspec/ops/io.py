@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from netspec.ops.base import Arg, ArgError, Op
 
-
 MAX_DIM = 1 << 20  # larger axes are typos, and their byte counts overflow memory
 
 
