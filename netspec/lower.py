@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -224,24 +225,10 @@ class Lowerer:
                     call_span: Span, caller: dict[str, Any] | None = None) -> dict[str, Any]:
         """Bind call arguments (evaluated in `caller`) to a definition's parameters."""
         names = [p.name for p in d.params]
-        bound: dict[str, Any] = {}
-        spans: dict[str, Span] = {}
-        for k, arg in enumerate(args):
-            if arg.name is None:
-                if k >= len(names):
-                    raise error(_too_many(d.name, len(names)), arg.span,
-                                f"signature: {_signature(d)}")
-                key = names[k]
-            else:
-                key = arg.name
-                if key not in names:
-                    raise error(f"`{d.name}` has no parameter `{key}`", arg.span,
-                                did_you_mean(key, names) or f"signature: {_signature(d)}")
-            if key in bound:
-                raise error(f"argument `{key}` given twice", arg.span, None,
-                            [Note("first given here", spans[key])])
-            bound[key] = self.value(arg.value, caller or {})
-            spans[key] = arg.span
+        matched = match_arguments(
+            args, names, d.name, "parameter", lambda key: did_you_mean(key, names),
+            f"signature: {_signature(d)}")
+        bound = {key: self.value(arg.value, caller or {}) for key, arg in matched.items()}
         for key, v in given.items():
             if key not in names:
                 raise error(f"`{d.name}` has no parameter `{key}`", d.name_span,
@@ -446,32 +433,22 @@ class Lowerer:
 
     def op_args(self, op: Op, call: S.Call, values: dict[str, Any]) -> dict[str, Any]:
         names = [a.name for a in op.args]
+
+        def hint(key: str) -> str | None:
+            torch_name = _TORCH_ARG_NAMES.get(key)
+            return f"did you mean `{torch_name}`?" if torch_name in names \
+                else did_you_mean(key, names)
+
+        matched = match_arguments(call.args, names, op.name, "argument", hint,
+                                  f"signature: {op.signature()}")
         attrs: dict[str, Any] = {}
-        spans: dict[str, Span] = {}
-        for k, arg in enumerate(call.args):
-            if arg.name is None:
-                if k >= len(names):
-                    raise error(_too_many(op.name, len(names)), arg.span,
-                                f"signature: {op.signature()}")
-                key = names[k]
-            else:
-                key = arg.name
-                if key not in names:
-                    torch_name = _TORCH_ARG_NAMES.get(key)
-                    hint = (f"did you mean `{torch_name}`?" if torch_name in names
-                            else did_you_mean(key, names))
-                    raise error(f"`{op.name}` has no argument `{key}`", arg.span,
-                                hint or f"signature: {op.signature()}")
-            if key in attrs:
-                raise error(f"argument `{key}` given twice", arg.span, None,
-                            [Note("first given here", spans[key])])
+        spans = {key: arg.span for key, arg in matched.items()}
+        for key, arg in matched.items():
             value = self.value(arg.value, values)
-            spec = op.args[names.index(key)]
             try:
-                attrs[key] = spec.check(value)
+                attrs[key] = op.args[names.index(key)].check(value)
             except ArgError as exc:
                 raise error(exc.message, arg.value.span, exc.hint) from None
-            spans[key] = arg.span
         for spec in op.args:
             if spec.name not in attrs:
                 if spec.required:
@@ -629,6 +606,28 @@ def _too_many(name: str, n: int) -> str:
     if n == 0:
         return f"`{name}` takes no arguments"
     return f"`{name}` takes {n} argument{'s' if n != 1 else ''}, got more"
+
+
+def match_arguments(args: Iterable[S.Arg], names: list[str], callee: str, noun: str,
+                    hint: Callable[[str], str | None], signature: str) -> dict[str, S.Arg]:
+    """Pair a call's positional and keyword arguments with parameter names, in call order;
+    too many positionals, unknown names and duplicates are errors at the argument."""
+    matched: dict[str, S.Arg] = {}
+    for k, arg in enumerate(args):
+        if arg.name is None:
+            if k >= len(names):
+                raise error(_too_many(callee, len(names)), arg.span, signature)
+            key = names[k]
+        else:
+            key = arg.name
+            if key not in names:
+                raise error(f"`{callee}` has no {noun} `{key}`", arg.span,
+                            hint(key) or signature)
+        if key in matched:
+            raise error(f"argument `{key}` given twice", arg.span, None,
+                        [Note("first given here", matched[key].span)])
+        matched[key] = arg
+    return matched
 
 
 def _is_int(v: Any) -> bool:
