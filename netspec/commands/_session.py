@@ -119,3 +119,31 @@ def use_checkpoint_statistics(data, ckpt) -> None:
         raw = x * np.reshape(data.std, shape) + np.reshape(data.mean, shape)
         setattr(data, split, normalize(raw, mean, std))
     data.mean, data.std = mean, std
+
+
+def add_trained_arguments(p) -> None:
+    """Arguments of the commands that run trained weights (eval, predict)."""
+    add_spec_arguments(p)
+    add_data_arguments(p)
+    p.add_argument("--weights", required=True, metavar="CKPT", help="a checkpoint (.npz)")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test")
+    p.add_argument("--format", choices=("text", "json"), default="text")
+
+
+def load_trained(args):
+    """(net, cfg, data, model) with the checkpoint's weights and normalization statistics."""
+    from netspec.train import load_dataset, load_weights
+
+    net = load_net(args)
+    with training_errors(net):
+        cfg = config_from(net, args)
+        data = load_dataset(cfg)
+        check_data_fits(net, data)
+        model = compile_model(net)
+        use_checkpoint_statistics(data, load_weights(model, args.weights))
+    return net, cfg, data, model
+
+
+def split(data, name: str):
+    """(x, y) of the train, val or test split."""
+    return getattr(data, f"x_{name}"), getattr(data, f"y_{name}")

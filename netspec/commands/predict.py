@@ -3,32 +3,19 @@ from __future__ import annotations
 
 import json
 
-from netspec.commands._session import (
-    add_data_arguments,
-    add_spec_arguments,
-    check_data_fits,
-    compile_model,
-    config_from,
-    load_net,
-    training_errors,
-    use_checkpoint_statistics,
-)
+from netspec.commands._session import add_trained_arguments, load_trained, split
 from netspec.diagnostics import Diagnostic, NetspecError
 
 HELP = "predict classes with trained weights (for an .npy of inputs, or a data split)"
 
 
 def add_arguments(p) -> None:
-    add_spec_arguments(p)
-    add_data_arguments(p)
-    p.add_argument("--weights", required=True, metavar="CKPT")
+    add_trained_arguments(p)
     p.add_argument("--inputs", metavar="NPY", help="raw inputs (N, C, H, W) or (N, H, W) as "
-                   ".npy; normalized with the training split's statistics")
-    p.add_argument("--split", choices=("test", "val", "train"), default="test",
-                   help="predict this split when --inputs is not given")
+                   ".npy, normalized with the training split's statistics (default: the "
+                   "--split of the data)")
     p.add_argument("--top", type=int, default=1, help="classes shown per example")
     p.add_argument("--show", type=int, default=20, help="examples printed (text format)")
-    p.add_argument("--format", choices=("text", "json"), default="text")
 
 
 def _read_inputs(path: str, shape: tuple[int, ...]):
@@ -51,20 +38,13 @@ def _read_inputs(path: str, shape: tuple[int, ...]):
 def run(args) -> int:
     import numpy as np
 
-    from netspec.train import load_dataset, load_weights, predict
+    from netspec.train import predict
 
-    net = load_net(args)
-    with training_errors(net):
-        cfg = config_from(net, args)
-        data = load_dataset(cfg)
-        check_data_fits(net, data)
-        model = compile_model(net)
-        use_checkpoint_statistics(data, load_weights(model, args.weights))
+    _, _, data, model = load_trained(args)
     if args.inputs:
         x, y = data.normalize(_read_inputs(args.inputs, data.input_shape)), None
     else:
-        x, y = {"test": (data.x_test, data.y_test), "val": (data.x_val, data.y_val),
-                "train": (data.x_train, data.y_train)}[args.split]
+        x, y = split(data, args.split)
     scores = predict(model, x)
     z = scores - scores.max(axis=1, keepdims=True)
     prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
