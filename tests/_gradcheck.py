@@ -249,6 +249,18 @@ KERNEL_CASES = [
         "kwargs": {"kernel": (3, 2), "stride": (2, 2), "padding": (1, 1), "ceil_mode": True},
     },
     {"id": "global_avgpool", "op": "global_avgpool", "make": x_only((2, 3, 4, 5))},
+    {
+        "id": "adaptive_avgpool-5x7-to-3x2-uneven-windows",
+        "op": "adaptive_avgpool",
+        "make": x_only((2, 3, 5, 7)),
+        "kwargs": {"output_size": (3, 2)},
+    },
+    {
+        "id": "adaptive_avgpool-2x2-to-3x3-upsampling",
+        "op": "adaptive_avgpool",
+        "make": x_only((2, 2, 2, 2)),
+        "kwargs": {"output_size": (3, 3)},
+    },
     # shape ops
     {"id": "flatten", "op": "flatten", "make": x_only((2, 3, 2, 2))},
     {"id": "identity", "op": "identity", "make": x_only((2, 3, 2, 2))},

@@ -41,6 +41,7 @@ TORCH_OPS = {
     "maxpool2d": lambda t, kw: F.max_pool2d(t["x"], **_pool_args(kw)),
     "avgpool2d": lambda t, kw: F.avg_pool2d(t["x"], **_pool_args(kw)),
     "global_avgpool": lambda t, kw: F.adaptive_avg_pool2d(t["x"], 1),
+    "adaptive_avgpool": lambda t, kw: F.adaptive_avg_pool2d(t["x"], kw["output_size"]),
     "flatten": lambda t, kw: torch.flatten(t["x"], 1),
     "identity": lambda t, kw: t["x"] * 1,
     "concat": lambda t, kw: torch.cat(t["xs"], dim=1),

@@ -23,7 +23,8 @@ network every_op(loss_kind = "svm") {
     c = a -> ln: layernorm -> sigmoid
     d = (b, c, a) -> cat: concat
     e = x -> inorm: instancenorm -> conv2: conv(12, k=1, init="xavier") -> tanh
-    output (d, e, e) -> sum: add -> mo: maxout(3) -> pool: avgpool(2, s=2) -> flatten
+    output (d, e, e) -> sum: add -> mo: maxout(3) -> pool: avgpool(2, s=2)
+        -> apool: adaptive_avgpool([2, 4]) -> flatten
         -> fc: linear(5, init="normal") -> identity -> softmax
     train { loss = svm(delta = 1.0, squared = true) }
 }

@@ -72,6 +72,13 @@ def test_params_equal_torchvision_num_params(analyses, name):
     assert totals.count.trainable == totals.params and totals.count.frozen == 0
 
 
+@pytest.mark.parametrize("name, shape", [("vgg16", (3, 32, 32)), ("alexnet", (3, 64, 64))])
+def test_adaptive_avgpool_keeps_torchvision_params_at_small_inputs(analyses, name, shape):
+    # AdaptiveAvgPool2d fixes the classifier's input at 512x7x7 (AlexNet: 256x6x6),
+    # so the count does not depend on the image size.
+    assert analyses(name, input_shape=shape).totals.params == TORCHVISION_NUM_PARAMS[name]
+
+
 def test_googlenet_as_published_has_6_998_552_params(analyses):
     assert analyses("googlenet_paper").totals.params == PAPER_NUM_PARAMS["googlenet_paper"]
 

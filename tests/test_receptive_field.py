@@ -148,3 +148,16 @@ def test_the_flattened_digits_cnn_output_sees_its_whole_8x8_input_and_more():
     # convs 3, 3 (r 5), pool 2 (r 6, j 2), convs 3, 3 (r 10, 14), pool 2 (r 16, j 4),
     # fc over the 2x2 grid.
     assert rf.size == (16 + 1 * 4,) * 2
+
+
+def test_adaptive_avgpool_dividing_its_input_is_an_ordinary_window():
+    # 8 -> 2 rows: windows of 4 rows, 4 apart, as avgpool(4); 6 -> 3 columns likewise k=s=2.
+    rf = field_of("network n { input x: [1, 8, 6]\noutput x -> a: adaptive_avgpool([2, 3]) }", "a")
+    assert rf.size == (4, 2) and rf.jump == (4, 2) and rf.start == (1.5, 0.5)
+
+
+def test_adaptive_avgpool_with_uneven_windows_credits_each_unit_with_the_whole_axis():
+    # 5 -> 3 rows: windows [0, 2), [1, 4), [3, 5) are not evenly spaced; each unit is credited
+    # with all 5 rows (jump 0). 1 -> 7 columns (upsampling): every unit sees the one column.
+    rf = field_of("network n { input x: [1, 5, 1]\noutput x -> a: adaptive_avgpool([3, 7]) }", "a")
+    assert rf.size == (5, 1) and rf.jump == (0, 0) and rf.start == (2, 0)

@@ -350,9 +350,15 @@ def test_every_torchvision_module_is_a_spec_layer_of_the_same_op(pair):
         assert mod_name in net.graph, mod_name
         op = net.node(mod_name)["op"]
         if isinstance(module, nn.AdaptiveAvgPool2d):
-            # (1, 1) is a global average pool; VGG's (7, 7) and AlexNet's (6, 6) are the
-            # identity on a 224x224 input, and the specs say so.
-            assert op == ("global_avgpool" if module.output_size == (1, 1) else "identity")
+            # (1, 1) is a global average pool; VGG's (7, 7) and AlexNet's (6, 6) are
+            # adaptive pools of that output size.
+            size = module.output_size
+            if size in ((1, 1), 1):
+                assert op == "global_avgpool", mod_name
+            else:
+                assert op == "adaptive_avgpool", mod_name
+                expected = (size, size) if isinstance(size, int) else tuple(size)
+                assert net.node(mod_name)["attrs"]["out"] == expected, mod_name
         else:
             assert op == op_of[type(module)], mod_name
 

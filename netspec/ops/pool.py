@@ -1,4 +1,4 @@
-"""Ops `maxpool`, `avgpool` and `global_avgpool` over [C, H, W] inputs."""
+"""Ops `maxpool`, `avgpool`, `global_avgpool` and `adaptive_avgpool` over [C, H, W] inputs."""
 from __future__ import annotations
 
 import math
@@ -110,4 +110,53 @@ class GlobalAvgPool(Op):
         return "global avgpool"
 
 
-OPS = [MaxPool(), AvgPool(), GlobalAvgPool()]
+class AdaptiveAvgPool(Op):
+    name = "adaptive_avgpool"
+    aliases = ("adaptive_avg_pool", "adaptive_avgpool2d")
+    family = "pool"
+    spatial = True
+    args = (Arg("out", "pair", doc="output size [h, w]"),)
+    doc = ("Average pooling to a fixed output size (PyTorch AdaptiveAvgPool2d): output row i "
+           "averages input rows floor(i*H/out) .. ceil((i+1)*H/out) - 1. Receptive field: "
+           "where out divides the axis, an ordinary window k = s = H/out; otherwise the "
+           "windows are unevenly spaced, so no stride is the jump between units, and each "
+           "unit is credited with the whole input axis (k = H, s = 0): an upper bound later "
+           "layers cannot widen.")
+    kernel = "adaptive_avgpool"
+
+    def shape(self, attrs, inputs):
+        c, _, _ = spatial_input(self, inputs)
+        return (c, *attrs["out"])
+
+    def window(self, attrs, inputs):
+        # k = ceil(H/out) + 1, s = floor(H/out) would bound each window, but the pass carries
+        # the stride on as the jump of every later layer, and the windows' starts
+        # floor(i*H/out) are not s apart (s = 0 when upsampling).
+        axes = [(n // o, n // o) if n % o == 0 else (n, 0)
+                for n, o in zip(inputs[0][1:], attrs["out"])]
+        return Window((axes[0][0], axes[1][0]), (axes[0][1], axes[1][1]), (0, 0))
+
+    def extra_flops(self, attrs, inputs, out):
+        # One add per input element per window it falls in, and one divide per output.
+        c, h, w = inputs[0]
+        oh, ow = attrs["out"]
+        return c * _covered(h, oh) * _covered(w, ow) + math.prod(out)
+
+    def workspace(self, attrs, inputs, out, need_dx=True):
+        # The backward's A_h^T @ dout, (C, H, OW), before it is multiplied by A_w.
+        c, h, _ = inputs[0]
+        return c * h * attrs["out"][1]
+
+    def kernel_args(self, attrs):
+        return {"output_size": attrs["out"]}
+
+    def describe(self, attrs):
+        return f"adaptive avgpool {kernel_label(attrs['out'])}"
+
+
+def _covered(size: int, out: int) -> int:
+    """Sum of the window lengths along one axis: ceil((i+1)*size/out) - floor(i*size/out)."""
+    return sum(-(-(i + 1) * size // out) - i * size // out for i in range(out))
+
+
+OPS = [MaxPool(), AvgPool(), GlobalAvgPool(), AdaptiveAvgPool()]

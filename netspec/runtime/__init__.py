@@ -2,6 +2,8 @@
 
 from netspec.runtime.im2col import col2im, conv_output_size, im2col
 from netspec.runtime.layers import (
+    adaptive_avgpool_backward,
+    adaptive_avgpool_forward,
     add_backward,
     add_forward,
     avgpool2d_backward,
@@ -54,6 +56,8 @@ from netspec.runtime.losses import (
 )
 
 __all__ = [
+    "adaptive_avgpool_backward",
+    "adaptive_avgpool_forward",
     "add_backward",
     "add_forward",
     "avgpool2d_backward",

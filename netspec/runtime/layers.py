@@ -278,6 +278,34 @@ def global_avgpool_backward(dout: np.ndarray, cache):
     return dx
 
 
+def adaptive_avgpool_forward(x: np.ndarray, output_size: tuple[int, int]):
+    """torch AdaptiveAvgPool2d. x: (N, C, H, W) -> out: (N, C, OH, OW).
+
+    Output row i averages input rows floor(i*H/OH) .. ceil((i+1)*H/OH) - 1 (windows may
+    overlap or differ in size), and likewise for columns. The mean over a rectangle is the
+    mean over its rows of the mean over its columns, so out = A_h @ x @ A_w^T with the
+    (OH, H) and (OW, W) averaging matrices.
+    """
+    rows = _adaptive_weights(x.shape[2], output_size[0], x.dtype)
+    cols = _adaptive_weights(x.shape[3], output_size[1], x.dtype)
+    return rows @ x @ cols.T, (rows, cols)
+
+
+def _adaptive_weights(size: int, out: int, dtype) -> np.ndarray:
+    """(out, size): row i is 1/len on window i = [floor(i*size/out), ceil((i+1)*size/out))."""
+    i = np.arange(out)
+    start, end = i * size // out, -(-(i + 1) * size // out)
+    pos = np.arange(size)
+    inside = (pos >= start[:, None]) & (pos < end[:, None])
+    return (inside / (end - start)[:, None]).astype(dtype)
+
+
+def adaptive_avgpool_backward(dout: np.ndarray, cache):
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W) = A_h^T @ dout @ A_w."""
+    rows, cols = cache
+    return rows.T @ dout @ cols
+
+
 # ----------------------------------------------------------------------------------------------
 # Shape ops
 
