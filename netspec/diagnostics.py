@@ -119,6 +119,8 @@ def show_value(v: Any) -> str:
         return f'"{v}"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(show_value(x) for x in v) + "]"
+    if isinstance(v, float):
+        return f"{v:g}"
     return "none" if v is None else repr(v)
 
 

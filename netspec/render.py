@@ -27,7 +27,7 @@ from typing import Any
 import graphviz
 import networkx as nx
 
-from netspec.diagnostics import Diagnostic, NetspecError
+from netspec.diagnostics import Diagnostic, NetspecError, show_value
 from netspec.ir import Frame, Network
 from netspec.ops import REGISTRY
 
@@ -547,20 +547,10 @@ def _run_name(run: Run, within: str | None = None) -> str:
 
 
 def _call(frame: Frame) -> str:
-    args = ", ".join(f"{k}={_value(v)}" for k, v in frame.args)
+    args = ", ".join(f"{k}={show_value(v)}" for k, v in frame.args)
     return f"{frame.block}({args})"
 
 
-def _value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_value(x) for x in v) + "]"
-    if isinstance(v, float):
-        return f"{v:g}"
-    return "none" if v is None else str(v)
 
 
 # ---- annotations -------------------------------------------------------------------------

@@ -152,11 +152,16 @@ class AdaGrad(Optimizer):
         cache = s["cache"]
         np.square(g, out=tmp)
         cache += tmp
-        np.sqrt(cache, out=tmp)
-        tmp += self.eps
-        np.divide(g, tmp, out=tmp)
-        tmp *= self.lr
-        p -= tmp
+        _step_by_root_cache(p, g, cache, tmp, self.lr, self.eps)
+
+
+def _step_by_root_cache(p, g, cache, tmp, lr, eps) -> None:
+    """p -= lr * g / (sqrt(cache) + eps), in place through the scratch array `tmp`."""
+    np.sqrt(cache, out=tmp)
+    tmp += eps
+    np.divide(g, tmp, out=tmp)
+    tmp *= lr
+    p -= tmp
 
 
 @dataclass
@@ -178,11 +183,7 @@ class RMSProp(Optimizer):
         np.square(g, out=tmp)
         tmp *= 1.0 - self.decay_rate
         cache += tmp
-        np.sqrt(cache, out=tmp)
-        tmp += self.eps
-        np.divide(g, tmp, out=tmp)
-        tmp *= self.lr
-        p -= tmp
+        _step_by_root_cache(p, g, cache, tmp, self.lr, self.eps)
 
 
 @dataclass
