@@ -398,7 +398,9 @@ def draw(net: Network, depth: int | None | str = "auto", rankdir: str = "TB",
 
 
 def _ensure_analyzed(net: Network) -> None:
-    if any("shape" not in data for _, data in net.graph.nodes(data=True)):
+    # Labels read the analyzer's shape, params and macs of every node.
+    if any(not {"shape", "params", "macs"} <= data.keys()
+           for _, data in net.graph.nodes(data=True)):
         from netspec.analysis import analyze
         analyze(net)
 
@@ -517,9 +519,7 @@ def _block_lines(net: Network, run: Run, layers: list[str], annotate: tuple[str,
     name = _run_name(run, cluster[-1] if cluster else None)
     lines = [_bold(f"{name} ×{run.count}" if run.count > 1 else name),
              html.escape(_clean(_call(run.head)))]
-    params = _params(net, layers)
-    if params is not None:
-        lines.append(f"{_si(params)} params")
+    lines.append(f"{_si(_params(net, layers))} params")
     out = _outputs(net, layers)
     shapes = [g.nodes[o].get("shape") for o in out]
     if shapes and all(s is not None for s in shapes):
@@ -571,45 +571,14 @@ def _annotation_lines(net: Network, layers: list[str], annotate: tuple[str, ...]
     return lines
 
 
-def _params(net: Network, layers: list[str]) -> int | None:
-    """Trainable parameters of these layers: the analyzer's count, else the op's specs."""
-    total = 0
-    g = net.graph
-    for name in layers:
-        data = g.nodes[name]
-        specs = data.get("params")
-        if specs is None:
-            ins = [g.nodes[i].get("shape") for i in data["inputs"]]
-            if any(s is None for s in ins):
-                return None
-            specs = REGISTRY[data["op"]].params(data["attrs"], ins)
-        total += _count(specs)
-    return total
+def _params(net: Network, layers: list[str]) -> int:
+    """Trainable parameters of these layers (the analyzer's ParamSpecs)."""
+    return sum(math.prod(p.shape) for name in layers
+               for p in net.graph.nodes[name]["params"] if p.kind == "param")
 
 
-def _count(specs: Any) -> int:
-    if isinstance(specs, int):
-        return specs
-    if isinstance(specs, dict):
-        specs = specs.values()
-    return sum(_count(s) if isinstance(s, int) else
-               (math.prod(s.shape) if getattr(s, "kind", "param") == "param" else 0)
-               for s in specs)
-
-
-def _macs(net: Network, layers: list[str]) -> int | None:
-    total = 0
-    g = net.graph
-    for name in layers:
-        data = g.nodes[name]
-        macs = data.get("macs")
-        if macs is None:
-            ins = [g.nodes[i].get("shape") for i in data["inputs"]]
-            if data.get("shape") is None or any(s is None for s in ins):
-                return None
-            macs = REGISTRY[data["op"]].macs(data["attrs"], ins, data["shape"])
-        total += int(macs)
-    return total
+def _macs(net: Network, layers: list[str]) -> int:
+    return sum(int(net.graph.nodes[name]["macs"]) for name in layers)
 
 
 def _receptive_field(net: Network, layers: list[str]) -> str | None:
