@@ -1,24 +1,29 @@
 """Benchmark: one training step of a compiled netspec model against the same model in PyTorch CPU.
 
-    python benchmarks/bench_train_step.py [--threads N] [--repeats R] [--only mlp,cnn,...]
-                                          [--breakdown] [--no-memory] [--no-keep-freed-memory]
+    python benchmarks/bench_train_step.py [--threads N] [--no-split] [--repeats R] [--burst K]
+                                          [--only mlp,cnn,...] [--breakdown] [--no-memory]
+                                          [--no-keep-freed-memory]
 
 A step is forward, softmax cross-entropy, backward and an SGD-momentum update (lr 0.01,
 mu 0.9) on a fixed float32 batch, for both sides. Both start from the same weights (the
 netspec state dict loaded into the torch module), and the first step's losses are compared
 as a check that the two models are the same network.
 
-Timing: after warm-up steps, the netspec and torch steps alternate (ABBA order), and each
-side's median over the repeats is reported, so machine load hits both alike. Each timed step
-starts after --settle seconds idle: both libraries' idle worker threads spin for a while
-after a parallel region, and on 2 cores the spinning threads of one slowed the next step of
-the other by up to 10x (the MLP at 2 threads: 140 ms instead of 12). Both use the
-same thread count: by default what NumPy's BLAS uses (threadpoolctl), torch.set_num_threads
-to match. Like `netspec train`, the process first tells malloc to keep freed memory
-(netspec.train.allocator), which both sides share. The GEMM ceiling is a 2048^3 float32 np.matmul measured between the workloads in
-the same run; "% GEMM" is the step's useful FLOPs (3 x the analyzer's forward MACs x 2: the
-forward, the input gradients and the weight gradients are one GEMM's worth each) over time,
-as a fraction of that ceiling.
+Threads: both sides use N (default: what NumPy's BLAS uses, threadpoolctl): torch through
+torch.set_num_threads, netspec as `netspec train` runs it, each batch split over N threads
+with one BLAS thread per GEMM (netspec.threads; --no-split: unsplit on N BLAS threads).
+
+Timing: after warm-up steps, bursts of K netspec steps and K torch steps alternate (ABBA
+order); a sample is a burst's time per step, and each side's median over the repeats is
+reported, so machine load hits both alike. Steps within a burst run back to back, as in a
+training loop. Each burst starts after --settle seconds idle: both libraries' idle worker
+threads spin for a while after a parallel region, and on 2 cores the spinning threads of one
+slowed the next step of the other by up to 10x (the MLP at 2 threads: 140 ms instead of 12).
+Like `netspec train`, the process first tells malloc to keep freed memory
+(netspec.train.allocator), which both sides share. The GEMM ceiling is a 2048^3 float32
+np.matmul on N BLAS threads, measured between the workloads in the same run; "% GEMM" is the
+step's useful FLOPs (3 x the analyzer's forward MACs x 2: the forward, the input gradients
+and the weight gradients are one GEMM's worth each) over time, as a fraction of that ceiling.
 
 Memory (a separate, untimed step): netspec's peak is tracemalloc's (NumPy reports every
 array to it) over a whole step, counting params, grads, optimizer state, batch and
@@ -44,6 +49,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import netspec
 from netspec.train.allocator import keep_freed_memory
 from netspec.train.optim import Momentum
+from netspec.train.threads import splits_batch
 
 LR, MU = 0.01, 0.9
 
@@ -269,33 +275,43 @@ def timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def settled(fn, settle: float) -> float:
-    """Seconds of one call of fn, after `settle` seconds idle: the other library's worker
-    threads, which spin for a while after their last parallel region (OpenBLAS ~0.1 s,
-    OpenMP less), go to sleep instead of taking a core from this call."""
+def settled(fn, settle: float, burst: int = 1) -> float:
+    """Seconds per call over `burst` back-to-back calls of fn, after `settle` seconds idle: the
+    other library's worker threads, which spin for a while after their last parallel region
+    (OpenBLAS ~0.1 s, OpenMP less), go to sleep instead of taking a core from these calls."""
     time.sleep(settle)
-    return timed(fn)
+    start = time.perf_counter()
+    for _ in range(burst):
+        fn()
+    return (time.perf_counter() - start) / burst
 
 
-def interleaved(a, b, repeats: int, settle: float = 0.0,
+def interleaved(a, b, repeats: int, settle: float = 0.0, burst: int = 1,
                 warmup: int = 2) -> tuple[list[float], list[float]]:
-    """Seconds per call of a and b, alternating in ABBA order after warm-up calls of each."""
+    """Seconds per call of a and b, bursts of each alternating in ABBA order after warm-up
+    calls of each."""
     for _ in range(warmup):
         a()
         b()
     ta, tb = [], []
     for r in range(repeats):
         if r % 2 == 0:
-            ta.append(settled(a, settle))
-            tb.append(settled(b, settle))
+            ta.append(settled(a, settle, burst))
+            tb.append(settled(b, settle, burst))
         else:
-            tb.append(settled(b, settle))
-            ta.append(settled(a, settle))
+            tb.append(settled(b, settle, burst))
+            ta.append(settled(a, settle, burst))
     return ta, tb
 
 
-def gemm_gflops(repeats: int = 3, n: int = 2048) -> list[float]:
-    """float32 GEMM throughput samples of this machine through np.matmul (n^3)."""
+def gemm_gflops(threads: int, repeats: int = 3, n: int = 2048) -> list[float]:
+    """float32 GEMM throughput samples of this machine through np.matmul (n^3) on `threads`
+    BLAS threads."""
+    with blas_limit(threads):
+        return _gemm_gflops(repeats, n)
+
+
+def _gemm_gflops(repeats: int, n: int) -> list[float]:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((n, n), dtype=np.float32)
     b = rng.standard_normal((n, n), dtype=np.float32)
@@ -361,14 +377,29 @@ def blas_threads() -> int:
     return max(counts) if counts else os.cpu_count() or 1
 
 
-def set_threads(n: int) -> None:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        os.environ["OPENBLAS_NUM_THREADS"] = str(n)  # too late for a loaded BLAS: best effort
-    else:
-        threadpool_limits(n, user_api="blas")
+def blas_limit(n: int):
+    """A context with NumPy's BLAS on n threads."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(n, user_api="blas")
+
+
+def set_threads(n: int, split: bool) -> None:
+    """torch on n threads; netspec as `netspec.threads(n, split)` runs it: the batch split over
+    n threads with one BLAS thread per GEMM, or unsplit on n BLAS threads."""
+    from threadpoolctl import threadpool_limits
+
+    from netspec.runtime import parallel
+
+    parallel.set_threads(n if split else 1)
+    threadpool_limits(1 if split else n, user_api="blas")
     torch.set_num_threads(n)
+
+
+def splits(net, no_split: bool) -> bool:
+    """Whether netspec splits this workload's batch: what `netspec train` chooses
+    (netspec.train.threads.splits_batch), unless --no-split."""
+    return not no_split and splits_batch([d["shape"] for _, d in net.graph.nodes(data=True)])
 
 
 def spread(samples: list[float]) -> str:
@@ -380,11 +411,18 @@ def spread(samples: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS and torch threads (default: what NumPy's BLAS uses)")
+                        help="threads of each side (default: what NumPy's BLAS uses)")
+    parser.add_argument("--no-split", action="store_true",
+                        help="run netspec unsplit on N BLAS threads instead of splitting the "
+                             "batch over N threads with one BLAS thread each (what "
+                             "netspec.threads and netspec train do)")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--settle", type=float, default=0.25, metavar="SECONDS",
-                        help="idle time before each timed step, so the other library's "
+                        help="idle time before each timed burst, so the other library's "
                              "spinning threads sleep (default 0.25)")
+    parser.add_argument("--burst", type=int, default=4, metavar="K",
+                        help="steps timed back to back, as a training loop runs them; a "
+                             "sample is their mean (default 4)")
     parser.add_argument("--only", default=",".join(WORKLOADS),
                         help="comma-separated workloads: " + ", ".join(WORKLOADS))
     parser.add_argument("--breakdown", action="store_true",
@@ -399,21 +437,27 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     threads = args.threads or blas_threads()
-    set_threads(threads)
+    set_threads(threads, split=False)
     kept = not args.no_keep_freed_memory and keep_freed_memory()
 
-    print(f"threads={threads} (BLAS and torch)  numpy {np.__version__}  torch {torch.__version__}"
-          f"  float32  SGD momentum  median of {args.repeats}, interleaved")
+    how = (f"unsplit on {threads} BLAS threads" if args.no_split else
+           f"as netspec train: image networks split over {threads} threads with 1 BLAS "
+           f"thread each, vector networks unsplit on {threads} BLAS threads")
+    print(f"threads={threads}: torch.set_num_threads({threads}); netspec {how}")
+    print(f"numpy {np.__version__}  torch {torch.__version__}"
+          f"  float32  SGD momentum  median of {args.repeats} bursts of {args.burst} steps, "
+          f"interleaved")
     print(f"malloc keeps freed memory (as netspec train): {'yes' if kept else 'no'}")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-    ceiling = gemm_gflops()
+    ceiling = gemm_gflops(threads)
     rows, phases = [], {}
     for name in names:
         net, model, module, x, y = build(name)
+        set_threads(threads, splits(net, args.no_split))
         ours, theirs = NetspecStep(model, x, y), TorchStep(module, x, y)
         loss_gap = abs(ours() - theirs())  # the first step: same weights, same batch
-        t_ours, t_theirs = interleaved(ours, theirs, args.repeats, args.settle)
-        ceiling += gemm_gflops()
+        t_ours, t_theirs = interleaved(ours, theirs, args.repeats, args.settle, args.burst)
+        ceiling += gemm_gflops(threads)
         if args.breakdown:
             pa, pb = [], []
             for _ in range(max(3, args.repeats // 3)):
@@ -423,20 +467,21 @@ def main() -> None:
                 pb.append(theirs.phases())
             phases[name] = [{k: statistics.median(p[k] for p in side) for k in side[0]}
                             for side in (pa, pb)]
-        rows.append((name, len(x), t_ours, t_theirs, step_gflop(net, len(x)), loss_gap))
+        rows.append((name, len(x), t_ours, t_theirs, step_gflop(net, len(x)), loss_gap,
+                     splits(net, args.no_split)))
 
     peak = statistics.median(ceiling)
-    print(f"np.matmul float32 GEMM ceiling (2048^3): {peak:.1f} GFLOP/s "
+    print(f"np.matmul float32 GEMM ceiling (2048^3, {threads} BLAS threads): {peak:.1f} GFLOP/s "
           f"(median of {len(ceiling)}, range {min(ceiling):.1f}-{max(ceiling):.1f})")
     print(f"load average after: {os.getloadavg()[0]:.1f}\n")
-    head = (f"{'workload':30} {'batch':>5} {'netspec ms':>10} {'torch ms':>9} {'ratio':>6} "
+    head = (f"{'workload':30} {'split':>5} {'batch':>5} {'netspec ms':>10} {'torch ms':>9} {'ratio':>6} "
             f"{'netspec img/s':>13} {'torch img/s':>11} {'GFLOP':>6} {'netspec %GEMM':>13} "
             f"{'torch %GEMM':>11} {'noise':>9}")
     print(head)
     print("-" * len(head))
-    for name, batch, t_ours, t_theirs, gflop, gap in rows:
+    for name, batch, t_ours, t_theirs, gflop, gap, split in rows:
         a, b = statistics.median(t_ours), statistics.median(t_theirs)
-        print(f"{LABELS[name]:30} {batch:5d} {1e3 * a:10.2f} {1e3 * b:9.2f} {a / b:6.2f} "
+        print(f"{LABELS[name]:30} {'yes' if split else 'no':>5} {batch:5d} {1e3 * a:10.2f} {1e3 * b:9.2f} {a / b:6.2f} "
               f"{batch / a:13.0f} {batch / b:11.0f} {gflop:6.2f} "
               f"{100 * gflop / a / peak:12.0f}% {100 * gflop / b / peak:10.0f}% "
               f"{spread(t_ours):>4}/{spread(t_theirs):>4}")
@@ -457,6 +502,7 @@ def main() -> None:
             net = netspec.parse(WORKLOADS[name][0], f"<bench {name}>")
             estimate = netspec.analyze(net, batch=WORKLOADS[name][2],
                                        optimizer="momentum").memory.total
+            set_threads(threads, splits(net, args.no_split))
             mb = [netspec_peak_bytes(name) / 1e6, torch_peak_bytes(name) / 1e6, estimate / 1e6]
             print(f"{LABELS[name]:30} " + " ".join(f"{v:8.1f}" for v in mb))
         print("netspec: tracemalloc peak; torch: tensors + torch.profiler allocator peak; "

@@ -43,6 +43,9 @@ def __getattr__(name: str):
     if name == "compile":
         from netspec.codegen import compile
         return compile
+    if name == "threads":
+        from netspec.train.threads import threads
+        return threads
     raise AttributeError(name)
 
 
@@ -55,5 +58,6 @@ __all__ = [
     "draw",
     "load",
     "parse",
+    "threads",
     "verify",
 ]

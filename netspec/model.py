@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from netspec.runtime.parallel import Shards, join, split, split_like
+
 
 @dataclass(frozen=True)
 class Tensor:
@@ -115,6 +117,7 @@ class Model:
         self.grads: dict = {}
         self.frozen: set = set()
         self._cache = None
+        self._split = None  # the shard sizes of the cached forward's batch, if it was split
         self.init(seed)
 
     def __repr__(self) -> str:
@@ -183,9 +186,11 @@ class Model:
         keep = train if keep_cache is None else keep_cache
         self._cache = None
         cache = {} if keep else _Discard()
-        scores = self._forward(x, bool(train), cache)
+        xs = split(x)  # Shards over the runtime's threads, or x itself (netspec.threads)
+        scores = self._forward(xs, bool(train), cache)
         self._cache = cache if keep else None
-        return scores
+        self._split = xs.sizes if isinstance(xs, Shards) else None
+        return join(scores)
 
     def backward(self, dout, input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate dL/dscores through the last forward; sets self.grads (every param) and
@@ -197,7 +202,10 @@ class Model:
                                "keep_cache=True first (each forward's caches serve one backward)")
         # The previous step's gradients go first: a training step never holds two sets.
         self.grads = grads = {}
-        dx = self._backward(np.asarray(dout, dtype=self.dtype), cache, grads, bool(input_grad))
+        dout = np.asarray(dout, dtype=self.dtype)
+        if self._split is not None:  # the forward ran on a split batch
+            dout = split_like(dout, self._split)
+        dx = join(self._backward(dout, cache, grads, bool(input_grad)))
         for name, value in self.params.items():  # layers that do not reach the output
             if name not in grads:
                 grads[name] = np.zeros_like(value)

@@ -2,6 +2,7 @@
 
 import ast
 import pathlib
+import sys
 import zlib
 
 import numpy as np
@@ -163,20 +164,27 @@ RUNTIME_DIR = pathlib.Path(runtime.__file__).parent
 
 @pytest.mark.parametrize("path", sorted(RUNTIME_DIR.glob("*.py")), ids=lambda p: p.name)
 def test_runtime_module_is_inlinable(path):
-    # codegen --standalone pastes these modules into one file: only numpy and runtime imports,
-    # no `from __future__` (it must be a file's first statement), no np.add.at (slow).
+    # codegen --standalone pastes these modules into one file: only numpy, standard library
+    # and runtime imports, no `from __future__` (it must be a file's first statement), no
+    # np.add.at (slow).
+    def allowed(module):
+        return module.split(".")[0] in ("numpy", *sys.stdlib_module_names) and \
+            module != "__future__"
+
     tree = ast.parse(path.read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            assert all(a.name == "numpy" for a in node.names), ast.unparse(node)
+            assert all(allowed(a.name) for a in node.names), ast.unparse(node)
         elif isinstance(node, ast.ImportFrom):
-            assert node.module.startswith(("numpy", "netspec.runtime")), ast.unparse(node)
+            assert node.module.startswith("netspec.runtime") or allowed(node.module), \
+                ast.unparse(node)
         elif isinstance(node, ast.Attribute) and node.attr == "at":
             pytest.fail(f"{path.name}: ufunc.at is too slow for the runtime")
     assert all(
-        isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Expr, ast.Assign))
+        isinstance(n, (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef, ast.Expr,
+                           ast.Assign))
         for n in tree.body
-    ), "runtime modules hold top-level functions only"
+    ), "runtime modules hold top-level functions, classes and constants only"
 
 
 def test_runtime_modules_still_work_pasted_into_one_file():
@@ -184,7 +192,7 @@ def test_runtime_modules_still_work_pasted_into_one_file():
     # cross-module imports dropped. The pasted kernels must agree with the package's.
     source = "\n".join(
         line
-        for name in ("im2col.py", "layers.py", "losses.py")
+        for name in ("parallel.py", "im2col.py", "layers.py", "losses.py")
         for line in (RUNTIME_DIR / name).read_text().splitlines()
         if not line.startswith("from netspec.runtime")
     )

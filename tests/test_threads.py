@@ -1,12 +1,20 @@
-"""The training process: BLAS threads (one for networks of small layers, else the default) and
-malloc keeping freed memory for the next step."""
+"""The training process: its threads (one for networks of small layers, else a batch split
+over every core with one BLAS thread per GEMM) and malloc keeping freed memory for the next
+step."""
 import subprocess
 import sys
 
 import pytest
 
 import netspec
-from netspec.train.threads import SMALL_GEMM_MACS, auto_threads, blas_threads
+from netspec.runtime import parallel
+from netspec.train.threads import (
+    SMALL_GEMM_MACS,
+    auto_threads,
+    available_cores,
+    blas_threads,
+    threads,
+)
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -22,8 +30,8 @@ def test_the_default_digits_cnn_trains_on_one_thread():
     assert auto_threads(macs, batch=net.train.get("batch", 32)) == 1
 
 
-def test_a_layer_with_a_large_gemm_keeps_the_blas_default():
-    assert auto_threads([SMALL_GEMM_MACS // 64], batch=64) is None
+def test_a_layer_with_a_large_gemm_uses_every_available_core():
+    assert auto_threads([SMALL_GEMM_MACS // 64], batch=64) == available_cores()
     assert auto_threads([SMALL_GEMM_MACS // 64 - 1], batch=64) == 1
     assert auto_threads([], batch=64) == 1
 
@@ -35,6 +43,25 @@ def test_blas_threads_limits_inside_the_block_and_restores_after():
     assert blas_thread_counts() == before
     with blas_threads(None):
         assert blas_thread_counts() == before
+
+
+def test_threads_splits_batches_with_one_blas_thread_and_restores_after():
+    before = blas_thread_counts()
+    with threads(3):
+        assert parallel.get_threads() == 3
+        assert set(blas_thread_counts()) <= {1}
+    assert parallel.get_threads() == 1
+    assert blas_thread_counts() == before
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(ValueError, match="positive integer"), threads(bad):
+            pass
+    assert parallel.get_threads() == 1
+
+
+def test_threads_is_restored_when_the_block_raises():
+    with pytest.raises(RuntimeError), threads(2):
+        raise RuntimeError("stop")
+    assert parallel.get_threads() == 1
 
 
 # ---- keeping freed memory (netspec.train.allocator) --------------------------------------

@@ -43,14 +43,16 @@ def add_arguments(p) -> None:
     p.add_argument("--resume", action="store_true", help="continue from DIR/last.npz")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=int, metavar="N",
-                   help="BLAS threads (default: 1 for a network of small layers, such as the "
-                        "digits CNN; the BLAS default otherwise)")
+                   help="threads (default: 1 for a network of small layers, such as the "
+                        "digits CNN; every available core otherwise). Image networks split each "
+                        "batch over them with one BLAS thread per GEMM; vector networks (MLPs) "
+                        "give them to BLAS")
 
 
 def run(args) -> int:
     from netspec.train import evaluate, load_dataset, load_weights, train
     from netspec.train.allocator import keep_freed_memory
-    from netspec.train.threads import auto_threads, blas_threads
+    from netspec.train.threads import auto_threads, splits_batch, threads
 
     net = load_net(args)
     flags = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr,
@@ -72,10 +74,11 @@ def run(args) -> int:
               f"{len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
               f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, {cfg.optimizer.type} lr={cfg.optimizer.lr:g}",
               file=sys.stderr)
-        threads = args.threads or auto_threads(
+        n_threads = args.threads or auto_threads(
             [layer.get("macs", 0) for _, layer in net.graph.nodes(data=True)], cfg.batch)
         keep_freed_memory()  # each step reuses the last one's pages (a process of our own)
-        with blas_threads(threads):
+        split = splits_batch([layer.get("shape", ()) for _, layer in net.graph.nodes(data=True)])
+        with threads(n_threads, split=split):
             history = train(model, cfg, data, out, resume=args.resume,
                             progress=not args.no_progress)
         if history.transfer is not None:

@@ -16,6 +16,7 @@ Conventions, shared by every pair below:
 import numpy as np
 
 from netspec.runtime.im2col import col2im, conv_output_size, im2col, offset_slices, pad2d
+from netspec.runtime.parallel import Shards, batchwise_backward, batchwise_forward, run, split_like
 
 
 def _pair(value) -> tuple[int, int]:
@@ -30,6 +31,7 @@ def _pair(value) -> tuple[int, int]:
 # Linear
 
 
+@batchwise_forward
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
     """out = x @ w.T + b.
 
@@ -42,6 +44,7 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
     return out, (x2, w, x.shape, b is not None)
 
 
+@batchwise_backward
 def linear_backward(dout: np.ndarray, cache, need_dx: bool = True):
     """dout: (N, D_out) -> dx (x's shape; None unless need_dx), dw (D_out, D_in), db (D_out,)
     or None."""
@@ -87,6 +90,7 @@ def _conv_gemm(
     return out, cols
 
 
+@batchwise_forward
 def conv2d_forward(
     x: np.ndarray,
     w: np.ndarray,
@@ -112,6 +116,7 @@ def conv2d_forward(
     return out, cache
 
 
+@batchwise_backward
 def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     """dout: (N, C_out, OH, OW) -> dx (N, C_in, H, W; None unless need_dx), dw (w's shape),
     db (C_out,) or None.
@@ -169,6 +174,7 @@ def _pool_geometry(x_shape, kernel, stride, padding, ceil_mode):
     return (oh, ow), (ph, bottom, pw, right)
 
 
+@batchwise_forward
 def maxpool2d_forward(
     x: np.ndarray,
     kernel: tuple[int, int],
@@ -199,6 +205,7 @@ def maxpool2d_forward(
     return out, (argmax, x.shape, kernel, stride, pads)
 
 
+@batchwise_backward
 def maxpool2d_backward(dout: np.ndarray, cache):
     """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each output's gradient goes to its argmax."""
     argmax, x_shape, kernel, stride, (top, bottom, left, right) = cache
@@ -215,6 +222,7 @@ def maxpool2d_backward(dout: np.ndarray, cache):
     return dxp[:, :, top : top + h, left : left + w]
 
 
+@batchwise_forward
 def avgpool2d_forward(
     x: np.ndarray,
     kernel: tuple[int, int],
@@ -248,6 +256,7 @@ def _avgpool_divisor(in_size, kernel, stride, padding, out_size) -> np.ndarray:
     return np.outer(counts[0], counts[1])
 
 
+@batchwise_backward
 def avgpool2d_backward(dout: np.ndarray, cache):
     """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each window spreads dout/divisor evenly."""
     divisor, x_shape, kernel, stride, (top, bottom, left, right) = cache
@@ -265,11 +274,13 @@ def avgpool2d_backward(dout: np.ndarray, cache):
     return dxp[:, :, top : top + h, left : left + w]
 
 
+@batchwise_forward
 def global_avgpool_forward(x: np.ndarray):
     """Mean over the spatial axes. x: (N, C, H, W) -> out: (N, C, 1, 1)."""
     return x.mean(axis=(2, 3), keepdims=True), x.shape
 
 
+@batchwise_backward
 def global_avgpool_backward(dout: np.ndarray, cache):
     """dout: (N, C, 1, 1) -> dx: (N, C, H, W), dout / (H*W) everywhere."""
     x_shape = cache
@@ -278,6 +289,7 @@ def global_avgpool_backward(dout: np.ndarray, cache):
     return dx
 
 
+@batchwise_forward
 def adaptive_avgpool_forward(x: np.ndarray, output_size: tuple[int, int]):
     """torch AdaptiveAvgPool2d. x: (N, C, H, W) -> out: (N, C, OH, OW).
 
@@ -300,6 +312,7 @@ def _adaptive_weights(size: int, out: int, dtype) -> np.ndarray:
     return (inside / (end - start)[:, None]).astype(dtype)
 
 
+@batchwise_backward
 def adaptive_avgpool_backward(dout: np.ndarray, cache):
     """dout: (N, C, OH, OW) -> dx: (N, C, H, W) = A_h^T @ dout @ A_w."""
     rows, cols = cache
@@ -310,26 +323,31 @@ def adaptive_avgpool_backward(dout: np.ndarray, cache):
 # Shape ops
 
 
+@batchwise_forward
 def flatten_forward(x: np.ndarray):
     """x: (N, ...) -> out: (N, D), D the product of the non-batch axes."""
     return x.reshape(x.shape[0], -1), x.shape
 
 
+@batchwise_backward
 def flatten_backward(dout: np.ndarray, cache):
     """dout: (N, D) -> dx with x's shape."""
     return dout.reshape(cache)
 
 
+@batchwise_forward
 def concat_forward(xs: list[np.ndarray]):
     """Concatenate along axis 1. xs: list of (N, C_i, ...) -> out: (N, sum C_i, ...)."""
     return np.concatenate(xs, axis=1), [x.shape[1] for x in xs]
 
 
+@batchwise_backward
 def concat_backward(dout: np.ndarray, cache):
     """dout: (N, sum C_i, ...) -> list of dx_i (N, C_i, ...), views of dout."""
     return np.split(dout, np.cumsum(cache)[:-1], axis=1)
 
 
+@batchwise_forward
 def add_forward(xs: list[np.ndarray]):
     """Elementwise sum of same-shape inputs (residual connections). -> out: the common shape."""
     out = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
@@ -338,16 +356,19 @@ def add_forward(xs: list[np.ndarray]):
     return out, len(xs)
 
 
+@batchwise_backward
 def add_backward(dout: np.ndarray, cache):
     """dout -> list of dx, each dout itself (the sum passes its gradient through unchanged)."""
     return [dout] * cache
 
 
+@batchwise_forward
 def identity_forward(x: np.ndarray):
     """out = x."""
     return x, None
 
 
+@batchwise_backward
 def identity_backward(dout: np.ndarray, cache):
     """dx = dout."""
     return dout
@@ -357,29 +378,34 @@ def identity_backward(dout: np.ndarray, cache):
 # Activations
 
 
+@batchwise_forward
 def relu_forward(x: np.ndarray):
     """out = max(x, 0), any shape."""
     out = np.maximum(x, 0)
     return out, out
 
 
+@batchwise_backward
 def relu_backward(dout: np.ndarray, cache):
     """dx = dout where x > 0, else 0."""
     return dout * (cache > 0)
 
 
+@batchwise_forward
 def leaky_relu_forward(x: np.ndarray, slope: float = 0.01):
     """out = x if x > 0 else slope * x, any shape."""
     positive = x > 0
     return np.where(positive, x, slope * x), (positive, slope)
 
 
+@batchwise_backward
 def leaky_relu_backward(dout: np.ndarray, cache):
     """dx = dout where x > 0, slope * dout elsewhere."""
     positive, slope = cache
     return np.where(positive, dout, slope * dout)
 
 
+@batchwise_forward
 def elu_forward(x: np.ndarray, alpha: float = 1.0):
     """out = x if x > 0 else alpha * (exp(x) - 1), any shape."""
     positive = x > 0
@@ -387,12 +413,14 @@ def elu_forward(x: np.ndarray, alpha: float = 1.0):
     return out, (positive, out, alpha)
 
 
+@batchwise_backward
 def elu_backward(dout: np.ndarray, cache):
     """d/dx alpha*(exp(x)-1) = alpha*exp(x) = out + alpha on the negative side."""
     positive, out, alpha = cache
     return np.where(positive, dout, dout * (out + alpha))
 
 
+@batchwise_forward
 def sigmoid_forward(x: np.ndarray):
     """out = 1 / (1 + exp(-x)), computed without overflow for large |x|."""
     e = np.exp(-np.abs(x))
@@ -400,22 +428,26 @@ def sigmoid_forward(x: np.ndarray):
     return out, out
 
 
+@batchwise_backward
 def sigmoid_backward(dout: np.ndarray, cache):
     """dx = dout * s * (1 - s)."""
     return dout * cache * (1 - cache)
 
 
+@batchwise_forward
 def tanh_forward(x: np.ndarray):
     """out = tanh(x)."""
     out = np.tanh(x)
     return out, out
 
 
+@batchwise_backward
 def tanh_backward(dout: np.ndarray, cache):
     """dx = dout * (1 - tanh^2)."""
     return dout * (1 - cache * cache)
 
 
+@batchwise_forward
 def maxout_forward(x: np.ndarray, pieces: int = 2):
     """Max over consecutive groups of `pieces` channels (Goodfellow et al., 2013).
 
@@ -431,6 +463,7 @@ def maxout_forward(x: np.ndarray, pieces: int = 2):
     return out, (winner.astype(np.min_scalar_type(pieces - 1)), pieces)
 
 
+@batchwise_backward
 def maxout_backward(dout: np.ndarray, cache):
     """dout: (N, C/pieces, ...) -> dx: (N, C, ...), gradient to each group's maximum only."""
     winner, pieces = cache
@@ -439,6 +472,7 @@ def maxout_backward(dout: np.ndarray, cache):
     return dx.reshape((dout.shape[0], dout.shape[1] * pieces) + dout.shape[2:])
 
 
+@batchwise_forward
 def softmax_forward(x: np.ndarray):
     """Softmax over axis 1 (max subtracted first). x: (N, C) or (N, C, H, W) -> same shape."""
     e = np.exp(x - x.max(axis=1, keepdims=True))
@@ -446,6 +480,7 @@ def softmax_forward(x: np.ndarray):
     return out, out
 
 
+@batchwise_backward
 def softmax_backward(dout: np.ndarray, cache):
     """dx = s * (dout - sum_c(dout * s)), the softmax Jacobian-vector product."""
     out = cache
@@ -456,21 +491,31 @@ def dropout_forward(x: np.ndarray, p: float, train: bool, rng: np.random.Generat
     """Inverted dropout: at train time zero each element with probability p, scale by 1/(1-p).
 
     p is the DROP probability (PyTorch convention). Identity (cache None) when not training or
-    p == 0. rng: a numpy Generator, the only source of randomness.
+    p == 0. rng: a numpy Generator, the only source of randomness; a split batch (Shards) draws
+    the mask of the whole batch, so it sees the same random numbers as an unsplit one.
     """
     if not train or p == 0:
         return x, None
+    shape = (sum(x.sizes),) + x[0].shape[1:] if isinstance(x, Shards) else x.shape
+    dtype = x[0].dtype if isinstance(x, Shards) else x.dtype
     if p >= 1:
-        mask = np.zeros_like(x)
+        mask = np.zeros(shape, dtype=dtype)
     else:
-        mask = (rng.random(x.shape, dtype=np.float32) >= p).astype(x.dtype)
+        mask = (rng.random(shape, dtype=np.float32) >= p).astype(dtype)
         mask *= 1 / (1 - p)
+    if isinstance(x, Shards):
+        mask = split_like(mask, x.sizes)
+        return Shards(run(np.multiply, x, mask)), mask
     return x * mask, mask
 
 
 def dropout_backward(dout: np.ndarray, cache):
     """dx = dout * mask (the same scaled keep mask as the forward)."""
-    return dout if cache is None else dout * cache
+    if cache is None:
+        return dout
+    if isinstance(dout, Shards):
+        return Shards(run(np.multiply, dout, cache))
+    return dout * cache
 
 
 # ----------------------------------------------------------------------------------------------
@@ -524,15 +569,18 @@ def batchnorm_forward(
     variance for running_var. train=False uses the running statistics. Running statistics may
     be None (track_running_stats=False): batch statistics are then used in both modes.
     The cache keeps the centred input x - mean (x_hat = centred * inv_std is never stored).
+    A split batch (Shards) sums each shard's statistics into the whole batch's.
     """
-    axes = (0,) + tuple(range(2, x.ndim))
-    shape = _channel_shape(x)
+    split = isinstance(x, Shards)
+    xs = x if split else [x]
+    axes = (0,) + tuple(range(2, xs[0].ndim))
+    shape = _channel_shape(xs[0])
     batch_stats = train or running_mean is None
     if batch_stats:
-        m = x.size // x.shape[1]
-        mean = x.mean(axis=axes)
-        centred = x - mean.reshape(shape)
-        var = _channel_dot(centred, centred) / m  # biased, as torch normalizes
+        m = sum(xk.size for xk in xs) // xs[0].shape[1]
+        mean = _total(run(lambda xk: xk.sum(axis=axes), xs)) / m
+        centred = run(lambda xk: xk - mean.reshape(shape), xs)
+        var = _total(run(lambda ck: _channel_dot(ck, ck), centred)) / m  # biased, as torch
         if running_mean is not None:
             if m < 2:
                 raise ValueError("batchnorm: training needs more than one value per channel")
@@ -541,14 +589,30 @@ def batchnorm_forward(
             running_var *= 1 - momentum
             running_var += (momentum * m / (m - 1)) * var
     else:
-        centred = x - running_mean.astype(x.dtype, copy=False).reshape(shape)
-        var = running_var.astype(x.dtype, copy=False)
+        mean = running_mean.astype(xs[0].dtype, copy=False)
+        centred = run(lambda xk: xk - mean.reshape(shape), xs)
+        var = running_var.astype(xs[0].dtype, copy=False)
     inv_std = 1 / np.sqrt(var + eps)
-    scale = inv_std if gamma is None else gamma * inv_std
-    out = centred * scale.reshape(shape)  # gamma * x_hat in one pass
-    if beta is not None:
-        out += beta.reshape(shape)
-    return out, (centred, inv_std, gamma, beta is not None, batch_stats)
+    scale = (inv_std if gamma is None else gamma * inv_std).reshape(shape)
+
+    def normalize(ck):
+        out = ck * scale  # gamma * x_hat in one pass
+        if beta is not None:
+            out += beta.reshape(shape)
+        return out
+
+    out = run(normalize, centred)
+    if split:
+        return Shards(out), (Shards(centred), inv_std, gamma, beta is not None, batch_stats)
+    return out[0], (centred[0], inv_std, gamma, beta is not None, batch_stats)
+
+
+def _total(parts: list) -> np.ndarray:
+    """The sum of per-shard partial results (the one part itself when nothing is split)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 def batchnorm_backward(dout: np.ndarray, cache):
@@ -558,17 +622,27 @@ def batchnorm_backward(dout: np.ndarray, cache):
     the means per channel; with running statistics the normalization is a fixed affine map.
     """
     centred, inv_std, gamma, has_beta, batch_stats = cache
-    axes = (0,) + tuple(range(2, dout.ndim))
-    shape = _channel_shape(dout)
+    split = isinstance(dout, Shards)
+    douts, centreds = (dout, centred) if split else ([dout], [centred])
+    axes = (0,) + tuple(range(2, douts[0].ndim))
+    shape = _channel_shape(douts[0])
     scale = inv_std if gamma is None else gamma * inv_std
-    sum_dout = dout.sum(axis=axes)
-    sum_dout_xhat = _channel_dot(dout, centred) * inv_std
-    dx = dout * scale.reshape(shape)
-    if batch_stats:
-        m = dout.size // dout.shape[1]
-        dx -= centred * (scale * inv_std * sum_dout_xhat / m).reshape(shape)
-        dx -= (scale * sum_dout / m).reshape(shape)
-    return dx, (None if gamma is None else sum_dout_xhat), (sum_dout if has_beta else None)
+    sum_dout = _total(run(lambda dk: dk.sum(axis=axes), douts))
+    sum_dout_xhat = _total(run(_channel_dot, douts, centreds)) * inv_std
+    m = sum(dk.size for dk in douts) // douts[0].shape[1]
+    centred_coef = (scale * inv_std * sum_dout_xhat / m).reshape(shape)
+    offset = (scale * sum_dout / m).reshape(shape)
+
+    def input_grad(dk, ck):
+        dx = dk * scale.reshape(shape)
+        if batch_stats:
+            dx -= ck * centred_coef
+            dx -= offset
+        return dx
+
+    dx = run(input_grad, douts, centreds)
+    return (Shards(dx) if split else dx[0], (None if gamma is None else sum_dout_xhat),
+            (sum_dout if has_beta else None))
 
 
 def _group_normalize(x: np.ndarray, groups: int, eps: float):
@@ -597,6 +671,7 @@ def _group_normalize_backward(dx_hat: np.ndarray, x_hat: np.ndarray, inv_std: np
     return dx.reshape(x_hat.shape)
 
 
+@batchwise_forward
 def groupnorm_forward(
     x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, groups: int, eps: float = 1e-5
 ):
@@ -609,6 +684,7 @@ def groupnorm_forward(
     return _affine(x_hat, gamma, beta), (x_hat, inv_std, gamma, beta is not None)
 
 
+@batchwise_backward
 def groupnorm_backward(dout: np.ndarray, cache):
     """dout: x's shape -> dx, dgamma (C,), dbeta (C,) (None when gamma is None)."""
     x_hat, inv_std, gamma, has_beta = cache
@@ -617,6 +693,7 @@ def groupnorm_backward(dout: np.ndarray, cache):
     return _group_normalize_backward(dx_hat, x_hat, inv_std), dgamma, dbeta
 
 
+@batchwise_forward
 def layernorm_forward(
     x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, eps: float = 1e-5
 ):
@@ -628,11 +705,13 @@ def layernorm_forward(
     return groupnorm_forward(x, gamma, beta, 1, eps)
 
 
+@batchwise_backward
 def layernorm_backward(dout: np.ndarray, cache):
     """dout: x's shape -> dx, dgamma, dbeta."""
     return groupnorm_backward(dout, cache)
 
 
+@batchwise_forward
 def instancenorm_forward(
     x: np.ndarray, gamma: np.ndarray | None, beta: np.ndarray | None, eps: float = 1e-5
 ):
@@ -643,6 +722,7 @@ def instancenorm_forward(
     return groupnorm_forward(x, gamma, beta, x.shape[1], eps)
 
 
+@batchwise_backward
 def instancenorm_backward(dout: np.ndarray, cache):
     """dout: x's shape -> dx, dgamma, dbeta (None, None when affine=false)."""
     return groupnorm_backward(dout, cache)
