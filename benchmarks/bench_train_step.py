@@ -399,7 +399,7 @@ def set_threads(n: int, split: bool) -> None:
 def splits(net, no_split: bool) -> bool:
     """Whether netspec splits this workload's batch: what `netspec train` chooses
     (netspec.train.threads.splits_batch), unless --no-split."""
-    return not no_split and splits_batch([d["shape"] for _, d in net.graph.nodes(data=True)])
+    return not no_split and splits_batch(net)
 
 
 def spread(samples: list[float]) -> str:

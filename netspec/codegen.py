@@ -429,7 +429,7 @@ def generate(net: Network, input_shape: tuple[int, ...] | None = None,
     p = plan(net)
     out = _header(p, standalone) + [""]
     if standalone:
-        imports, definitions = _inline(set(p.kernels) | {"Model", "Tensor"})
+        imports, definitions = _inline(set(p.kernels) | {"Model", "Tensor", "set_threads"})
         note = "# ---- the netspec runtime this network calls (netspec.runtime, netspec.model)"
         out += imports + ["", note, ""]
         for d in definitions:

@@ -81,12 +81,18 @@ def test_gradient_checked_graphs_cover_the_op_registry():
     assert used == set(REGISTRY)
 
 
-def test_every_op_graph_gradients():
-    check_model(netspec.compile(netspec.parse(EVERY_OP), dtype="float64", seed=3))
+# threads=2: the batch split in two uneven shards (netspec.runtime.parallel), each kernel
+# running one shard per thread, batch norm summing the shards' statistics.
+@pytest.mark.parametrize("threads", [1, 2])
+def test_every_op_graph_gradients(threads):
+    with netspec.threads(threads):
+        check_model(netspec.compile(netspec.parse(EVERY_OP), dtype="float64", seed=3))
 
 
-def test_cnn_with_batchnorm_and_dropout_gradients():
-    check_model(netspec.compile(netspec.parse(CNN), dtype="float64", seed=4), n=5)
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cnn_with_batchnorm_and_dropout_gradients(threads):
+    with netspec.threads(threads):
+        check_model(netspec.compile(netspec.parse(CNN), dtype="float64", seed=4), n=5)
 
 
 @pytest.mark.parametrize("name", ["tiny_inception", "tiny_resnet_bottleneck"])

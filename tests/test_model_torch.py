@@ -223,23 +223,29 @@ def assert_same(model, twin, scores, loss, t_scores, t_loss):
 
 # ---- the comparisons -------------------------------------------------------------------------
 
+# threads=2: each batch split over two threads (uneven shards for n = 3), as netspec train
+# runs image networks; the kernels see one shard each, batch norm the whole batch's statistics.
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name, path, train_overrides, build, n", CASES, ids=[c[0] for c in CASES])
-def test_eval_mode_matches_torch(name, path, train_overrides, build, n):
+def test_eval_mode_matches_torch(name, path, train_overrides, build, n, threads):
     model = compiled(path, {})
     twin = torch_twin(model, build)
     x, y = batch(model, n)
-    scores, loss = step(model, x, y, train=False)
+    with netspec.threads(threads):
+        scores, loss = step(model, x, y, train=False)
     assert_same(model, twin, scores, loss, *torch_step(twin, x, y, train=False))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("name, path, train_overrides, build, n", CASES, ids=[c[0] for c in CASES])
-def test_train_mode_matches_torch(name, path, train_overrides, build, n):
+def test_train_mode_matches_torch(name, path, train_overrides, build, n, threads):
     """Batch statistics, running-statistics updates (compared too) and their gradients."""
     model = compiled(path, train_overrides)
     twin = torch_twin(model, build)
     x, y = batch(model, n)
     for _ in range(2):  # the second step starts from running statistics the first updated
-        scores, loss = step(model, x, y, train=True)
+        with netspec.threads(threads):
+            scores, loss = step(model, x, y, train=True)
         assert_same(model, twin, scores, loss, *torch_step(twin, x, y, train=True))
 
 

@@ -13,6 +13,7 @@ from netspec.train.threads import (
     auto_threads,
     available_cores,
     blas_threads,
+    splits_batch,
     threads,
 )
 
@@ -34,6 +35,21 @@ def test_a_layer_with_a_large_gemm_uses_every_available_core():
     assert auto_threads([SMALL_GEMM_MACS // 64], batch=64) == available_cores()
     assert auto_threads([SMALL_GEMM_MACS // 64 - 1], batch=64) == 1
     assert auto_threads([], batch=64) == 1
+
+
+def test_image_networks_split_the_batch_and_vector_networks_do_not():
+    for name, split in [("mlp", False), ("softmax", False), ("digits_cnn", True),
+                        ("resnet18", True)]:
+        net = netspec.load(name)
+        netspec.analyze(net)
+        assert splits_batch(net) is split, name
+
+
+def test_threads_without_split_gives_blas_the_threads():
+    with threads(2, split=False):
+        assert parallel.get_threads() == 1
+        assert set(blas_thread_counts()) <= {2}
+    assert parallel.get_threads() == 1
 
 
 def test_blas_threads_limits_inside_the_block_and_restores_after():

@@ -77,7 +77,7 @@ def run(args) -> int:
         n_threads = args.threads or auto_threads(
             [layer.get("macs", 0) for _, layer in net.graph.nodes(data=True)], cfg.batch)
         keep_freed_memory()  # each step reuses the last one's pages (a process of our own)
-        split = splits_batch([layer.get("shape", ()) for _, layer in net.graph.nodes(data=True)])
+        split = splits_batch(net)
         with threads(n_threads, split=split):
             history = train(model, cfg, data, out, resume=args.resume,
                             progress=not args.no_progress)

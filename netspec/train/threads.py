@@ -39,14 +39,15 @@ def auto_threads(layer_macs: list[int], batch: int) -> int:
     return 1 if largest < SMALL_GEMM_MACS else available_cores()
 
 
-def splits_batch(shapes: list[tuple]) -> bool:
-    """Whether a network with these per-sample tensor shapes runs faster with the batch split
-    over the threads than unsplit on multi-threaded BLAS: True for image networks (a tensor
-    with spatial axes: im2col copies, pooling and norms over H x W are half the step), False
-    for vector networks (MLPs, linear classifiers), whose step is almost all GEMM; there
-    BLAS's own threads did better (the 784-512-256-10 MLP: 7.0-7.5 ms a step unsplit on 2
-    threads, 7.3-11.8 ms split; docs/performance.md)."""
-    return any(len(shape) >= 2 for shape in shapes)
+def splits_batch(net) -> bool:
+    """Whether an analyzed network runs faster with the batch split over the threads than
+    unsplit on multi-threaded BLAS: True for image networks (a layer computing a tensor with
+    spatial axes: im2col copies, pooling and norms over H x W are half the step), False for
+    vector networks (MLPs, linear classifiers, even on flattened images), whose step is almost
+    all GEMM; there BLAS's own threads did better (the 784-512-256-10 MLP: 7.0-7.5 ms a step
+    unsplit on 2 threads, 7.3-11.8 ms split; docs/performance.md)."""
+    return any(len(data.get("shape", ())) >= 2 and data["inputs"]  # a layer, not an input
+               for _, data in net.graph.nodes(data=True))
 
 
 @contextmanager
