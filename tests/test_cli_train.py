@@ -51,6 +51,26 @@ def test_eval_json_reports_loss_accuracy_and_n(trained, capsys):
     assert result["loss"] < np.log(10)
 
 
+def test_eval_and_training_on_two_split_threads_match_one_thread(trained, tmp_path, capsys):
+    spec, out = trained
+    results = []
+    for threads in ("1", "2"):
+        capsys.readouterr()
+        assert main(["eval", str(spec), "--weights", str(out / "best.npz"), "--format", "json",
+                     "--limit", "600", "--threads", threads]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["accuracy"] == results[1]["accuracy"]
+    assert results[0]["loss"] == pytest.approx(results[1]["loss"], rel=1e-5)
+    # Training with the batch split over 2 threads follows the 1-thread run (float rounding).
+    assert main(["train", str(spec), "-o", str(tmp_path / "two"), "--no-progress",
+                 "--limit", "600", "--threads", "2"]) == 0
+    one, two = ([json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+                for d in (out, tmp_path / "two"))
+    assert [r["epoch"] for r in one] == [r["epoch"] for r in two]
+    assert [r["train_loss"] for r in two] == pytest.approx([r["train_loss"] for r in one],
+                                                           rel=1e-3)
+
+
 def test_eval_with_a_checkpoint_of_another_model_is_a_clear_error(trained, tmp_path, capsys):
     _, out = trained
     other = tmp_path / "other.net"

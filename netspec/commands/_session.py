@@ -128,6 +128,19 @@ def add_trained_arguments(p) -> None:
     p.add_argument("--weights", required=True, metavar="CKPT", help="a checkpoint (.npz)")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--format", choices=("text", "json"), default="text")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="threads (default: as netspec train chooses them)")
+
+
+def run_threads(net, batch: int, requested: int | None):
+    """The threads context train, eval and predict run a compiled network in: `requested`
+    threads, or 1 for a network of small layers and every available core otherwise; image
+    networks split their batches over them (netspec.train.threads)."""
+    from netspec.train.threads import auto_threads, splits_batch, threads
+
+    n = requested or auto_threads([d.get("macs", 0) for _, d in net.graph.nodes(data=True)],
+                                  batch)
+    return threads(n, split=splits_batch(net))
 
 
 def load_trained(args):

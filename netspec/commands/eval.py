@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from netspec.commands._session import add_trained_arguments, load_trained, split
+from netspec.commands._session import add_trained_arguments, load_trained, run_threads, split
 
 HELP = "evaluate trained weights: loss, accuracy and example count on a data split"
 
@@ -17,7 +17,8 @@ def run(args) -> int:
 
     net, cfg, data, model = load_trained(args)
     x, y = split(data, args.split)
-    result = evaluate(model, x, y, cfg.loss, cfg.eval_batch)
+    with run_threads(net, cfg.eval_batch, args.threads):
+        result = evaluate(model, x, y, cfg.loss, cfg.eval_batch)
     if args.format == "json":
         print(json.dumps({**result, "split": args.split, "weights": args.weights}))
     else:

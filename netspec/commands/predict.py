@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from netspec.commands._session import add_trained_arguments, load_trained, split
+from netspec.commands._session import add_trained_arguments, load_trained, run_threads, split
 from netspec.diagnostics import Diagnostic, NetspecError
 
 HELP = "predict classes with trained weights (for an .npy of inputs, or a data split)"
@@ -40,12 +40,13 @@ def run(args) -> int:
 
     from netspec.train import predict
 
-    _, _, data, model = load_trained(args)
+    net, cfg, data, model = load_trained(args)
     if args.inputs:
         x, y = data.normalize(_read_inputs(args.inputs, data.input_shape)), None
     else:
         x, y = split(data, args.split)
-    scores = predict(model, x)
+    with run_threads(net, cfg.eval_batch, args.threads):
+        scores = predict(model, x)
     z = scores - scores.max(axis=1, keepdims=True)
     prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
     top = np.argsort(-prob, axis=1)[:, :max(1, args.top)]

@@ -11,6 +11,7 @@ from netspec.commands._session import (
     config_from,
     load_net,
     out_dir,
+    run_threads,
     training_errors,
 )
 
@@ -52,7 +53,6 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from netspec.train import evaluate, load_dataset, load_weights, train
     from netspec.train.allocator import keep_freed_memory
-    from netspec.train.threads import auto_threads, splits_batch, threads
 
     net = load_net(args)
     flags = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr,
@@ -74,11 +74,8 @@ def run(args) -> int:
               f"{len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
               f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, {cfg.optimizer.type} lr={cfg.optimizer.lr:g}",
               file=sys.stderr)
-        n_threads = args.threads or auto_threads(
-            [layer.get("macs", 0) for _, layer in net.graph.nodes(data=True)], cfg.batch)
         keep_freed_memory()  # each step reuses the last one's pages (a process of our own)
-        split = splits_batch(net)
-        with threads(n_threads, split=split):
+        with run_threads(net, cfg.batch, args.threads):
             history = train(model, cfg, data, out, resume=args.resume,
                             progress=not args.no_progress)
         if history.transfer is not None:
