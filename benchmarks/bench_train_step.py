@@ -396,10 +396,10 @@ def set_threads(n: int, split: bool) -> None:
     torch.set_num_threads(n)
 
 
-def splits(net, no_split: bool) -> bool:
+def splits(net, threads: int, no_split: bool) -> bool:
     """Whether netspec splits this workload's batch: what `netspec train` chooses
     (netspec.train.threads.splits_batch), unless --no-split."""
-    return not no_split and splits_batch(net)
+    return not no_split and threads > 1 and splits_batch(net)
 
 
 def spread(samples: list[float]) -> str:
@@ -453,7 +453,7 @@ def main() -> None:
     rows, phases = [], {}
     for name in names:
         net, model, module, x, y = build(name)
-        set_threads(threads, splits(net, args.no_split))
+        set_threads(threads, splits(net, threads, args.no_split))
         ours, theirs = NetspecStep(model, x, y), TorchStep(module, x, y)
         loss_gap = abs(ours() - theirs())  # the first step: same weights, same batch
         t_ours, t_theirs = interleaved(ours, theirs, args.repeats, args.settle, args.burst)
@@ -468,7 +468,7 @@ def main() -> None:
             phases[name] = [{k: statistics.median(p[k] for p in side) for k in side[0]}
                             for side in (pa, pb)]
         rows.append((name, len(x), t_ours, t_theirs, step_gflop(net, len(x)), loss_gap,
-                     splits(net, args.no_split)))
+                     splits(net, threads, args.no_split)))
 
     peak = statistics.median(ceiling)
     print(f"np.matmul float32 GEMM ceiling (2048^3, {threads} BLAS threads): {peak:.1f} GFLOP/s "
@@ -502,7 +502,7 @@ def main() -> None:
             net = netspec.parse(WORKLOADS[name][0], f"<bench {name}>")
             estimate = netspec.analyze(net, batch=WORKLOADS[name][2],
                                        optimizer="momentum").memory.total
-            set_threads(threads, splits(net, args.no_split))
+            set_threads(threads, splits(net, threads, args.no_split))
             mb = [netspec_peak_bytes(name) / 1e6, torch_peak_bytes(name) / 1e6, estimate / 1e6]
             print(f"{LABELS[name]:30} " + " ".join(f"{v:8.1f}" for v in mb))
         print("netspec: tracemalloc peak; torch: tensors + torch.profiler allocator peak; "
