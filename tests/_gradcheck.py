@@ -199,6 +199,16 @@ KERNEL_CASES = [
         "make": conv_inputs((2, 4, 6, 5), (3, 4, 1, 1), bias=False),
         "kwargs": {"stride": (2, 2)},
     },
+    {  # 1x1, stride 1, no padding: the pointwise path; dw from per-sample products
+        "id": "conv2d-1x1-pointwise",
+        "op": "conv2d",
+        "make": conv_inputs((2, 4, 3, 3), (5, 4, 1, 1)),
+    },
+    {  # the pointwise path with more output channels than pixels: dw from one GEMM
+        "id": "conv2d-1x1-pointwise-more-channels-than-pixels",
+        "op": "conv2d",
+        "make": conv_inputs((3, 3, 2, 2), (6, 3, 1, 1), bias=False),
+    },
     {
         "id": "conv2d-pad-wider-than-kernel",
         "op": "conv2d",

@@ -90,9 +90,17 @@ class Conv(Op):
         k = tuple(d * (k - 1) + 1 for k, d in zip(attrs["k"], attrs["d"]))
         return Window(k, attrs["s"], attrs["p"])
 
+    @staticmethod
+    def _pointwise(attrs) -> bool:
+        """1x1, stride 1, no padding, one group: the runtime's GEMM-per-sample path."""
+        return attrs["k"] == (1, 1) and attrs["s"] == (1, 1) and attrs["p"] == (0, 0) \
+            and attrs["groups"] == 1
+
     def saved(self, attrs, inputs, out):
-        # The im2col columns [C_in*KH*KW, N*OH*OW] (a copy, even for a 1x1 conv: the batch
-        # moves into the columns), kept for dw.
+        # The im2col columns [C_in*KH*KW, N*OH*OW], kept for dw; a pointwise conv keeps its
+        # input instead.
+        if self._pointwise(attrs):
+            return Saved(keeps_input=True)
         kh, kw = attrs["k"]
         return Saved(values=inputs[0][0] * kh * kw * out[1] * out[2])
 
@@ -100,6 +108,10 @@ class Conv(Op):
         c_in, h, w = inputs[0]
         c_out, oh, ow = out
         kh, kw = attrs["k"]
+        if self._pointwise(attrs):
+            # dw: the per-sample products [C_out, C_in], or channels-first copies of dout
+            # and x when C_out > H*W; dx comes straight out of its GEMM.
+            return c_out * c_in if c_out <= h * w else (c_out + c_in) * h * w
         dout_cn = c_out * oh * ow  # dout with channels first, for the dw and dx GEMMs
         if not need_dx:
             return dout_cn

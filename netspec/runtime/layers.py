@@ -104,16 +104,58 @@ def conv2d_forward(
 
     x: (N, C_in, H, W); w: (C_out, C_in/groups, KH, KW); b: (C_out,) or None
     -> out: (N, C_out, OH, OW), OH = (H + 2P - D*(KH-1) - 1) // S + 1.
-    The cache keeps the im2col matrix (for dw) and w (for dx), not x.
+    The cache keeps the im2col matrix (for dw) and w (for dx), not x; a 1x1 conv with stride
+    1, no padding and one group skips im2col and keeps (a view of) x instead.
     """
     if x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
         raise ValueError(
             f"conv2d: input has {x.shape[1]} channels, weight {w.shape} with groups={groups}"
         )
     stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    if _pointwise(w, stride, padding, groups):
+        out, x3 = _pointwise_forward(x, w, b)
+        return out, (None, w, x.shape, b is not None, stride, padding, dilation, groups, x3)
     out, cols = _conv_gemm(x, w, b, stride, padding, dilation, groups)
-    cache = (cols, w, x.shape, b is not None, stride, padding, dilation, groups)
+    cache = (cols, w, x.shape, b is not None, stride, padding, dilation, groups, None)
     return out, cache
+
+
+def _pointwise(w: np.ndarray, stride, padding, groups: int) -> bool:
+    """A 1x1 conv with stride 1, no padding and one group: a per-pixel linear map."""
+    return w.shape[2:] == (1, 1) and stride == (1, 1) and padding == (0, 0) and groups == 1
+
+
+def _pointwise_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
+    """out[n] = w @ x[n] over the pixels (C_out, C_in) @ (C_in, H*W): one GEMM per sample,
+    written straight into the (N, C_out, H, W) layout, without im2col (for a 1x1 conv it would
+    only be a channels-first copy of x) or a layout copy of the output. -> out, x as
+    (N, C_in, H*W), the view the backward reads."""
+    n, c, h, wd = x.shape
+    x3 = x.reshape(n, c, h * wd)
+    out = np.matmul(w.reshape(w.shape[0], c), x3)
+    if b is not None:
+        out += b.reshape(1, -1, 1)
+    return out.reshape(n, -1, h, wd), x3
+
+
+def _pointwise_backward(dout: np.ndarray, w: np.ndarray, x3: np.ndarray, has_bias: bool,
+                        need_dx: bool):
+    """The gradients of _pointwise_forward. dw sums the per-sample products dout[n] @ x[n]^T
+    ((N, C_out, C_in), no larger than x when C_out <= H*W), or else is one GEMM on
+    channels-first copies of dout and x (no larger than dout and x); dx[n] = w^T @ dout[n]."""
+    n, c, hw = x3.shape
+    c_out = w.shape[0]
+    d3 = dout.reshape(n, c_out, hw)
+    if c_out <= hw:
+        dw = np.matmul(d3, x3.transpose(0, 2, 1)).sum(axis=0)
+    else:
+        dout_cn = np.ascontiguousarray(d3.transpose(1, 0, 2)).reshape(c_out, n * hw)
+        x_cn = np.ascontiguousarray(x3.transpose(1, 0, 2)).reshape(c, n * hw)
+        dw = dout_cn @ x_cn.T
+    db = d3.sum(axis=(0, 2)) if has_bias else None
+    dx = np.matmul(w.reshape(c_out, c).T, d3).reshape(dout.shape[0], c, *dout.shape[2:]) \
+        if need_dx else None
+    return dx, dw.reshape(w.shape), db
 
 
 @batchwise_backward
@@ -126,7 +168,9 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     weight): an im2col plus a GEMM, which beats the GEMM-then-col2im scatter; other strides
     use col2im.
     """
-    cols, w, x_shape, has_bias, stride, padding, dilation, groups = cache
+    cols, w, x_shape, has_bias, stride, padding, dilation, groups, x3 = cache
+    if x3 is not None:  # a pointwise conv (_pointwise_forward)
+        return _pointwise_backward(dout, w, x3, has_bias, need_dx)
     c_out = dout.shape[1]
     _, cg, kh, kw = w.shape
     k = cg * kh * kw
