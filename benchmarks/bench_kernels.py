@@ -174,6 +174,8 @@ CIFAR = [
 IMAGENET = [
     ("conv 3x3 64->64 p1", "8x64x56x56", conv_pair(8, 64, 56, 64)),
     ("conv 3x3 256->256 p1", "8x256x14x14", conv_pair(8, 256, 14, 256)),
+    ("conv 1x1 64->256 s1", "8x64x56x56", conv_pair(8, 64, 56, 256, k=1, pad=0)),
+    ("conv 1x1 192->64 s1", "16x192x28x28", conv_pair(16, 192, 28, 64, k=1, pad=0)),
     ("maxpool 3x3 s2 p1", "8x64x56x56", maxpool_pair(8, 64, 56, 3, 2, 1)),
     ("batchnorm train", "8x64x56x56", batchnorm_pair(8, 64, 56)),
     ("batchnorm train", "8x256x14x14", batchnorm_pair(8, 256, 14)),
