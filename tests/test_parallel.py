@@ -80,8 +80,19 @@ def test_run_raises_a_shard_error_after_every_shard_stopped():
     with pytest.raises(ValueError, match="shard 0 failed"):
         parallel.run(work, range(2))
     assert finished == [1]  # the other shard ran to its end before the error came out
-    with pytest.raises(ZeroDivisionError):
-        parallel.run(lambda k: 1 / k, [1, 0])
+    parallel.set_threads(3)
+    finished.clear()
+
+    def work_later(k):
+        if k == 1:
+            raise ValueError("shard 1 failed")
+        if k == 2:
+            threading.Event().wait(0.05)
+        finished.append(k)
+
+    with pytest.raises(ValueError, match="shard 1 failed"):
+        parallel.run(work_later, range(3))
+    assert sorted(finished) == [0, 2]
 
 
 def _split(x, n=2):
@@ -249,3 +260,57 @@ def test_standalone_module_splits_batches_with_its_own_copy_of_the_runtime(tmp_p
         np.testing.assert_allclose(got["loss"], loss, rtol=1e-12)
         for name, g in grads.items():
             np.testing.assert_allclose(got[name], g, rtol=1e-8, atol=1e-12, err_msg=name)
+
+
+# ---- training on a split batch: Ctrl-C and resume ---------------------------------------------
+
+SMALL_CNN = """
+network small_cnn {
+    input x: [1, 8, 8]
+    output x -> conv(4, k=3, p=1) -> batchnorm -> relu -> maxpool(2) -> flatten
+             -> dropout(0.2) -> linear(10)
+}
+"""
+
+
+def _sabotaged(at: int):
+    """The compiled small CNN, sending itself SIGINT inside backward call `at`."""
+    import os
+    import signal
+
+    base = type(netspec.compile(netspec.parse(SMALL_CNN)))
+
+    class Sabotaged(base):
+        calls = 0
+
+        def backward(self, dscores, input_grad=True):
+            self.calls += 1
+            out = super().backward(dscores, input_grad)
+            if self.calls == at:
+                os.kill(os.getpid(), signal.SIGINT)
+            return out
+
+    return Sabotaged()
+
+
+def test_ctrl_c_and_resume_on_a_split_batch_is_bit_identical(tmp_path):
+    from netspec.train.config import TrainConfig
+    from netspec.train.data import load_dataset
+    from netspec.train.loop import train
+
+    cfg = TrainConfig.from_spec({"optimizer": {"type": "momentum", "lr": 0.05},
+                                 "epochs": 2, "batch": 64, "seed": 1,
+                                 "data": {"type": "digits", "limit": 600}})
+    data = load_dataset(cfg.data)
+    with netspec.threads(2):
+        straight = netspec.compile(netspec.parse(SMALL_CNN))
+        expected = train(straight, cfg, data, tmp_path / "straight", progress=False)
+        partial = train(_sabotaged(at=10), cfg, data, tmp_path / "split", progress=False)
+        assert partial.status == "interrupted"
+        resumed = netspec.compile(netspec.parse(SMALL_CNN))
+        history = train(resumed, cfg, data, tmp_path / "split", resume=True, progress=False)
+    assert history.status == "completed"
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(resumed.state_dict()[name], value, err_msg=name)
+    assert [r.comparable() for r in history.records] == \
+        [r.comparable() for r in expected.records]

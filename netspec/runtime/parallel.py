@@ -91,10 +91,10 @@ def run(fn, *per_shard) -> list:
     futures = [_pool().submit(fn, *job) for job in jobs[1:]]
     try:
         first = fn(*jobs[0])
-    except BaseException:
+        return [first] + [f.result() for f in futures]
+    except BaseException:  # an error, or Ctrl-C: no shard may still run when it propagates
         wait(futures)
         raise
-    return [first] + [f.result() for f in futures]
 
 
 def split(x: np.ndarray, n: int | None = None) -> "Shards | np.ndarray":
