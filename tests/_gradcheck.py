@@ -240,6 +240,18 @@ KERNEL_CASES = [
         "make": x_only((1, 3, 5, 7), distinct),
         "kwargs": {"kernel": (2, 3), "stride": (1, 2), "padding": (1, 1)},
     },
+    {  # stride 1: the flattened-image path, junk columns dropped
+        "id": "maxpool2d-3x2-stride1-pad1-nonsquare",
+        "op": "maxpool2d",
+        "make": x_only((2, 3, 5, 7), distinct),
+        "kwargs": {"kernel": (3, 2), "stride": (1, 1), "padding": (1, 1)},
+    },
+    {  # stride 1 with ceil_mode and no padding (GoogLeNet's pools are ceil_mode)
+        "id": "maxpool2d-3x3-stride1-ceil",
+        "op": "maxpool2d",
+        "make": x_only((1, 2, 6, 5), distinct),
+        "kwargs": {"kernel": (3, 3), "stride": (1, 1), "ceil_mode": True},
+    },
     {
         "id": "avgpool2d-2x2-stride2",
         "op": "avgpool2d",

@@ -14,6 +14,7 @@ Conventions, shared by every pair below:
 """
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from netspec.runtime.im2col import col2im, conv_output_size, im2col, offset_slices, pad2d
 from netspec.runtime.parallel import Shards, batchwise_backward, batchwise_forward, run, split_like
@@ -235,17 +236,34 @@ def maxpool2d_forward(
     out_size, pads = _pool_geometry(x.shape, kernel, stride, padding, ceil_mode)
     xp = pad2d(x, pads, -np.inf)
     kh, kw = kernel
-    out = None
-    argmax = np.zeros((x.shape[0], x.shape[1]) + out_size, dtype=np.min_scalar_type(kh * kw - 1))
-    for tap in range(kh * kw):
-        window = xp[offset_slices(tap // kw, tap % kw, stride, (1, 1), out_size)]
-        if out is None:
-            out = window.copy()
-            continue
-        better = window > out  # strict: the first maximum keeps the index
-        np.maximum(out, window, out=out)
+    oh, ow = out_size
+    if stride == (1, 1):
+        # Stride 1: on the flattened padded image, tap (i, j) of every output is ONE contiguous
+        # run starting at i*Wp + j, a long inner loop instead of OH rows of OW (1.5x faster on
+        # GoogLeNet's 14x14 maps, the same on 28x28 where the passes are memory-bound).
+        # Outputs then sit in rows of Wp, with Wp - OW junk columns each.
+        n, c, hp, wp = xp.shape
+        flat = xp.reshape(n, c, hp * wp)
+        length = (oh - 1) * wp + ow
+
+        def window(tap):
+            start = (tap // kw) * wp + tap % kw
+            return flat[:, :, start:start + length]
+    else:
+        def window(tap):
+            return xp[offset_slices(tap // kw, tap % kw, stride, (1, 1), out_size)]
+    out = window(0).copy()
+    argmax = np.zeros(out.shape, dtype=np.min_scalar_type(kh * kw - 1))
+    for tap in range(1, kh * kw):
+        w = window(tap)
+        better = w > out  # strict: the first maximum keeps the index
+        np.maximum(out, w, out=out)
         # taps come in increasing order, so "set to tap where better" is a running maximum
         np.maximum(argmax, better * argmax.dtype.type(tap), out=argmax)
+    if stride == (1, 1):  # drop the junk columns: the (N, C, OH, OW) view of the rows, copied
+        out, argmax = (as_strided(a, (n, c, oh, ow), a.strides[:2] + (wp * a.itemsize,
+                                                                       a.itemsize)).copy()
+                       for a in (out, argmax))
     return out, (argmax, x.shape, kernel, stride, pads)
 
 
