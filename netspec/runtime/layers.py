@@ -17,7 +17,14 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from netspec.runtime.im2col import col2im, conv_output_size, im2col, offset_slices, pad2d
-from netspec.runtime.parallel import Shards, batchwise_backward, batchwise_forward, run, split_like
+from netspec.runtime.parallel import (
+    Shards,
+    batchwise_backward,
+    batchwise_forward,
+    run,
+    split_like,
+    sum_shards,
+)
 
 
 def _pair(value) -> tuple[int, int]:
@@ -640,9 +647,9 @@ def batchnorm_forward(
     batch_stats = train or running_mean is None
     if batch_stats:
         m = sum(xk.size for xk in xs) // xs[0].shape[1]
-        mean = _total(run(lambda xk: xk.sum(axis=axes), xs)) / m
+        mean = sum_shards(run(lambda xk: xk.sum(axis=axes), xs)) / m
         centred = run(lambda xk: xk - mean.reshape(shape), xs)
-        var = _total(run(lambda ck: _channel_dot(ck, ck), centred)) / m  # biased, as torch
+        var = sum_shards(run(lambda ck: _channel_dot(ck, ck), centred)) / m  # biased, as torch
         if running_mean is not None:
             if m < 2:
                 raise ValueError("batchnorm: training needs more than one value per channel")
@@ -669,14 +676,6 @@ def batchnorm_forward(
     return out[0], (centred[0], inv_std, gamma, beta is not None, batch_stats)
 
 
-def _total(parts: list) -> np.ndarray:
-    """The sum of per-shard partial results (the one part itself when nothing is split)."""
-    total = parts[0]
-    for part in parts[1:]:
-        total = total + part
-    return total
-
-
 def batchnorm_backward(dout: np.ndarray, cache):
     """dout: x's shape -> dx, dgamma (C,), dbeta (C,) (None when gamma is None).
 
@@ -689,14 +688,15 @@ def batchnorm_backward(dout: np.ndarray, cache):
     axes = (0,) + tuple(range(2, douts[0].ndim))
     shape = _channel_shape(douts[0])
     scale = inv_std if gamma is None else gamma * inv_std
-    sum_dout = _total(run(lambda dk: dk.sum(axis=axes), douts))
-    sum_dout_xhat = _total(run(_channel_dot, douts, centreds)) * inv_std
+    sum_dout = sum_shards(run(lambda dk: dk.sum(axis=axes), douts))
+    sum_dout_xhat = sum_shards(run(_channel_dot, douts, centreds)) * inv_std
     m = sum(dk.size for dk in douts) // douts[0].shape[1]
     centred_coef = (scale * inv_std * sum_dout_xhat / m).reshape(shape)
     offset = (scale * sum_dout / m).reshape(shape)
+    scale_c = scale.reshape(shape)
 
     def input_grad(dk, ck):
-        dx = dk * scale.reshape(shape)
+        dx = dk * scale_c
         if batch_stats:
             dx -= ck * centred_coef
             dx -= offset

@@ -147,9 +147,11 @@ def batchwise_forward(kernel):
     return forward
 
 
-def _sum(parts: list):
-    """The sum of the shards' gradients of one parameter, added into the first shard's (a
-    backward's parameter gradients are fresh arrays), so a split holds one extra copy."""
+def sum_shards(parts: list):
+    """The sum of per-shard partial results (a parameter's gradient, a batch statistic), added
+    into the first shard's array, which must be fresh (a backward's parameter gradients and a
+    reduction's results are), so a split holds one extra copy; the one part itself when
+    nothing is split; None for None parts."""
     if parts[0] is None:
         return None
     total = parts[0]
@@ -170,7 +172,7 @@ def batchwise_backward(kernel):
         first = results[0]
         if isinstance(first, tuple):  # (dx, d<param>...)
             dx = None if first[0] is None else Shards(r[0] for r in results)
-            grads = [_sum([r[i] for r in results]) for i in range(1, len(first))]
+            grads = [sum_shards([r[i] for r in results]) for i in range(1, len(first))]
             return (dx, *grads)
         if isinstance(first, list):  # one dx per input (concat, add)
             return [Shards(r[i] for r in results) for i in range(len(first))]
