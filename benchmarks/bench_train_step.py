@@ -384,18 +384,6 @@ def blas_limit(n: int):
     return threadpool_limits(n, user_api="blas")
 
 
-def set_threads(n: int, split: bool) -> None:
-    """torch on n threads; netspec as `netspec.threads(n, split)` runs it: the batch split over
-    n threads with one BLAS thread per GEMM, or unsplit on n BLAS threads."""
-    from threadpoolctl import threadpool_limits
-
-    from netspec.runtime import parallel
-
-    parallel.set_threads(n if split else 1)
-    threadpool_limits(1 if split else n, user_api="blas")
-    torch.set_num_threads(n)
-
-
 def splits(net, threads: int, no_split: bool) -> bool:
     """Whether netspec splits this workload's batch: what `netspec train` chooses
     (netspec.train.threads.splits_batch), unless --no-split."""
@@ -437,7 +425,7 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     threads = args.threads or blas_threads()
-    set_threads(threads, split=False)
+    torch.set_num_threads(threads)  # netspec's threads are set per workload (netspec.threads)
     kept = not args.no_keep_freed_memory and keep_freed_memory()
 
     how = (f"unsplit on {threads} BLAS threads" if args.no_split else
@@ -453,22 +441,22 @@ def main() -> None:
     rows, phases = [], {}
     for name in names:
         net, model, module, x, y = build(name)
-        set_threads(threads, splits(net, threads, args.no_split))
+        split = splits(net, threads, args.no_split)
         ours, theirs = NetspecStep(model, x, y), TorchStep(module, x, y)
-        loss_gap = abs(ours() - theirs())  # the first step: same weights, same batch
-        t_ours, t_theirs = interleaved(ours, theirs, args.repeats, args.settle, args.burst)
+        with netspec.threads(threads, split=split):
+            loss_gap = abs(ours() - theirs())  # the first step: same weights, same batch
+            t_ours, t_theirs = interleaved(ours, theirs, args.repeats, args.settle, args.burst)
+            if args.breakdown:
+                pa, pb = [], []
+                for _ in range(max(3, args.repeats // 3)):
+                    time.sleep(args.settle)
+                    pa.append(ours.phases())
+                    time.sleep(args.settle)
+                    pb.append(theirs.phases())
+                phases[name] = [{k: statistics.median(p[k] for p in side) for k in side[0]}
+                                for side in (pa, pb)]
         ceiling += gemm_gflops(threads)
-        if args.breakdown:
-            pa, pb = [], []
-            for _ in range(max(3, args.repeats // 3)):
-                time.sleep(args.settle)
-                pa.append(ours.phases())
-                time.sleep(args.settle)
-                pb.append(theirs.phases())
-            phases[name] = [{k: statistics.median(p[k] for p in side) for k in side[0]}
-                            for side in (pa, pb)]
-        rows.append((name, len(x), t_ours, t_theirs, step_gflop(net, len(x)), loss_gap,
-                     splits(net, threads, args.no_split)))
+        rows.append((name, len(x), t_ours, t_theirs, step_gflop(net, len(x)), loss_gap, split))
 
     peak = statistics.median(ceiling)
     print(f"np.matmul float32 GEMM ceiling (2048^3, {threads} BLAS threads): {peak:.1f} GFLOP/s "
@@ -502,8 +490,9 @@ def main() -> None:
             net = netspec.parse(WORKLOADS[name][0], f"<bench {name}>")
             estimate = netspec.analyze(net, batch=WORKLOADS[name][2],
                                        optimizer="momentum").memory.total
-            set_threads(threads, splits(net, threads, args.no_split))
-            mb = [netspec_peak_bytes(name) / 1e6, torch_peak_bytes(name) / 1e6, estimate / 1e6]
+            with netspec.threads(threads, split=splits(net, threads, args.no_split)):
+                ours = netspec_peak_bytes(name)
+            mb = [ours / 1e6, torch_peak_bytes(name) / 1e6, estimate / 1e6]
             print(f"{LABELS[name]:30} " + " ".join(f"{v:8.1f}" for v in mb))
         print("netspec: tracemalloc peak; torch: tensors + torch.profiler allocator peak; "
               "analyzer: analyze(batch, optimizer='momentum').memory.total")
