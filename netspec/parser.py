@@ -5,11 +5,17 @@
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import re
+import sys
 from importlib import resources
+from typing import Any
 
 import lark
 from lark import Token, Transformer, v_args
+from lark.grammar import Rule
+from lark.lexer import TerminalDef
 
 from netspec import syntax as S
 from netspec.diagnostics import Diagnostic, NetspecError, Note, Source, Span
@@ -58,13 +64,62 @@ _CHAR_HINTS = {
 }
 
 
+GRAMMAR = "netspec.lark"
+# The LALR tables, built from the grammar ahead of time and shipped in the package as plain
+# JSON data (never a pickle, never a shared temp file): `python -m netspec.parser
+# --write-tables` rebuilds them, and a test fails when they fall behind the grammar.
+TABLES = "netspec.tables.json"
+
+
+def _grammar_text() -> str:
+    return resources.files("netspec.grammars").joinpath(GRAMMAR).read_text(encoding="utf-8")
+
+
+def _grammar_digest(grammar: str) -> str:
+    return hashlib.sha256(grammar.encode("utf-8")).hexdigest()
+
+
+def build_lark_parser() -> lark.Lark:
+    """Build the LALR parser from the grammar (~0.13 s); no cache is read or written."""
+    return lark.Lark(_grammar_text(), parser="lalr", lexer="contextual",
+                     propagate_positions=True, maybe_placeholders=True)
+
+
+def tables_json(parser: lark.Lark) -> str:
+    """The parser's tables as JSON text, stamped with the grammar's digest and Lark's version."""
+    data, memo = parser.memo_serialize([TerminalDef, Rule])
+    return json.dumps({"grammar_sha256": _grammar_digest(_grammar_text()),
+                       "lark_version": lark.__version__, "data": data, "memo": memo},
+                      sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def _int_keys(pairs: list[tuple[str, Any]]) -> dict[Any, Any]:
+    # JSON object keys are strings; Lark's tables key states and memo entries by integer.
+    return {int(k) if k.isdigit() else k: v for k, v in pairs}
+
+
+def _load_tables() -> lark.Lark | None:
+    """The shipped tables, or None when they were built from another grammar or Lark."""
+    try:
+        text = resources.files("netspec.grammars").joinpath(TABLES).read_text(encoding="utf-8")
+    except (FileNotFoundError, OSError):
+        return None
+    tables = json.loads(text, object_pairs_hook=_int_keys)
+    if (tables.get("grammar_sha256") != _grammar_digest(_grammar_text())
+            or tables.get("lark_version") != lark.__version__):
+        return None
+    return lark.Lark._load_from_dict(tables["data"], tables["memo"])
+
+
 @functools.lru_cache(maxsize=1)
 def lark_parser() -> lark.Lark:
-    """The LALR parser, built once per process."""
-    grammar = resources.files("netspec.grammars").joinpath("netspec.lark").read_text()
-    # cache=True keeps the LALR tables in the temp directory, keyed by the grammar's hash.
-    return lark.Lark(grammar, parser="lalr", lexer="contextual", propagate_positions=True,
-                     maybe_placeholders=True, cache=True)
+    """The LALR parser, built once per process: from the shipped tables (~0.04 s) when they
+    match the grammar and the installed Lark, else from the grammar itself.
+
+    Lark's own `cache=True` option is never passed: it unpickles a file under a predictable
+    name in the shared temp directory, which any local user can plant (issue 19).
+    """
+    return _load_tables() or build_lark_parser()
 
 
 @functools.lru_cache(maxsize=1)
@@ -465,3 +520,20 @@ class ToAst(Transformer):
 
     def list_(self, meta, *items):
         return S.ListExpr(tuple(i for i in items if i is not None), self._s(meta))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m netspec.parser --write-tables`: rebuild grammars/netspec.tables.json."""
+    args = sys.argv[1:] if argv is None else argv
+    if args != ["--write-tables"]:
+        print("usage: python -m netspec.parser --write-tables", file=sys.stderr)
+        return 2
+    path = resources.files("netspec.grammars").joinpath(TABLES)
+    with open(str(path), "w", encoding="utf-8") as f:
+        f.write(tables_json(build_lark_parser()))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
