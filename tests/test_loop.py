@@ -277,7 +277,7 @@ def test_init_from_reports_mismatched_head(digits, tmp_path):
 
 def test_output_width_must_match_the_classes(digits, tmp_path):
     subset = load_dataset(replace(TrainConfig().data, classes=[0, 1]))
-    with pytest.raises(TrainError, match="reinit: \\[fc2\\]"):
+    with pytest.raises(TrainError, match="reinit = \\[fc2\\]"):
         train(TinyMLP(), config(epochs=1), subset, tmp_path, progress=False)
 
 

@@ -135,3 +135,19 @@ def test_every_setting_is_documented(tmp_path):
     text = (Path(__file__).parents[1] / "docs" / "training.md").read_text()
     for key in docs:
         assert f"`{key.split('.')[-1]}`" in text, key
+
+
+@pytest.mark.parametrize("section, value", [
+    ("optimizer", {"type": "sgd", "nesterov": True}),
+    ("schedule", "step"),
+    ("data", {"type": "mnist"}),
+])
+def test_hints_show_valid_spec_syntax(section, value):
+    import netspec
+
+    with pytest.raises(ConfigError) as err:
+        TrainConfig.from_spec({section: value})
+    example = err.value.hint.split("e.g. ", 1)[1]
+    net = netspec.parse("network n {\n input x: [4]\n output x -> linear(2)\n"
+                        f" train {{ {example} }}\n}}", "hint.net")
+    TrainConfig.from_spec(net.train)

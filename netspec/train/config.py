@@ -203,7 +203,7 @@ class OptimizerConfig(Section):
     def validated(self, key):
         if self.type == "sgd" and self.nesterov and not self.momentum:
             raise ConfigError(f"{key}.nesterov", "Nesterov momentum needs momentum > 0",
-                              "e.g. optimizer: sgd(lr=0.01, momentum=0.9, nesterov=true)")
+                              "e.g. optimizer = sgd(lr=0.01, momentum=0.9, nesterov=true)")
         return self
 
     def build(self):
@@ -246,7 +246,7 @@ class ScheduleConfig(Section):
     def validated(self, key):
         if self.type == "step" and not self.milestones and not self.every:
             raise ConfigError(f"{key}", "step decay needs milestones=[...] or every=k",
-                              "e.g. schedule: step(milestones=[5, 8], gamma=0.1)")
+                              "e.g. schedule = step(milestones=[5, 8], gamma=0.1)")
         return self
 
     def build(self, base_lr: float, epochs: int, iters_per_epoch: int):
@@ -287,7 +287,7 @@ class DataConfig(Section):
     def validated(self, key):
         if self.type != "digits" and not self.path:
             raise ConfigError(f"{key}.path", f"data type '{self.type}' needs a path",
-                              f"e.g. data: {self.type}(path=\"...\")")
+                              f"e.g. data = {self.type}(path=\"...\")")
         return self
 
 

@@ -223,7 +223,7 @@ def check_output_width(run: Run) -> None:
         raise TrainError(
             f"the model outputs {scores.shape[1:]} scores per example but the data has "
             f"{run.data.num_classes} classes; re-initialize the head for them: "
-            f"reinit: [{head}] (CLI: --reinit {head})")
+            f"reinit = [{head}] (CLI: --reinit {head})")
 
 
 def resume_from(run: Run, path: Path) -> LoopState:
