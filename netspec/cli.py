@@ -9,7 +9,8 @@ import sys
 from netspec.diagnostics import NetspecError
 
 # Each name is a module netspec.commands.<name> with HELP, add_arguments(p) and run(args).
-COMMANDS = ["check", "summary", "draw", "compile", "train", "eval", "predict", "knn", "ops"]
+COMMANDS = ["check", "summary", "draw", "compile", "train", "eval", "predict", "knn", "ops",
+            "fmt"]
 
 
 def build_parser() -> argparse.ArgumentParser:

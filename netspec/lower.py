@@ -54,11 +54,24 @@ def library_dir() -> str:
 
 
 def load_library(module: S.Module, _stack: tuple[str, ...] = (),
-                 _seen: dict[str, S.Module] | None = None) -> Library:
+                 _seen: dict[str, S.Module] | None = None,
+                 errors: list[Diagnostic] | None = None) -> Library:
+    """Every block and network the module sees. With an `errors` list, a bad import or
+    definition is recorded there and the rest is still collected."""
     seen = {} if _seen is None else _seen
     lib = Library()
-    _collect(module, lib, _stack + (_real(module.path),), seen)
+    _collect(module, lib, _stack + (_real(module.path),), seen, errors)
     return lib
+
+
+def _recording(errors: list[Diagnostic] | None, what: Callable[[], None]) -> None:
+    """Run `what`; a NetspecError goes to `errors` if given, else propagates."""
+    try:
+        what()
+    except NetspecError as exc:
+        if errors is None:
+            raise
+        errors.extend(d for d in exc.diagnostics if d not in errors)
 
 
 def _real(path: str) -> str:
@@ -66,32 +79,37 @@ def _real(path: str) -> str:
 
 
 def _collect(module: S.Module, lib: Library, stack: tuple[str, ...],
-             seen: dict[str, S.Module]) -> None:
+             seen: dict[str, S.Module], errors: list[Diagnostic] | None = None) -> None:
     base = os.path.dirname(module.path) if not module.path.startswith("<") else os.getcwd()
     for imp in module.imports:
-        candidates = [os.path.join(base, imp.path), os.path.join(library_dir(), imp.path)]
-        found = next((c for c in candidates if os.path.isfile(c)), None)
-        if found is None:
-            raise error(f'cannot find import "{imp.path}"', imp.span,
-                        f"looked in {base or '.'} and in the bundled library {library_dir()}")
-        real = _real(found)
-        if real in stack:
-            chain = " -> ".join(os.path.basename(p) for p in stack[stack.index(real):])
-            raise error(f"import cycle: {chain} -> {os.path.basename(real)}", imp.span,
-                        "move the shared blocks into a file both can import")
-        if len(stack) > MAX_IMPORT_DEPTH:
-            raise error("imports nested too deeply", imp.span)
-        if real not in seen:
-            try:
-                with open(found, encoding="utf-8") as f:
-                    text = f.read()
-            except (OSError, UnicodeDecodeError) as exc:
-                raise error(f'cannot read import "{imp.path}": {exc}', imp.span) from None
-            seen[real] = parse_module(text, _display(found))
-            _collect(seen[real], lib, stack + (real,), seen)
-        else:
-            _collect_defs(seen[real], lib)
-    _collect_defs(module, lib)
+        _recording(errors, lambda imp=imp: _import(imp, base, lib, stack, seen))
+    _collect_defs(module, lib, errors)
+
+
+def _import(imp: S.Import, base: str, lib: Library, stack: tuple[str, ...],
+            seen: dict[str, S.Module]) -> None:
+    candidates = [os.path.join(base, imp.path), os.path.join(library_dir(), imp.path)]
+    found = next((c for c in candidates if os.path.isfile(c)), None)
+    if found is None:
+        raise error(f'cannot find import "{imp.path}"', imp.span,
+                    f"looked in {base or '.'} and in the bundled library {library_dir()}")
+    real = _real(found)
+    if real in stack:
+        chain = " -> ".join(os.path.basename(p) for p in stack[stack.index(real):])
+        raise error(f"import cycle: {chain} -> {os.path.basename(real)}", imp.span,
+                    "move the shared blocks into a file both can import")
+    if len(stack) > MAX_IMPORT_DEPTH:
+        raise error("imports nested too deeply", imp.span)
+    if real not in seen:
+        try:
+            with open(found, encoding="utf-8") as f:
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise error(f'cannot read import "{imp.path}": {exc}', imp.span) from None
+        seen[real] = parse_module(text, _display(found))
+        _collect(seen[real], lib, stack + (real,), seen)
+    else:
+        _collect_defs(seen[real], lib)
 
 
 def _display(path: str) -> str:
@@ -99,23 +117,28 @@ def _display(path: str) -> str:
     return rel if not rel.startswith("..") else path
 
 
-def _collect_defs(module: S.Module, lib: Library) -> None:
+def _collect_defs(module: S.Module, lib: Library,
+                  errors: list[Diagnostic] | None = None) -> None:
     for d in module.definitions:
-        _check_params(d)
-        if d.kind == "network":
-            if d not in lib.networks:
-                lib.networks.append(d)
-            continue
-        prev = lib.blocks.get(d.name)
-        if prev is not None and prev is not d:
-            if prev.span == d.span:
-                continue
-            raise error(f"block `{d.name}` is defined twice", d.name_span,
-                        notes=[Note("first defined here", prev.name_span)])
-        if lookup(d.name):
-            raise error(f"block `{d.name}` has the name of a built-in op", d.name_span,
-                        "rename the block")
-        lib.blocks[d.name] = d
+        _recording(errors, lambda d=d: _check_params(d))
+        _recording(errors, lambda d=d: _collect_def(d, lib))
+
+
+def _collect_def(d: S.Definition, lib: Library) -> None:
+    if d.kind == "network":
+        if d not in lib.networks:
+            lib.networks.append(d)
+        return
+    prev = lib.blocks.get(d.name)
+    if prev is not None and prev is not d:
+        if prev.span == d.span:
+            return
+        raise error(f"block `{d.name}` is defined twice", d.name_span,
+                    notes=[Note("first defined here", prev.name_span)])
+    if lookup(d.name):
+        raise error(f"block `{d.name}` has the name of a built-in op", d.name_span,
+                    "rename the block")
+    lib.blocks[d.name] = d
 
 
 def _check_params(d: S.Definition) -> None:
@@ -145,6 +168,17 @@ class Scope:
     block_input: str | None = None
     has_input: bool = False
     output: list[str] | None = None
+    # Recovering lowering: a statement that failed leaves its names poisoned (a later use is
+    # silent, not a second error); `tainted` scopes hold statements the parser dropped.
+    failed: bool = False
+    tainted: bool = False
+
+
+class Poisoned(Exception):
+    """A statement used a name whose definition failed: its error is already reported."""
+
+
+POISON = object()  # the value of a name whose `let` or parameter failed
 
 
 class FreeNamer:
@@ -190,12 +224,32 @@ class SeqNamer:
 # ---- the lowering itself -----------------------------------------------------------
 
 class Lowerer:
-    def __init__(self, lib: Library):
+    def __init__(self, lib: Library, recover: bool = False,
+                 tainted: frozenset[str] = frozenset(), broken: frozenset[str] = frozenset(),
+                 incomplete: bool = False):
         self.lib = lib
         self.graph = nx.DiGraph()
         self.warnings: list[Diagnostic] = []
         self._warned: set[tuple] = set()
         self.depth = 0
+        # recover: record an error per statement and go on (netspec check, the LSP);
+        # otherwise the first error propagates (every other command).
+        self.recover = recover
+        self.tainted = tainted  # definitions with syntax errors (statements dropped)
+        self.broken = broken  # blocks whose header is wrong: their calls are not expanded
+        self.incomplete = incomplete  # an import failed: unknown names may be its blocks
+        self.errors: list[Diagnostic] = []
+        self._reported: set[tuple] = set()
+
+    def record(self, exc: NetspecError, scope: Scope) -> None:
+        """Keep an error once: a broken block reports once, not once per instance."""
+        for d in exc.diagnostics:
+            key = (d.message, d.span)
+            if key in self._reported:
+                continue
+            self._reported.add(key)
+            d.notes.extend(Note(f.describe(), f.span) for f in reversed(scope.frames))
+            self.errors.append(d)
 
     def warn(self, message: str, span: Span | None, hint: str | None = None) -> None:
         key = (message, span)
@@ -209,7 +263,11 @@ class Lowerer:
         scope = Scope("network", "", dict(values))
         net = Network(d.name, self.graph, [], [], path=d.span.path, params=dict(values))
         self.net = net
+        scope.tainted = d.name in self.tainted
         self.run_body(scope, d.body)
+        if scope.failed or scope.tainted:
+            net.warnings = self.warnings
+            return net  # its inputs, outputs and uses are incomplete: no checks on them
         if not net.inputs:
             raise error(f"network `{d.name}` has no input", d.name_span,
                         "declare one: input x: [3, 224, 224]")
@@ -247,7 +305,25 @@ class Lowerer:
 
     def run_body(self, scope: Scope, body: tuple[S.Stmt, ...]) -> None:
         for stmt in body:
-            getattr(self, "stmt_" + type(stmt).__name__)(scope, stmt)
+            if not self.recover:
+                getattr(self, "stmt_" + type(stmt).__name__)(scope, stmt)
+                continue
+            try:
+                getattr(self, "stmt_" + type(stmt).__name__)(scope, stmt)
+            except NetspecError as exc:
+                self.record(exc, scope)
+                self.poison(scope, stmt)
+            except Poisoned:
+                self.poison(scope, stmt)
+
+    def poison(self, scope: Scope, stmt: S.Stmt) -> None:
+        """After `stmt` failed: the names it would define are known but unusable."""
+        scope.failed = True
+        for name, is_tensor in _defined_names(stmt):
+            if is_tensor and name not in scope.tensors:
+                scope.tensors[name] = None
+            elif not is_tensor and name not in scope.values:
+                scope.values[name] = POISON
 
     def stmt_InputStmt(self, scope: Scope, st: S.InputStmt) -> None:
         self.define_tensor_name(scope, st.name, st.span)
@@ -285,6 +361,8 @@ class Lowerer:
         scope.tensor_spans[st.name] = st.name_span
 
     def define_tensor_name(self, scope: Scope, name: str, span: Span) -> None:
+        if name in scope.tensors and scope.tensors[name] is None:
+            return  # its first definition failed; this one stands
         if name in scope.tensors:
             raise error(f"tensor `{name}` is already defined", span,
                         "give this tensor a new name", self._first(scope, name))
@@ -325,14 +403,26 @@ class Lowerer:
         if scope.kind != "network":
             raise error("a `train` section belongs in a network, not a block", st.span)
         for entry in st.entries:
-            if entry.key in self.net.train:
-                raise error(f"train setting `{entry.key}` given twice", entry.span)
-            self.net.train[entry.key] = self.train_value(entry.value, scope.values)
-            self.net.train_spans[entry.key] = entry.span
+            try:
+                self.train_entry(scope, entry)
+            except (NetspecError, Poisoned) as exc:
+                if not self.recover:
+                    raise
+                if isinstance(exc, NetspecError):
+                    self.record(exc, scope)
+
+    def train_entry(self, scope: Scope, entry: S.TrainEntry) -> None:
+        if entry.key in self.net.train:
+            raise error(f"train setting `{entry.key}` given twice", entry.span)
+        self.net.train[entry.key] = self.train_value(entry.value, scope.values)
+        self.net.train_spans[entry.key] = entry.span
 
     # ---- tensors
     def tensor(self, scope: Scope, t: S.TensorExpr) -> list[str]:
         if isinstance(t, S.Ref):
+            if scope.tensors.get(t.name, ()) is None or (
+                    scope.tainted and t.name not in scope.tensors):
+                raise Poisoned(t.name)
             if t.name not in scope.tensors:
                 if t.name in scope.values:
                     raise error(f"`{t.name}` is a value, not a tensor", t.span)
@@ -397,9 +487,9 @@ class Lowerer:
         op = lookup(core.name)
         block = self.lib.blocks.get(core.name)
         if op is None and block is None:
-            raise error(f"unknown op or block `{core.name}`", core.span,
-                        did_you_mean(core.name, all_names() + list(self.lib.blocks))
-                        or "see `netspec ops` for the built-in ops, or define a block")
+            if self.incomplete:
+                raise Poisoned(core.name)
+            raise _unknown_call(core, self.lib)
         if op is not None and op.name == "input":
             raise error("`input` is a statement, not a layer", core.span,
                         "declare inputs with: input x: [3, 224, 224]")
@@ -433,13 +523,7 @@ class Lowerer:
 
     def op_args(self, op: Op, call: S.Call, values: dict[str, Any]) -> dict[str, Any]:
         names = [a.name for a in op.args]
-
-        def hint(key: str) -> str | None:
-            torch_name = _TORCH_ARG_NAMES.get(key)
-            return f"did you mean `{torch_name}`?" if torch_name in names \
-                else did_you_mean(key, names)
-
-        matched = match_arguments(call.args, names, op.name, "argument", hint,
+        matched = match_arguments(call.args, names, op.name, "argument", _arg_hint(names),
                                   f"signature: {op.signature()}")
         attrs: dict[str, Any] = {}
         spans = {key: arg.span for key, arg in matched.items()}
@@ -466,6 +550,8 @@ class Lowerer:
         if len(current) != 1:
             raise error(f"block `{block.name}` takes one input, got a tuple of {len(current)}",
                         call.span, "merge the branches first: (a, b) -> concat")
+        if block.name in self.broken:
+            raise Poisoned(block.name)
         if self.depth >= MAX_BLOCK_DEPTH:
             raise error(f"blocks nested more than {MAX_BLOCK_DEPTH} deep", call.span,
                         f"does `{block.name}` call itself?")
@@ -475,8 +561,11 @@ class Lowerer:
         sub = Scope("block", instance + ".", dict(bound), scope.frames + (frame,),
                     block_input=current[0])
         self.depth += 1
+        sub.tainted = block.name in self.tainted
         try:
             self.run_body(sub, block.body)
+            if sub.failed or sub.tainted:
+                raise Poisoned(block.name)
             if not sub.has_input:
                 raise error(f"block `{block.name}` declares no input", block.name_span,
                             "start its body with: input x")
@@ -513,8 +602,12 @@ class Lowerer:
     # ---- values
     def value(self, e: S.Expr, env: dict[str, Any]) -> Any:
         if isinstance(e, S.Const):
+            if e.value is S.INVALID:
+                raise Poisoned("literal")
             return e.value
         if isinstance(e, S.Name):
+            if env.get(e.name) is POISON:
+                raise Poisoned(e.name)
             if e.name not in env:
                 raise error(f"undefined name `{e.name}`", e.span,
                             did_you_mean(e.name, env) or
@@ -602,6 +695,21 @@ class Lowerer:
         return self.value(e, env)
 
 
+def _unknown_call(call: S.Call, lib: Library) -> NetspecError:
+    return error(f"unknown op or block `{call.name}`", call.span,
+                 did_you_mean(call.name, all_names() + list(lib.blocks))
+                 or "see `netspec ops` for the built-in ops, or define a block")
+
+
+def _arg_hint(names: list[str]) -> Callable[[str], str | None]:
+    """Did-you-mean for an op's argument, knowing PyTorch's long names (kernel_size -> k)."""
+    def hint(key: str) -> str | None:
+        torch_name = _TORCH_ARG_NAMES.get(key)
+        return f"did you mean `{torch_name}`?" if torch_name in names \
+            else did_you_mean(key, names)
+    return hint
+
+
 def _too_many(name: str, n: int) -> str:
     if n == 0:
         return f"`{name}` takes no arguments"
@@ -640,6 +748,17 @@ def _is_num(v: Any) -> bool:
 
 
 
+def _defined_names(stmt: S.Stmt) -> list[tuple[str, bool]]:
+    """(name, is_tensor) of every name a statement defines, in both branches of an `if`."""
+    if isinstance(stmt, (S.Assign, S.InputStmt)):
+        return [(stmt.name, True)]
+    if isinstance(stmt, S.Let):
+        return [(stmt.name, False)]
+    if isinstance(stmt, S.If):
+        return [n for inner in stmt.then + stmt.otherwise for n in _defined_names(inner)]
+    return []
+
+
 def _signature(d: S.Definition) -> str:
     return f"{d.name}(" + ", ".join(p.name + ("=…" if p.default else "") for p in d.params) + ")"
 
@@ -674,3 +793,130 @@ def lower(module: S.Module, network: str | None = None,
                     "deeply", chosen.name_span,
                     "a block inside many brackets inside a recursive block multiplies the "
                     "depths; flatten the brackets or the recursion") from None
+
+
+def lower_recovering(module: S.Module, network: str | None = None,
+                     overrides: dict[str, Any] | None = None,
+                     syntax_errors: Iterable[Diagnostic] = ()
+                     ) -> tuple[Network | None, list[Diagnostic]]:
+    """Lower like `lower`, but record every independent error instead of stopping at the
+    first: each failed statement is reported once and poisons only the names it defines.
+    Definitions holding `syntax_errors` (statements the parser dropped) skip the checks
+    that dropped statements would make wrong (undefined names, missing input or output).
+
+    Returns (the network, or None if there is none or it could not be built; the errors
+    and warnings). A file without networks gets None and no error: see check_library."""
+    errors: list[Diagnostic] = []
+    lib = load_library(module, errors=errors)
+    tainted = frozenset(d.name for d in module.definitions
+                        if any(_inside(e.span, d.span) for e in syntax_errors))
+    broken = frozenset(d.name for d in module.definitions
+                       if any(_inside(e.span, d.span) for e in errors))
+    incomplete = any(e.span is not None and e.span.path == module.path
+                     and any(_inside(e.span, i.span) for i in module.imports) for e in errors) \
+        or any(e.span is None or e.span.path != module.path for e in errors)
+    own = [d for d in module.definitions if d.kind == "network"]
+    if network is not None:
+        chosen = next((d for d in lib.networks if d.name == network), None)
+        if chosen is None:
+            errors.append(Diagnostic("error", f"no network `{network}` in {module.path}", None,
+                                     did_you_mean(network, [d.name for d in lib.networks])))
+            return None, errors
+    elif own:
+        chosen = own[-1]
+    elif not module.definitions and not list(syntax_errors):
+        errors.append(Diagnostic("error", f"{module.path} defines no network", None,
+                                 "add `network name { ... }`"))
+        return None, errors
+    else:
+        return None, errors
+    lowerer = Lowerer(lib, recover=True, tainted=tainted, broken=broken,
+                      incomplete=incomplete)
+    try:
+        net = lowerer.network(chosen, overrides or {})
+    except NetspecError as exc:  # the network's own parameters, its input or output
+        return None, errors + lowerer.errors + exc.diagnostics
+    except RecursionError:
+        return None, errors + lowerer.errors + [Diagnostic(
+            "error", f"expanding `{chosen.name}` nests blocks, brackets and expressions too "
+            "deeply", chosen.name_span)]
+    return net, errors + lowerer.errors
+
+
+def _inside(span: Span | None, outer: Span) -> bool:
+    return span is not None and span.path == outer.path and \
+        (outer.line, outer.col) <= (span.line, span.col) <= (outer.end_line, outer.end_col)
+
+
+def check_block_alone(lib: Library, block: S.Definition) -> list[Diagnostic]:
+    """Lower one block of a library on its own (no caller): parameters without a default
+    are unknown, so only what does not depend on them is checked (op and block names,
+    argument names, tensors, and every value the defaults determine). Shapes need the
+    caller's input and are not checked here. Returns the errors and warnings."""
+    lowerer = Lowerer(lib, recover=True)
+    lowerer.net = Network(block.name, lowerer.graph, [], [], path=block.span.path)
+    lowerer.graph.add_node("<input>", op="input", attrs={"shape": None}, inputs=[],
+                           span=block.name_span, path=())
+    scope = Scope("network", "", {})
+    unknown = {p.name: POISON for p in block.params if p.default is None}
+    call = S.Call(block.name, (), block.name_span)
+    try:
+        bound = lowerer.bind_params(block, [], unknown, block.name_span)
+        args = tuple(S.Arg(name, S.Name(name, block.name_span), block.name_span)
+                     for name in bound)
+        lowerer.instantiate(scope, bound, ["<input>"], S.Call(block.name, args, call.span),
+                            block.name, block)
+    except NetspecError as exc:
+        lowerer.record(exc, scope)
+    except Poisoned:
+        pass
+    for d in lowerer.errors:  # "in stem (stem, ...)" says nothing about a block alone
+        d.notes = [n for n in d.notes if not n.message.startswith(f"in {block.name} (")]
+    found = _call_errors(lib, block.body)
+    keys = {(d.message, d.span) for d in found}
+    return found + [d for d in lowerer.errors if (d.message, d.span) not in keys] \
+        + lowerer.warnings
+
+
+def _call_errors(lib: Library, body: tuple[S.Stmt, ...]) -> list[Diagnostic]:
+    """What is wrong with the calls of a body whatever the values: unknown ops and blocks,
+    unknown argument names, too many positional arguments."""
+    errors: list[Diagnostic] = []
+    for call in _calls(body):
+        op, block = lookup(call.name), lib.blocks.get(call.name)
+        try:
+            if op is None and block is None:
+                raise _unknown_call(call, lib)
+            if op is not None:
+                names = [a.name for a in op.args]
+                match_arguments(call.args, names, op.name, "argument", _arg_hint(names),
+                                f"signature: {op.signature()}")
+            else:
+                names = [p.name for p in block.params]
+                match_arguments(call.args, names, block.name, "parameter",
+                                lambda key, names=names: did_you_mean(key, names),
+                                f"signature: {_signature(block)}")
+        except NetspecError as exc:
+            errors.extend(exc.diagnostics)
+    return errors
+
+
+def _calls(node: Any) -> Iterable[S.Call]:
+    """Every layer or block call in statements or tensor expressions, in source order."""
+    if isinstance(node, tuple):
+        for item in node:
+            yield from _calls(item)
+    elif isinstance(node, S.Call):
+        yield node
+    elif isinstance(node, (S.Assign, S.OutputStmt)):
+        yield from _calls(node.tensor)
+    elif isinstance(node, S.If):
+        yield from _calls(node.then + node.otherwise)
+    elif isinstance(node, S.Pipeline):
+        yield from _calls((node.head,) + node.stages)
+    elif isinstance(node, (S.AddTensor, S.TupleTensor)):
+        yield from _calls(node.items)
+    elif isinstance(node, S.Stage):
+        yield from _calls(node.core)
+    elif isinstance(node, S.Group):
+        yield from _calls(node.stages)

@@ -134,9 +134,7 @@ def parse_module(text: str, filename: str = "<string>") -> S.Module:
     """Parse one .net file into a Module AST. Raises NetspecError with a located diagnostic."""
     text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     source = Source(filename, text)
-    if len(text) > MAX_SOURCE_BYTES:
-        raise NetspecError(Diagnostic("error", f"spec is too large ({len(text)} bytes; "
-                                      f"the limit is {MAX_SOURCE_BYTES})", None))
+    _check_size(text)
     _check_nesting(source)
     try:
         tree = lark_parser().parse(text)
@@ -149,6 +147,219 @@ def parse_module(text: str, filename: str = "<string>") -> S.Module:
         if isinstance(exc.orig_exc, NetspecError):
             raise exc.orig_exc from None
         raise
+
+
+def parse_module_recovering(text: str, filename: str = "<string>"
+                            ) -> tuple[S.Module | None, list[Diagnostic]]:
+    """Parse one .net file, recovering after syntax errors at statement boundaries.
+
+    Returns (the AST of every statement that parsed, every syntax error). The Module is
+    None only when the file cannot be parsed at all (a resource limit). The first error
+    is the one parse_module raises."""
+    text = text.removeprefix("\ufeff")
+    source = Source(filename, text)
+    try:
+        _check_size(text)
+        _check_nesting(source)
+    except NetspecError as exc:
+        return None, exc.diagnostics
+    recovery = _Recovery(source)
+    try:
+        tree = lark_parser().parse(text, on_error=recovery.on_error)
+    except lark.exceptions.UnexpectedInput as exc:
+        if not recovery.diagnostics:  # on_error gave up on its very first error
+            recovery.diagnostics.append(_syntax_diagnostic(exc, source))
+        return None, recovery.diagnostics
+    try:
+        _check_depth(tree, source)
+    except NetspecError as exc:
+        return None, recovery.diagnostics + exc.diagnostics
+    builder = ToAst(source, errors=[])
+    try:
+        module = builder.transform(tree)
+    except lark.exceptions.VisitError as exc:
+        if isinstance(exc.orig_exc, NetspecError):
+            return None, recovery.diagnostics + exc.orig_exc.diagnostics
+        raise
+    return module, sorted(recovery.diagnostics + builder.errors, key=_position)
+
+
+def _position(d: Diagnostic) -> tuple[int, int]:
+    return (d.span.line, d.span.col) if d.span else (0, 0)
+
+
+def _check_size(text: str) -> None:
+    if len(text) > MAX_SOURCE_BYTES:
+        raise NetspecError(Diagnostic("error", f"spec is too large ({len(text)} bytes; "
+                                      f"the limit is {MAX_SOURCE_BYTES})", None))
+
+
+# ---- error recovery ------------------------------------------------------------------
+# Panic mode on Lark's interactive LALR parser (`on_error`): after a syntax error the parser
+# pops its stack back to a state where a statement (or, at top level, a definition) can
+# start, and the lexer skips ahead to the next token that starts one. Whatever the broken
+# statement held is dropped, so later stages never see half a statement.
+
+_BODY_STARTS = {"input", "output", "let", "if", "train", "}"}
+_TOP_STARTS = {"network", "block", "import"}
+MAX_SYNTAX_ERRORS = 100
+
+
+def lex(text: str, keep_comments: bool = True) -> list[Token]:
+    """Every token of `text` by the grammar's own terminals (comments and whitespace too when
+    keep_comments); a character no terminal matches becomes an ERROR token."""
+    tokens: list[Token] = []
+    masked = text
+    while True:
+        try:
+            tokens = list(lark_parser().lex(masked, dont_ignore=keep_comments))
+            break
+        except lark.exceptions.UnexpectedCharacters as exc:
+            # Mask the bad character (positions stay put) and lex again.
+            pos = exc.pos_in_stream
+            masked = masked[:pos] + " " + masked[pos + 1:]
+    if masked is not text:
+        errors = [Token("ERROR", text[i], start_pos=i) for i, (a, b)
+                  in enumerate(zip(text, masked)) if a != b]
+        tokens = sorted(tokens + errors, key=lambda t: t.start_pos)
+    return tokens
+
+
+def _offset(value) -> int:
+    """Where a parser stack value (a token or a tree) starts in the text; -1 if unknown."""
+    if isinstance(value, Token):
+        return value.start_pos if value.start_pos is not None else -1
+    meta = getattr(value, "meta", None)
+    return meta.start_pos if meta is not None and not meta.empty else -1
+
+
+class _Recovery:
+    """The `on_error` callback: records each independent syntax error and resynchronizes."""
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.diagnostics: list[Diagnostic] = []
+        self.tokens = [t for t in lex(source.text, keep_comments=False) if t.type != "ERROR"]
+        self.starts = self._sync_points()
+        self.resumed: list | None = None  # the parser's stack right after the last recovery
+        self.skipped: list[tuple[int, int]] = []  # offsets [start, end) dropped
+        self.seeks: set[int] = set()  # definitions the lexer went back to (once each)
+
+    def _sync_points(self) -> list[int]:
+        """Offsets of tokens that start a statement or definition: keywords, `}`, and a
+        name first on its line followed by `=` where the line before did not end in `(`,
+        `[` or `,` (there it is more likely a keyword argument than an assignment)."""
+        points: list[int] = []
+        toks = self.tokens
+        for k, tok in enumerate(toks):
+            text = str(tok)
+            assignment = (tok.type == "NAME" and k + 1 < len(toks) and str(toks[k + 1]) == "="
+                          and (k == 0 or (toks[k - 1].end_line != tok.line
+                                          and str(toks[k - 1]) not in ("(", "[", ","))))
+            if text in _BODY_STARTS or text in _TOP_STARTS or assignment:
+                points.append(tok.start_pos)
+        return points
+
+    def on_error(self, exc: lark.exceptions.UnexpectedInput) -> bool:
+        parser = exc.interactive_parser
+        state = parser.parser_state
+        at_end = isinstance(exc, lark.exceptions.UnexpectedToken) and exc.token.type == "$END"
+        recovering = self.resumed is not None and state.state_stack == self.resumed
+        if not recovering:
+            if len(self.diagnostics) >= MAX_SYNTAX_ERRORS:
+                return False
+            self.diagnostics.append(_syntax_diagnostic(exc, self.source))
+        if at_end:
+            return self._close(parser, exc.token)
+        offset = exc.pos_in_stream if isinstance(exc, lark.exceptions.UnexpectedCharacters) \
+            else exc.token.start_pos
+        if not self._pop_to_statement(parser, self._statement_start(offset)):
+            return False
+        token = getattr(exc, "token", None)
+        if "NETWORK" not in parser.accepts():
+            opener = self._definition_before(offset)
+            if opener is not None:  # a `}` is missing: end the open bodies, go back to it
+                if not recovering:
+                    self.diagnostics[-1] = self._missing_brace(opener)
+                if not self._close(parser, opener):
+                    return False
+                self._seek(parser, opener)
+                self.resumed = list(state.state_stack)
+                return True
+        if token is not None and token.type in parser.accepts() \
+                and (str(token) in _BODY_STARTS or str(token) in _TOP_STARTS):
+            parser.feed_token(token)  # the token that broke the statement starts the next
+        else:
+            self._skip_to_next_start(parser, offset)
+        self.resumed = list(state.state_stack)
+        return True
+
+    def _definition_before(self, offset: int) -> Token | None:
+        """`network`, `block` or `import` between the last `{` and `offset`: the parser,
+        inside a body, read it as a name, so the body lacks its `}`."""
+        for tok in reversed(self.tokens):
+            if tok.start_pos > offset:
+                continue
+            if str(tok) == "{":
+                return None
+            if str(tok) in _TOP_STARTS and tok.start_pos not in self.seeks:
+                self.seeks.add(tok.start_pos)
+                return tok
+        return None
+
+    def _missing_brace(self, opener: Token) -> Diagnostic:
+        braces = [b for b in _open_brackets(self.source, opener.start_pos) if b[0] == "{"]
+        notes = [Note("this `{` is still open", Span(self.source, line, col, line, col + 1))
+                 for _, line, col in braces[-1:]]
+        return Diagnostic("error", f"`{opener}` inside a body: a `}}` is missing before it",
+                          _tok_span(self.source, opener),
+                          "close the body above with `}`", notes)
+
+    def _seek(self, parser, tok: Token) -> None:
+        """Move the lexer back to `tok` (a token it already passed)."""
+        counter = parser.lexer_thread.state.line_ctr
+        counter.char_pos, counter.line, counter.column = tok.start_pos, tok.line, tok.column
+        counter.line_start_pos = tok.start_pos - tok.column + 1
+
+    def _statement_start(self, offset: int) -> int:
+        """Where the statement broken at `offset` starts: the last start before it."""
+        return next((p for p in reversed(self.starts) if p < offset), 0)
+
+    def _pop_to_statement(self, parser, start: int | None = None) -> bool:
+        """Drop the partial statement (every value from offset `start` on): pop until a
+        statement or definition may start."""
+        state = parser.parser_state
+        while len(state.state_stack) > 1:
+            accepts = parser.accepts()
+            if ("RBRACE" in accepts or "NETWORK" in accepts) and (
+                    start is None or _offset(state.value_stack[-1]) < start):
+                return True
+            state.state_stack.pop()
+            state.value_stack.pop()
+        return "NETWORK" in parser.accepts()
+
+    def _skip_to_next_start(self, parser, offset: int) -> None:
+        lexer = parser.lexer_thread.state
+        here = lexer.line_ctr.char_pos
+        target = next((p for p in self.starts if p > offset and p >= here), len(self.source.text))
+        if target > here:
+            self.skipped.append((here, target))
+            lexer.line_ctr.feed(self.source.text[here:target])
+
+    def _close(self, parser, where: Token) -> bool:
+        """Close every open body with `}` (placed at `where`) so the definitions read so far
+        are kept."""
+        if not self._pop_to_statement(parser):
+            return False
+        closer = Token.new_borrow_pos("RBRACE", "}", where)
+        for _ in range(MAX_NESTING + 2):
+            if "NETWORK" in parser.accepts() or "$END" in parser.accepts():
+                return True
+            if "RBRACE" not in parser.accepts():
+                return False
+            parser.feed_token(closer)
+            self._pop_to_statement(parser)
+        return False
 
 
 def _brackets(text: str, end: int | None = None):
@@ -358,9 +569,15 @@ def _unquote(tok: str) -> str:
 class ToAst(Transformer):
     """Lark tree -> netspec.syntax nodes. Method names are the grammar's rule names."""
 
-    def __init__(self, source: Source):
+    def __init__(self, source: Source, errors: list[Diagnostic] | None = None):
         super().__init__(visit_tokens=False)  # no token callbacks: skip a lookup per token
         self.source = source
+        self.errors = errors  # a list: collect errors and go on (recovering parse)
+
+    def _fail(self, diagnostic: Diagnostic) -> None:
+        if self.errors is None:
+            raise NetspecError(diagnostic)
+        self.errors.append(diagnostic)
 
     def _s(self, meta) -> Span:
         return _span(self.source, meta)
@@ -379,9 +596,9 @@ class ToAst(Transformer):
         """A name the spec defines; keywords are refused (the contextual lexer would
         otherwise accept `input input` and then fail to parse a later use of it)."""
         if str(tok) in keywords():
-            raise NetspecError(Diagnostic("error", f"`{tok}` is a keyword and cannot name a {what}",
-                                          _tok_span(self.source, tok),
-                                          f"choose another name, e.g. `{tok}_`"))
+            self._fail(Diagnostic("error", f"`{tok}` is a keyword and cannot name a {what}",
+                                  _tok_span(self.source, tok),
+                                  f"choose another name, e.g. `{tok}_`"))
         return str(tok)
 
     def _definition(self, kind, meta, name, params, *body):
@@ -491,8 +708,9 @@ class ToAst(Transformer):
 
     def int_(self, meta, tok):
         if len(tok) > MAX_INT_DIGITS:
-            raise NetspecError(Diagnostic("error", f"integer literal has {len(tok)} digits; "
-                                          f"the limit is {MAX_INT_DIGITS}", self._s(meta)))
+            self._fail(Diagnostic("error", f"integer literal has {len(tok)} digits; "
+                                  f"the limit is {MAX_INT_DIGITS}", self._s(meta)))
+            return S.Const(S.INVALID, self._s(meta))
         return S.Const(int(tok), self._s(meta))
 
     def float_(self, meta, tok):

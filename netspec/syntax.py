@@ -5,6 +5,9 @@ from dataclasses import dataclass, field
 
 from netspec.diagnostics import Span
 
+# The value of a literal the parser refused (reported already): lowering skips what uses it.
+INVALID = object()
+
 # ---- value expressions -------------------------------------------------------------
 
 

@@ -16,27 +16,37 @@ def show(shape: Shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
-def infer_shapes(net: Network, input_shapes: dict[str, Shape] | None = None) -> list[Diagnostic]:
+def infer_shapes(net: Network, input_shapes: dict[str, Shape] | None = None,
+                 errors: list[Diagnostic] | None = None) -> list[Diagnostic]:
     """Set node["shape"] (per sample, batch axis implicit) and node["warnings"] everywhere;
     `input_shapes` overrides the shapes the spec declares for its inputs.
 
-    Raises NetspecError at the first layer whose inputs it cannot accept. Returns the
-    warnings (rows or columns of an input that a window never reads)."""
+    Raises NetspecError at the first layer whose inputs it cannot accept, or, given an
+    `errors` list, records every such layer there and goes on: a layer fed by a failed one
+    gets no shape and no error of its own (no cascade). Returns the warnings (rows or
+    columns of an input that a window never reads)."""
     nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
     overrides = input_shapes or {}
     warnings: list[Diagnostic] = []
     for name in net.order():
         data = nodes[name]
         op = REGISTRY[data["op"]]
-        ins = [nodes[i]["shape"] for i in data["inputs"]]
+        ins = [nodes[i].get("shape") for i in data["inputs"]]
+        if errors is not None and any(shape is None for shape in ins):
+            data["shape"], data["warnings"] = None, []
+            continue
         if name in overrides:  # the input takes the given shape, as if the spec said it
             data["attrs"] = {**data["attrs"], "shape": tuple(overrides[name])}
         try:
             data["shape"] = tuple(op.shape(data["attrs"], ins))
         except ShapeError as exc:
-            raise NetspecError(Diagnostic(
-                "error", f"{name}: {exc.message}", data["span"], exc.hint,
-                _merge_notes(net, data) + layer_notes(data))) from None
+            diagnostic = Diagnostic("error", f"{name}: {exc.message}", data["span"], exc.hint,
+                                    _merge_notes(net, data) + layer_notes(data))
+            if errors is None:
+                raise NetspecError(diagnostic) from None
+            errors.append(diagnostic)
+            data["shape"], data["warnings"] = None, []
+            continue
         data["warnings"] = [Diagnostic("warning", f"{name}: {w}", data["span"], None,
                                        layer_notes(data))
                             for w in op.shape_warnings(data["attrs"], ins)]
