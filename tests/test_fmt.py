@@ -29,7 +29,7 @@ def doc_examples() -> list[tuple[str, str]]:
     """(name, text) of every ```net block of the docs."""
     out = []
     for doc in DOCS:
-        for k, m in enumerate(re.finditer(r"```net\n(.*?)```", doc.read_text(), re.DOTALL)):
+        for k, m in enumerate(re.finditer(r"```net[^\n]*\n(.*?)```", doc.read_text(), re.DOTALL)):
             out.append((f"{doc.name}#{k}", m.group(1)))
     return out
 
