@@ -6,15 +6,23 @@ import importlib
 import os
 import sys
 
-from netspec.diagnostics import NetspecError
+from netspec.diagnostics import NetspecError, printable
 
 # Each name is a module netspec.commands.<name> with HELP, add_arguments(p) and run(args).
 COMMANDS = ["check", "summary", "draw", "compile", "train", "eval", "predict", "knn", "ops",
             "fmt"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with control characters in what it prints escaped: its errors echo the
+    arguments given ("unrecognized arguments: ..."), which may hold terminal escapes."""
+
+    def _print_message(self, message: str, file=None) -> None:
+        super()._print_message(printable(message) if message else message, file)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="netspec", description="Write a network once as a .net spec; analyze, draw, "
         "compile to NumPy and train it.")
     from netspec import __version__

@@ -40,7 +40,8 @@ class CheckResult:
 
 
 def check_text(text: str, filename: str = "<string>", network: str | None = None,
-               overrides: dict[str, Any] | None = None) -> CheckResult:
+               overrides: dict[str, Any] | None = None,
+               allow_imports: Iterable[str] = ()) -> CheckResult:
     """Check spec text through the whole front end; never raises for a broken spec."""
     from netspec.lower import lower_recovering
     from netspec.parser import parse_module_recovering
@@ -50,11 +51,11 @@ def check_text(text: str, filename: str = "<string>", network: str | None = None
     result.module = module
     found = list(syntax)
     if module is not None:
-        net, lowering = lower_recovering(module, network, overrides, syntax)
+        net, lowering = lower_recovering(module, network, overrides, syntax, allow_imports)
         found += lowering
         if net is None and network is None and not any(
                 d.kind == "network" for d in module.definitions):
-            result.library = check_library(module, found)
+            result.library = check_library(module, found, allow_imports)
         elif net is not None:
             result.network = net
             found += _check_network(net, clean=not _has_errors(found))
@@ -63,7 +64,8 @@ def check_text(text: str, filename: str = "<string>", network: str | None = None
 
 
 def check_file(path: str, network: str | None = None,
-               overrides: dict[str, Any] | None = None) -> CheckResult:
+               overrides: dict[str, Any] | None = None,
+               allow_imports: Iterable[str] = ()) -> CheckResult:
     """Check a .net file (or a bundled spec name); an unreadable file is one diagnostic."""
     from netspec.specfiles import read_spec
 
@@ -71,7 +73,7 @@ def check_file(path: str, network: str | None = None,
         shown, text = read_spec(path)
     except NetspecError as exc:
         return CheckResult(path, list(exc.diagnostics))
-    return check_text(text, shown, network, overrides)
+    return check_text(text, shown, network, overrides, allow_imports)
 
 
 def _has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
@@ -112,14 +114,15 @@ def _check_train(net: Network) -> list[Diagnostic]:
     return errors
 
 
-def check_library(module: S.Module, found: list[Diagnostic]) -> list[str]:
+def check_library(module: S.Module, found: list[Diagnostic],
+                  allow_imports: Iterable[str] = ()) -> list[str]:
     """A file of blocks only: each block is lowered on its own as far as its parameters
     allow. Blocks whose parameters all have defaults are instantiated (names, arguments and
     values checked); the others are checked without values (ops, blocks, argument names,
     tensors). Shapes need a caller's input and are checked by the files that import it."""
     from netspec.lower import check_block_alone, load_library
 
-    lib = load_library(module, errors=[])
+    lib = load_library(module, errors=[], allow_imports=allow_imports)
     checked = []
     for d in module.definitions:
         if d.kind == "block" and lib.blocks.get(d.name) is d:

@@ -20,16 +20,23 @@ from netspec.diagnostics import (
     error,
     show_value,
 )
+from netspec.files import read_spec_text
 from netspec.ir import Frame, Network
 from netspec.ops import REGISTRY, ArgError, Op, all_names, lookup
 from netspec.ops.io import check_input_shape
 from netspec.parser import MAX_INT_DIGITS, parse_module
 
 MAX_REPEAT = 10_000
-MAX_LAYERS = 200_000
+# 50,000 layers is a hundred ResNet-152s; past it, analysis and drawing take many seconds
+# and Graphviz cannot lay the diagram out at all.
+MAX_LAYERS = 50_000
 MAX_BLOCK_DEPTH = 32
 MAX_IMPORT_DEPTH = 32
 MAX_STRING = 10_000
+# Elements of one list value counted through its nesting, as if written out: `let b = [a, a]`
+# shares `a`, so 25 such lines make a list of 2**25 elements in a few bytes of memory, which
+# `==` compares and an error message prints element by element.
+MAX_LIST_ITEMS = 100_000
 _INT_LIMIT = 10 ** MAX_INT_DIGITS
 REPEAT_INDEX = "i"  # bound to 0, 1, ... inside the arguments of a repeated stage
 # PyTorch's argument names, which users type from habit, and netspec's short ones.
@@ -55,12 +62,17 @@ def library_dir() -> str:
 
 def load_library(module: S.Module, _stack: tuple[str, ...] = (),
                  _seen: dict[str, S.Module] | None = None,
-                 errors: list[Diagnostic] | None = None) -> Library:
+                 errors: list[Diagnostic] | None = None,
+                 allow_imports: Iterable[str] = ()) -> Library:
     """Every block and network the module sees. With an `errors` list, a bad import or
-    definition is recorded there and the rest is still collected."""
+    definition is recorded there and the rest is still collected.
+
+    Imports may reach only the top-level spec's directory tree, the bundled library and
+    the directories in `allow_imports` (see import_roots)."""
     seen = {} if _seen is None else _seen
     lib = Library()
-    _collect(module, lib, _stack + (_real(module.path),), seen, errors)
+    roots = import_roots(module.path, allow_imports)
+    _collect(module, lib, _stack + (_real(module.path),), seen, roots, errors)
     return lib
 
 
@@ -74,25 +86,35 @@ def _recording(errors: list[Diagnostic] | None, what: Callable[[], None]) -> Non
         errors.extend(d for d in exc.diagnostics if d not in errors)
 
 
+def import_roots(path: str, allow_imports: Iterable[str] = ()) -> tuple[str, ...]:
+    """The directories imports may resolve into: the spec's own directory tree (the working
+    directory for text without a file), the bundled library, and any the caller allows.
+    Real paths, so a symlink out of the tree is judged by where it points."""
+    own = os.path.dirname(path) if not path.startswith("<") else os.getcwd()
+    dirs = [own or os.curdir, library_dir(), *(os.fspath(d) for d in allow_imports)]
+    return tuple(os.path.realpath(d) for d in dirs)
+
+
+def _under_roots(real: str, roots: tuple[str, ...]) -> bool:
+    return any(os.path.commonpath([real, root]) == root for root in roots)
+
+
 def _real(path: str) -> str:
     return os.path.realpath(path) if not path.startswith("<") else path
 
 
 def _collect(module: S.Module, lib: Library, stack: tuple[str, ...],
-             seen: dict[str, S.Module], errors: list[Diagnostic] | None = None) -> None:
+             seen: dict[str, S.Module], roots: tuple[str, ...],
+             errors: list[Diagnostic] | None = None) -> None:
     base = os.path.dirname(module.path) if not module.path.startswith("<") else os.getcwd()
     for imp in module.imports:
-        _recording(errors, lambda imp=imp: _import(imp, base, lib, stack, seen))
+        _recording(errors, lambda imp=imp: _import(imp, base, lib, stack, seen, roots))
     _collect_defs(module, lib, errors)
 
 
 def _import(imp: S.Import, base: str, lib: Library, stack: tuple[str, ...],
-            seen: dict[str, S.Module]) -> None:
-    candidates = [os.path.join(base, imp.path), os.path.join(library_dir(), imp.path)]
-    found = next((c for c in candidates if os.path.isfile(c)), None)
-    if found is None:
-        raise error(f'cannot find import "{imp.path}"', imp.span,
-                    f"looked in {base or '.'} and in the bundled library {library_dir()}")
+            seen: dict[str, S.Module], roots: tuple[str, ...]) -> None:
+    found = _find_import(imp, base, roots)
     real = _real(found)
     if real in stack:
         chain = " -> ".join(os.path.basename(p) for p in stack[stack.index(real):])
@@ -102,14 +124,34 @@ def _import(imp: S.Import, base: str, lib: Library, stack: tuple[str, ...],
         raise error("imports nested too deeply", imp.span)
     if real not in seen:
         try:
-            with open(found, encoding="utf-8") as f:
-                text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise error(f'cannot read import "{imp.path}": {exc}', imp.span) from None
+            text = read_spec_text(found, "import")
+        except NetspecError as exc:
+            raise error(f'cannot read import "{imp.path}": {exc.diagnostics[0].message}',
+                        imp.span) from None
         seen[real] = parse_module(text, _display(found))
-        _collect(seen[real], lib, stack + (real,), seen)
+        _collect(seen[real], lib, stack + (real,), seen, roots)
     else:
         _collect_defs(seen[real], lib)
+
+
+def _find_import(imp: S.Import, base: str, roots: tuple[str, ...]) -> str:
+    """The file an import names, if it is a .net file inside the allowed directories.
+    Only spec files are ever opened, so an error never quotes another file's text."""
+    if not imp.path.endswith(".net"):
+        raise error(f'import "{imp.path}" does not name a .net file', imp.span,
+                    "imports read netspec specs only")
+    candidates = [os.path.join(base, imp.path), os.path.join(library_dir(), imp.path)]
+    existing = [c for c in candidates if os.path.lexists(c)]
+    if not existing:
+        raise error(f'cannot find import "{imp.path}"', imp.span,
+                    f"looked in {base or '.'} and in the bundled library {library_dir()}")
+    allowed = [c for c in existing if _under_roots(os.path.realpath(c), roots)]
+    if not allowed:
+        raise error(f'import "{imp.path}" is outside the directories a spec may import from',
+                    imp.span, "imports resolve inside the spec's own directory tree and the "
+                    "bundled library; allow another directory with --allow-imports DIR "
+                    "(allow_imports=[...] in the Python API)")
+    return allowed[0]
 
 
 def _display(path: str) -> str:
@@ -221,6 +263,106 @@ class SeqNamer:
         return f"{self.prefix}.{label}"
 
 
+# ---- the size of an expansion, before expanding it ------------------------------------
+
+class LayerFloor:
+    """The fewest layers a definition can expand to, read from the AST alone: an `if`
+    counts its smaller branch, a repeat its count when that is a literal (else once), a
+    recursive call nothing. A network whose floor passes MAX_LAYERS is refused before a
+    layer is built: 18 lines of blocks that each call the previous twice are 2**17
+    layers, and building them first would take minutes and gigabytes."""
+
+    CAP = MAX_LAYERS + 1  # counts saturate here, so 2**1000 never becomes a number
+
+    def __init__(self, lib: Library):
+        self.lib = lib
+        self.memo: dict[str, int] = {}
+        self.active: set[str] = set()
+
+    def check(self, d: S.Definition) -> None:
+        total = 0
+        try:
+            for st in d.body:
+                count = self.statement(st)
+                if total + count > MAX_LAYERS:
+                    span, hint = self.culprit(st, total)
+                    raise error(f"this expands network `{d.name}` to more than the limit of "
+                                f"{MAX_LAYERS:,} layers", span, hint)
+                total += count
+        except RecursionError:  # deeper than any network lowering would accept; it says so
+            return
+
+    def culprit(self, st: S.Stmt, total: int) -> tuple[Span, str]:
+        """The innermost stage of `st` that passes the limit, and what to check there."""
+        tensor = getattr(st, "tensor", None)
+        if isinstance(tensor, S.Pipeline):
+            found = self.stage_culprit(tensor.stages, total + self.tensor(tensor.head))
+            if found is not None:
+                return found
+        return st.span, "check the nesting and the repeat counts"
+
+    def stage_culprit(self, stages: tuple[S.Stage, ...], total: int
+                      ) -> tuple[Span, str] | None:
+        for stage in stages:
+            count = self.stage(stage)
+            if total + count > MAX_LAYERS:
+                if stage.repeat is not None:
+                    return stage.repeat.span, "check the repeat counts"
+                if isinstance(stage.core, S.Group):
+                    return self.stage_culprit(stage.core.stages, total) or (
+                        stage.span, "check the nesting and the repeat counts")
+                size = f"more than {MAX_LAYERS:,}" if count > MAX_LAYERS else f"at least {count:,}"
+                return stage.span, (f"one `{stage.core.name}` is {size} layers; blocks "
+                                    "that call blocks several times multiply")
+            total += count
+        return None
+
+    def definition(self, d: S.Definition) -> int:
+        if d.name in self.memo:
+            return self.memo[d.name]
+        if d.name in self.active:
+            return 0  # a recursive block ends through an `if`: count nothing for it
+        self.active.add(d.name)
+        try:
+            count = self.body(d.body)
+        finally:
+            self.active.discard(d.name)
+        self.memo[d.name] = count
+        return count
+
+    def body(self, stmts: tuple[S.Stmt, ...]) -> int:
+        return min(self.CAP, sum(self.statement(st) for st in stmts))
+
+    def statement(self, st: S.Stmt) -> int:
+        if isinstance(st, (S.Assign, S.OutputStmt)):
+            return self.tensor(st.tensor)
+        if isinstance(st, S.If):
+            return min(self.body(st.then), self.body(st.otherwise))
+        return 0
+
+    def tensor(self, t: S.TensorExpr) -> int:
+        if isinstance(t, S.TupleTensor):
+            return min(self.CAP, sum(self.tensor(i) for i in t.items))
+        if isinstance(t, S.AddTensor):
+            return min(self.CAP, 1 + sum(self.tensor(i) for i in t.items))
+        if isinstance(t, S.Pipeline):
+            return min(self.CAP, self.tensor(t.head) + sum(self.stage(s) for s in t.stages))
+        return 0
+
+    def stage(self, st: S.Stage) -> int:
+        count = 1
+        if isinstance(st.repeat, S.Const) and _is_int(st.repeat.value) \
+                and 1 <= st.repeat.value <= MAX_REPEAT:
+            count = st.repeat.value
+        core = st.core
+        if isinstance(core, S.Group):
+            inner = sum(self.stage(s) for s in core.stages)
+        else:
+            block = self.lib.blocks.get(core.name)
+            inner = self.definition(block) if block is not None else 1
+        return min(self.CAP, count * inner)
+
+
 # ---- the lowering itself -----------------------------------------------------------
 
 class Lowerer:
@@ -251,6 +393,10 @@ class Lowerer:
             d.notes.extend(Note(f.describe(), f.span) for f in reversed(scope.frames))
             self.errors.append(d)
 
+        # Written-out size of each list value built here, by id; the list is kept with its
+        # size so the id cannot be reused while the entry lives.
+        self._list_sizes: dict[int, tuple[int, list]] = {}
+
     def warn(self, message: str, span: Span | None, hint: str | None = None) -> None:
         key = (message, span)
         if key not in self._warned:
@@ -264,6 +410,7 @@ class Lowerer:
         net = Network(d.name, self.graph, [], [], path=d.span.path, params=dict(values))
         self.net = net
         scope.tainted = d.name in self.tainted
+        LayerFloor(self.lib).check(d)
         self.run_body(scope, d.body)
         if scope.failed or scope.tainted:
             net.warnings = self.warnings
@@ -615,7 +762,7 @@ class Lowerer:
                              if e.name == REPEAT_INDEX else None))
             return env[e.name]
         if isinstance(e, S.ListExpr):
-            return [self.value(item, env) for item in e.items]
+            return self.list_value(e, env)
         if isinstance(e, S.Cond):
             test = self.value(e.test, env)
             if not isinstance(test, bool):
@@ -634,6 +781,34 @@ class Lowerer:
             return self.binop(e, env)
         raise error("a function call is only allowed in a `train` section", e.span,
                     "write the value itself")
+
+    def list_value(self, e: S.ListExpr, env: dict[str, Any]) -> list:
+        """A list, refused (at the bracket) once its written-out size passes MAX_LIST_ITEMS,
+        before anything compares or prints it."""
+        items = [self.value(item, env) for item in e.items]
+        size = 1 + sum(self.written_size(v) for v in items)
+        if size > MAX_LIST_ITEMS:
+            raise error(f"list value too large: {size:,} elements when written out "
+                        f"(the limit is {MAX_LIST_ITEMS:,})", e.span,
+                        "a list that contains another list twice doubles in size")
+        self._list_sizes[id(items)] = (size, items)
+        return items
+
+    def written_size(self, v: Any) -> int:
+        """Elements of `v` written out: 1 for a scalar; a list built here is looked up, and
+        one given from outside (a --param override) is counted up to the limit."""
+        if not isinstance(v, (list, tuple)):
+            return 1
+        known = self._list_sizes.get(id(v))
+        if known is not None and known[1] is v:
+            return known[0]
+        count, stack = 0, [v]
+        while stack and count <= MAX_LIST_ITEMS:
+            item = stack.pop()
+            count += 1
+            if isinstance(item, (list, tuple)):
+                stack.extend(item)
+        return count
 
     def binop(self, e: S.BinOp, env: dict[str, Any]) -> Any:
         a = self.value(e.left, env)
@@ -768,9 +943,10 @@ def _signature(d: S.Definition) -> str:
 # ---- entry points ------------------------------------------------------------------
 
 def lower(module: S.Module, network: str | None = None,
-          overrides: dict[str, Any] | None = None) -> Network:
-    """Lower a parsed module's network (the named one, else the last defined) to the IR."""
-    lib = load_library(module)
+          overrides: dict[str, Any] | None = None, allow_imports: Iterable[str] = ()) -> Network:
+    """Lower a parsed module's network (the named one, else the last defined) to the IR.
+    Imports may reach the module's directory tree, the bundled library and `allow_imports`."""
+    lib = load_library(module, allow_imports=allow_imports)
     own = [d for d in module.definitions if d.kind == "network"]
     if network is not None:
         chosen = next((d for d in lib.networks if d.name == network), None)
@@ -797,7 +973,8 @@ def lower(module: S.Module, network: str | None = None,
 
 def lower_recovering(module: S.Module, network: str | None = None,
                      overrides: dict[str, Any] | None = None,
-                     syntax_errors: Iterable[Diagnostic] = ()
+                     syntax_errors: Iterable[Diagnostic] = (),
+                     allow_imports: Iterable[str] = ()
                      ) -> tuple[Network | None, list[Diagnostic]]:
     """Lower like `lower`, but record every independent error instead of stopping at the
     first: each failed statement is reported once and poisons only the names it defines.
@@ -807,7 +984,7 @@ def lower_recovering(module: S.Module, network: str | None = None,
     Returns (the network, or None if there is none or it could not be built; the errors
     and warnings). A file without networks gets None and no error: see check_library."""
     errors: list[Diagnostic] = []
-    lib = load_library(module, errors=errors)
+    lib = load_library(module, errors=errors, allow_imports=allow_imports)
     tainted = frozenset(d.name for d in module.definitions
                         if any(_inside(e.span, d.span) for e in syntax_errors))
     broken = frozenset(d.name for d in module.definitions

@@ -133,13 +133,16 @@ def keywords() -> frozenset[str]:
 def parse_module(text: str, filename: str = "<string>") -> S.Module:
     """Parse one .net file into a Module AST. Raises NetspecError with a located diagnostic."""
     text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
-    source = Source(filename, text)
+    # Only text given directly or a file named .net is quoted in diagnostics: a user who
+    # points netspec at another file (/etc/passwd) sees where parsing failed, not its lines.
+    source = Source(filename, text, quote=filename.startswith("<") or filename.endswith(".net"))
     _check_size(text)
     _check_nesting(source)
     try:
         tree = lark_parser().parse(text)
     except lark.exceptions.UnexpectedInput as exc:
-        raise NetspecError(_syntax_diagnostic(exc, source)) from None
+        raise NetspecError(_syntax_diagnostic(exc, source) if source.quote
+                           else _opaque_syntax_error(exc, source)) from None
     _check_depth(tree, source)
     try:
         return ToAst(source).transform(tree)
@@ -157,6 +160,12 @@ def parse_module_recovering(text: str, filename: str = "<string>"
     None only when the file cannot be parsed at all (a resource limit). The first error
     is the one parse_module raises."""
     text = text.removeprefix("\ufeff")
+    if not (filename.startswith("<") or filename.endswith(".net")):
+        # Not a spec by name: its text is never quoted, so no recovery that would quote it.
+        try:
+            return parse_module(text, filename), []
+        except NetspecError as exc:
+            return None, exc.diagnostics
     source = Source(filename, text)
     try:
         _check_size(text)
@@ -362,6 +371,15 @@ class _Recovery:
         return False
 
 
+def _opaque_syntax_error(exc: lark.exceptions.UnexpectedInput, source: Source) -> Diagnostic:
+    """A syntax error in a file that is not a .net spec: where, but no word of its text."""
+    line, col = max(exc.line, 1), max(exc.column, 1)
+    return Diagnostic("error", "syntax error: this file is not a netspec spec (its text is "
+                      "not shown because its name does not end in .net)",
+                      Span(source, line, col, line, col + 1),
+                      "netspec reads .net specs; rename the file if it is one")
+
+
 def _brackets(text: str, end: int | None = None):
     """(char, line, col) of every bracket in text[:end] outside strings and comments."""
     line, line_start = 1, 0
@@ -519,9 +537,9 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, source: Source) -> 
                                if "`{`" not in n.message])
     message = f"unexpected {_token_words(token)}"
     hint = f"expected {_describe_expected(expected)}"
-    before = re.search(r"([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", source.text[:offset])
-    if text == "=" and before and before.group(1) in keywords():
-        hint += f"; `{before.group(1)}` is a keyword and cannot be used as a name"
+    before = _word_before(source.text, offset)
+    if text == "=" and before in keywords():
+        hint += f"; `{before}` is a keyword and cannot be used as a name"
     elif token.type == "NAME" and text in keywords():
         hint += f"; `{text}` is a keyword"
     elif text == "else" and expected == {"LBRACE"}:
@@ -529,6 +547,22 @@ def _syntax_diagnostic(exc: lark.exceptions.UnexpectedInput, source: Source) -> 
                 "(a if c else b)")
     return Diagnostic("error", message, span, hint,
                       _unclosed_note(source, offset, line, expected))
+
+
+_WORD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+
+
+def _word_before(text: str, offset: int) -> str:
+    """The identifier ending at `offset` (spaces and tabs skipped). A backward scan, not a
+    regex search: `[A-Za-z_]\\w*\\s*$` retries at every start and is quadratic in the
+    length of a long identifier (40,000 characters took 32 s)."""
+    end = offset
+    while end > 0 and text[end - 1] in " \t":
+        end -= 1
+    start = end
+    while start > 0 and text[start - 1] in _WORD_CHARS:
+        start -= 1
+    return text[start:end]
 
 
 def _token_words(token: Token) -> str:

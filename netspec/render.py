@@ -38,6 +38,9 @@ from netspec.ops import REGISTRY
 MAX_HEIGHT = 60
 MAX_NODES = 150
 ANNOTATIONS = ("params", "macs", "rf")
+# Graphviz's dot takes seconds for a thousand nodes and minutes (or hours, with wide
+# fan-out) for tens of thousands: `netspec draw` refuses to lay out more (draw(max_nodes=)).
+MAX_LAYOUT_NODES = 1_000
 
 # Fill colours by op family (ColorBrewer "Paired", light half), legend order.
 FAMILY_COLORS = {
@@ -122,58 +125,80 @@ class Plan:
         return nx.dag_longest_path_length(self.graph()) + 1 if self.nodes else 0
 
 
-def auto_depth(net: Network, collapse_repeats: bool = True) -> int | None:
+@dataclass
+class _Structure:
+    """What every plan of one network shares, whatever the depth: its block instances,
+    their runs and the residual shortcuts. Computed once per drawing, not once per depth
+    tried."""
+
+    frames: dict[str, Frame]
+    runs: list[Run]
+    run_of: dict[str, tuple[Run, int]]
+    shortcuts: set[tuple[str, str]]
+
+
+def _structure(net: Network, collapse_repeats: bool) -> _Structure:
+    frames = _instances(net)
+    runs = _runs(net, frames, collapse_repeats)
+    run_of = {f.instance: (run, k) for run in runs for k, f in enumerate(run.instances)}
+    return _Structure(frames, runs, run_of, shortcut_edges(net))
+
+
+def auto_depth(net: Network, collapse_repeats: bool = True,
+               _shared: _Structure | None = None) -> int | None:
     """The deepest depth whose plan fits MAX_HEIGHT x MAX_NODES (0 if none does); None when
     every block fits open or there are no blocks."""
     levels = max((len(data["path"]) for _, data in net.graph.nodes(data=True)), default=0)
-    for depth in range(levels, -1, -1):
-        layout = plan(net, depth, collapse_repeats)
-        if len(layout.nodes) <= MAX_NODES and layout.height() <= MAX_HEIGHT:
-            return None if depth == levels else depth
-    return 0 if levels else None
+    shared = _shared or _structure(net, collapse_repeats)
+
+    def fits(depth: int) -> bool:
+        layout = _plan(net, depth, shared)
+        return len(layout.nodes) <= MAX_NODES and layout.height() <= MAX_HEIGHT
+
+    # Opening a level never shrinks a plan, so the depths that fit are 0..best: a binary
+    # search plans log2(levels) depths instead of every one.
+    if not fits(0):
+        return 0 if levels else None
+    lo, hi = 0, levels  # fits(lo); the answer is in lo..hi
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return None if lo == levels else lo
 
 
 def plan(net: Network, depth: int | None | str = "auto", collapse_repeats: bool = True) -> Plan:
     """Decide which nodes, clusters and edges stand for which layers of `net`."""
+    shared = _structure(net, collapse_repeats)
     if depth == "auto":
-        depth = auto_depth(net, collapse_repeats)
+        depth = auto_depth(net, collapse_repeats, shared)
     if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int)
                               or depth < 0):
         raise ValueError(f'depth must be a non-negative integer, None or "auto", '
                          f"not {depth!r}")
-    g = net.graph
-    order = net.order()
-    frames = _instances(net)
-    runs = _runs(net, frames, collapse_repeats)
-    run_of = {f.instance: (run, k) for run in runs for k, f in enumerate(run.instances)}
+    return _plan(net, depth, shared)
 
+
+def _plan(net: Network, depth: int | None, shared: _Structure) -> Plan:
+    g = net.graph
+    run_of = shared.run_of
+    inputs, outputs = set(net.inputs), set(net.outputs)
     out = Plan(depth=depth)
-    for name in order:
+    known: dict[str, tuple] = {}  # instance -> where its layers go (see _place)
+    for name in net.order():
         path = g.nodes[name]["path"]
-        moves: list[tuple[str, str]] = []  # a folded run's later instance -> its first
-        cluster: list[str] = []
-        closed = None
-        for level, frame in enumerate(path, start=1):
-            run, k = run_of[_moved(frame.instance, moves)]
-            if depth is not None and level > depth:
-                closed = run
-                break
-            if k > 0:
-                moves.append((run.instances[k].instance, run.head.instance))
-            if run.head.instance not in out.clusters:
-                out.clusters[run.head.instance] = Cluster(run.head.instance, run,
-                                                          cluster[-1] if cluster else None)
-            cluster.append(run.head.instance)
-        node_id = closed.head.instance if closed is not None else _moved(name, moves)
+        cluster, closed, real, moved, moves = _place(path, depth, run_of, out, known)
+        node_id = closed.head.instance if closed is not None else _rename(name, real, moved, moves)
         if node_id not in out.nodes:
-            out.nodes[node_id] = Node(node_id, [], closed, tuple(cluster))
+            out.nodes[node_id] = Node(node_id, [], closed, cluster)
         node = out.nodes[node_id]
         node.layers.append(name)
-        node.is_input |= name in net.inputs
-        node.is_output |= name in net.outputs
+        node.is_input |= name in inputs
+        node.is_output |= name in outputs
         out.node_of[name] = node_id
 
-    shortcuts = shortcut_edges(net)
     merged: dict[tuple[str, str], Edge] = {}
     for u, v in _edges_in_order(net):
         if _crosses_run(g.nodes[u]["path"], g.nodes[v]["path"], run_of):
@@ -182,7 +207,7 @@ def plan(net: Network, depth: int | None | str = "auto", collapse_repeats: bool 
         if tail == head:
             continue  # inside a closed block
         shape = g.nodes[u].get("shape")
-        is_shortcut = (u, v) in shortcuts
+        is_shortcut = (u, v) in shared.shortcuts
         edge = merged.get((tail, head))
         if edge is None:
             merged[(tail, head)] = Edge(tail, head, shape, is_shortcut)
@@ -190,6 +215,48 @@ def plan(net: Network, depth: int | None | str = "auto", collapse_repeats: bool 
         else:
             edge.shortcut &= is_shortcut
     return out
+
+
+def _place(path: tuple[Frame, ...], depth: int | None, run_of: dict[str, tuple[Run, int]],
+           out: Plan, known: dict[str, tuple]) -> tuple:
+    """Where the layers with block path `path` are drawn: (enclosing cluster ids, the closed
+    run they disappear into or None, and how their names move). Adds the clusters opened.
+
+    Names move into the first instance of each folded run on the way down:
+    layer3.7.conv1 -> layer3.1.conv1. `real`/`moved` are the innermost open instance's name
+    before and after. `known` holds the answer for each instance already placed, so each
+    instance is placed once per plan, from its parent's answer."""
+    start = len(path)
+    while start > 0 and path[start - 1].instance not in known:
+        start -= 1
+    state = known[path[start - 1].instance] if start else ((), None, "", "", [])
+    for level in range(start + 1, len(path) + 1):
+        frame = path[level - 1]
+        cluster, closed, real, moved, moves = state
+        if closed is None:
+            here = _rename(frame.instance, real, moved, moves)
+            run, k = run_of[here]
+            if depth is not None and level > depth:
+                closed = run
+            else:
+                if k > 0:
+                    moves = moves + [(here, run.head.instance)]
+                    here = run.head.instance
+                real, moved = frame.instance, here
+                if run.head.instance not in out.clusters:
+                    out.clusters[run.head.instance] = Cluster(
+                        run.head.instance, run, cluster[-1] if cluster else None)
+                cluster = cluster + (run.head.instance,)
+        state = known[frame.instance] = (cluster, closed, real, moved, moves)
+    return state
+
+
+def _rename(name: str, real: str, moved: str, moves: list[tuple[str, str]]) -> str:
+    """`name` moved as its enclosing instance `real` was (to `moved`): one slice when the
+    name extends the instance's, as lowering names them; the full list of moves otherwise."""
+    if not real or name.startswith(real + "."):
+        return moved + name[len(real):]
+    return _moved(name, moves)
 
 
 def _moved(name: str, moves: list[tuple[str, str]]) -> str:
@@ -245,13 +312,12 @@ def _runs(net: Network, frames: dict[str, Frame], collapse: bool) -> list[Run]:
             parent.setdefault(frame.instance, path[k - 1].instance if k else None)
             level.setdefault(frame.instance, k + 1)
 
+    signatures = _signatures(net, frames, parent, level) if collapse else {}
     runs: list[Run] = []
     last: dict[str | None, Run] = {}  # parent instance -> the run of its latest child
-    signatures: dict[str, Any] = {}
     for inst, frame in frames.items():
         current = last.get(parent[inst])
         if collapse:
-            signatures[inst] = _signature(net, frame, members[inst])
             prev = current.instances[-1].instance if current else None
             if (prev is not None and signatures[inst] is not None
                     and signatures[inst] == signatures[prev]
@@ -263,35 +329,79 @@ def _runs(net: Network, frames: dict[str, Frame], collapse: bool) -> list[Run]:
     return runs
 
 
-def _signature(net: Network, frame: Frame, layers: list[str]) -> Any:
-    """What must agree for two instances to be drawn as one: block, arguments, each layer's
-    op, attributes and wiring (names relative to the instance), nested instances, and the
-    shapes entering the instance. None if names do not follow the instance prefix."""
+def _signatures(net: Network, frames: dict[str, Frame], parent: dict[str, str | None],
+                level: dict[str, int]) -> dict[str, int | None]:
+    """What must agree for two instances to be drawn as one, as a number per instance
+    (equal numbers, equal structure): block, arguments, each layer's op, attributes and
+    wiring (names relative to the instance), nested instances, and the shapes entering the
+    instance. None if names do not follow the instance prefix.
+
+    Built bottom-up, an instance's from its own layers and its children's numbers, so the
+    work is linear in the layers however deep the nesting (a copy of every nested layer per
+    enclosing instance took minutes and gigabytes for 2**15 layers 15 blocks deep)."""
     g = net.graph
-    prefix = frame.instance + "."
-    inside = set(layers)
-    rows = []
-    for name in layers:
-        if not name.startswith(prefix):
-            return None
-        data = g.nodes[name]
-        depth = len(_path_to(data["path"], frame))
-        if any(not f.instance.startswith(prefix) for f in data["path"][depth:]):
-            return None
-        nested = tuple((f.block, f.instance[len(prefix):], f.args)
-                       for f in data["path"][depth:])
-        wiring = tuple(i[len(prefix):] if i in inside else ("<in>", g.nodes[i].get("shape"))
-                       for i in data["inputs"])
-        rows.append((name[len(prefix):], data["op"], repr(sorted(data["attrs"].items())),
-                     wiring, nested))
-    return (frame.block, frame.args, tuple(rows))
+    own: dict[str, list[str]] = defaultdict(list)  # instance -> layers directly inside it
+    children: dict[str, list[str]] = defaultdict(list)
+    for name in net.order():
+        path = g.nodes[name]["path"]
+        if path:
+            own[path[-1].instance].append(name)
+    for inst in frames:
+        if parent[inst] is not None:
+            children[parent[inst]].append(inst)
+
+    def inside(layer: str, inst: str) -> bool:
+        path = g.nodes[layer]["path"]
+        return len(path) >= level[inst] and path[level[inst] - 1].instance == inst
+
+    numbers: dict[Any, int] = {}  # structure -> its number (interned)
+    signature: dict[str, int | None] = {}
+    entries: dict[str, list[str]] = {}  # instance -> layers outside it that feed it
+    for inst in reversed(frames):  # an instance's children come after it in `frames`
+        frame, prefix = frames[inst], inst + "."
+        rows: list[Any] = []
+        feeds: list[str] = []
+        ok = True
+        for name in own[inst]:
+            data = g.nodes[name]
+            if not name.startswith(prefix):
+                ok = False
+                break
+            wiring = []
+            for i in data["inputs"]:
+                if inside(i, inst):
+                    wiring.append(i[len(prefix):] if i.startswith(prefix) else None)
+                else:
+                    wiring.append(("<in>", _frozen(g.nodes[i].get("shape"))))
+                    feeds.append(i)
+            rows.append((name[len(prefix):], data["op"], repr(sorted(data["attrs"].items())),
+                         tuple(wiring)))
+        for child in children[inst]:
+            if not ok or signature[child] is None or not child.startswith(prefix):
+                ok = False
+                break
+            wiring = []
+            for i in entries[child]:
+                if inside(i, inst):
+                    wiring.append(i[len(prefix):] if i.startswith(prefix) else None)
+                else:
+                    wiring.append(("<in>", _frozen(g.nodes[i].get("shape"))))
+                    feeds.append(i)
+            rows.append((child[len(prefix):], signature[child], tuple(wiring)))
+        entries[inst] = list(dict.fromkeys(feeds))
+        if not ok:
+            signature[inst] = None
+            continue
+        key = (frame.block, _frozen(frame.args), tuple(rows))
+        signature[inst] = numbers.setdefault(key, len(numbers))
+    return signature
 
 
-def _path_to(path: tuple[Frame, ...], frame: Frame) -> tuple[Frame, ...]:
-    for k, f in enumerate(path):
-        if f.instance == frame.instance:
-            return path[:k + 1]
-    raise ValueError(frame.instance)
+def _frozen(value: Any) -> Any:
+    """`value` with lists as tuples, so it can key a dict (block arguments may be lists)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
 
 
 def _chained(net: Network, first: list[str], second: list[str]) -> bool:
@@ -312,7 +422,11 @@ def shortcut_edges(net: Network) -> set[tuple[str, str]]:
     """Edges of residual shortcuts: into an elementwise merge (every input of the merge's
     output shape), the branch that leaves the fork and rejoins without passing through the
     other branch's layers, when it has fewer layers than that branch. An identity shortcut
-    is one edge (x -> add); a projection shortcut is its chain (x -> conv -> bn -> add)."""
+    is one edge (x -> add); a projection shortcut is its chain (x -> conv -> bn -> add).
+
+    Each search is bounded by topological position (nothing after the merge can lie between
+    fork and merge) and done once per (merge, fork), so a merge of 5,000 branches or a
+    32,000-layer chain stays near-linear."""
     g = net.graph
     position = {n: k for k, n in enumerate(net.order())}
     out: set[tuple[str, str]] = set()
@@ -323,16 +437,19 @@ def shortcut_edges(net: Network) -> set[tuple[str, str]]:
                 or data.get("shape") is None
                 or any(g.nodes[i].get("shape") != data["shape"] for i in inputs)):
             continue
+        input_set = set(inputs)
+        per_fork: dict[str, list[tuple[int, str]]] = {}  # fork -> reachable inputs, longest first
         for u in inputs:
             chain = _branch(g, u, v)  # [fork, ..., u]
             fork = chain[0]
-            others = [w for w in inputs if w != u]
-            rivals = [w for w in others if w == fork or nx.has_path(g, fork, w)]
-            if not rivals or any(w in chain for w in others):
+            if fork not in per_fork:
+                lengths = _longest_paths(g, fork, position[v], position)
+                per_fork[fork] = sorted(((lengths[w], w) for w in inputs if w in lengths),
+                                        reverse=True)
+            rivals = [(n, w) for n, w in per_fork[fork][:2] if w != u]
+            if not rivals or any(w in input_set and w != u for w in chain):
                 continue
-            mine = len(chain) - 1
-            theirs = max(_longest_from(g, fork, w, position) for w in rivals)
-            if mine < theirs:
+            if len(chain) - 1 < rivals[0][0]:
                 out.update(zip(chain, chain[1:] + [v]))
     return out
 
@@ -343,37 +460,37 @@ def _branch(g: nx.DiGraph, u: str, merge: str) -> list[str]:
     chain = [u]
     nxt = merge
     while True:
-        node = chain[0]
+        node = chain[-1]
         preds = list(g.predecessors(node))
-        if set(g.successors(node)) != {nxt} or len(preds) != 1:
-            return chain
+        if len(preds) != 1 or g.out_degree(node) != 1 or next(iter(g.successors(node))) != nxt:
+            return chain[::-1]
         nxt = node
-        chain.insert(0, preds[0])
+        chain.append(preds[0])
 
 
-def _longest_from(g: nx.DiGraph, source: str, target: str, position: dict[str, int]) -> int:
-    """Layers on the longest path source -> target, excluding source (0 if the same). Only
-    layers between the two in topological order can lie on it, so the search walks back
-    from target no further than source."""
-    between, stack = set(), [target]
+def _longest_paths(g: nx.DiGraph, source: str, limit: int,
+                   position: dict[str, int]) -> dict[str, int]:
+    """Layers on the longest path from source to each layer it reaches before topological
+    position `limit` (source itself: 0). Only those layers can lie between a fork and its
+    merge, so the search stops there."""
+    reach, stack = {source}, [source]
     while stack:
-        n = stack.pop()
-        if n not in between and position[n] > position[source]:
-            between.add(n)
-            stack.extend(g.predecessors(n))
+        for s in g.successors(stack.pop()):
+            if s not in reach and position[s] < limit:
+                reach.add(s)
+                stack.append(s)
     length = {source: 0}
-    for n in sorted(between, key=position.__getitem__):
-        reached = [length[p] for p in g.predecessors(n) if p in length]
-        if reached:
-            length[n] = 1 + max(reached)
-    return length.get(target, 0)
+    for n in sorted(reach, key=position.__getitem__):
+        if n != source:
+            length[n] = 1 + max(length[p] for p in g.predecessors(n) if p in length)
+    return length
 
 
 # ---- the drawing -------------------------------------------------------------------------
 
 def draw(net: Network, depth: int | None | str = "auto", rankdir: str = "TB",
          shapes: bool = True, annotate: Iterable[str] = (),
-         collapse_repeats: bool = True) -> graphviz.Digraph:
+         collapse_repeats: bool = True, max_nodes: int | None = None) -> graphviz.Digraph:
     """The architecture diagram of `net` as a graphviz.Digraph (shown inline in Jupyter;
     `.pipe(format="svg")`, `.source` for DOT).
 
@@ -384,6 +501,8 @@ def draw(net: Network, depth: int | None | str = "auto", rankdir: str = "TB",
     shapes            label edges with the tensor shape they carry (per sample)
     annotate          any of "params", "macs", "rf": extra lines in node labels
     collapse_repeats  draw a run of identical chained block instances once, marked `xN`
+    max_nodes         refuse (NetspecError) a diagram of more nodes, before writing it;
+                      `netspec draw` passes MAX_LAYOUT_NODES unless it writes DOT only
     """
     annotate = tuple(annotate)
     bad = [a for a in annotate if a not in ANNOTATIONS]
@@ -394,6 +513,12 @@ def draw(net: Network, depth: int | None | str = "auto", rankdir: str = "TB",
         raise NetspecError(Diagnostic("error", f"rankdir must be TB or LR, not `{rankdir}`"))
     _ensure_analyzed(net)
     layout = plan(net, depth, collapse_repeats)
+    if max_nodes is not None and len(layout.nodes) > max_nodes:
+        raise NetspecError(Diagnostic(
+            "error", f"the diagram of `{net.name}` would have {len(layout.nodes):,} nodes, "
+            f"more than Graphviz lays out in reasonable time (the limit is {max_nodes:,})",
+            None, "draw fewer: --depth 0 closes every block; or write the DOT text alone "
+            "with --format dot"))
     return _to_dot(net, layout, rankdir, shapes, annotate)
 
 
@@ -460,15 +585,24 @@ def _to_dot(net: Network, layout: Plan, rankdir: str, shapes: bool,
 
 def _branch_heads(layout: Plan) -> dict[str | None, list[list[str]]]:
     """Parallel branches side by side: the first nodes of the branches leaving a fork (its
-    successors that no other successor leads to), when they share a cluster, on one rank."""
+    successors that no other successor leads to), when they share a cluster, on one rank.
+    One search per fork from all its successors at once, bounded by topological position."""
     drawn = layout.graph()
+    position = {n: k for k, n in enumerate(nx.topological_sort(drawn))}
     groups: dict[str | None, list[list[str]]] = defaultdict(list)
     for fork in layout.nodes:
-        succ = [e.head for e in layout.edges if e.tail == fork]
+        succ = list(drawn.successors(fork))
         if len(succ) < 2:
             continue
-        heads = [s for s in succ
-                 if not any(t != s and nx.has_path(drawn, t, s) for t in succ)]
+        last = max(position[s] for s in succ)
+        reached: set[str] = set()  # strictly below some successor
+        stack = list(succ)
+        while stack:
+            for t in drawn.successors(stack.pop()):
+                if t not in reached and position[t] <= last:
+                    reached.add(t)
+                    stack.append(t)
+        heads = [s for s in succ if s not in reached]
         clusters = {layout.nodes[h].cluster for h in heads}
         if len(heads) > 1 and len(clusters) == 1:
             cluster = clusters.pop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 
 from netspec.diagnostics import Diagnostic, NetspecError, did_you_mean
+from netspec.files import read_spec_text
 from netspec.lower import library_dir
 
 
@@ -14,8 +15,8 @@ def library_specs() -> dict[str, str]:
 
 
 def resolve(path: str) -> str:
-    if os.path.isfile(path):
-        return path
+    if os.path.exists(path) and not os.path.isdir(path):
+        return path  # read_spec_text refuses what is not a regular file
     specs = library_specs()
     name = os.path.basename(path)[:-4] if path.endswith(".net") else path
     if not os.path.exists(path) and os.sep not in path and name in specs:
@@ -27,14 +28,10 @@ def resolve(path: str) -> str:
 
 
 def read_spec(path: str) -> tuple[str, str]:
-    """(display path, text) of a spec; a clear error for missing or unreadable files."""
+    """(display path, text) of a spec; a clear error for missing, unreadable, special
+    (FIFO, device) or oversized files, refused before reading."""
     found = resolve(path)
-    try:
-        with open(found, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError:
-        raise NetspecError(Diagnostic("error", f"{found}: not a text file (UTF-8)")) from None
-    except OSError as exc:
-        raise NetspecError(Diagnostic("error", f"{found}: {exc.strerror}")) from None
+    text = read_spec_text(found)
     rel = os.path.relpath(found)
     return (rel if not rel.startswith("..") else found), text
+

@@ -18,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from netspec.cli import main
-from netspec.diagnostics import Diagnostic, NetspecError, Note, Source, Span, did_you_mean
+from netspec.diagnostics import (
+    MAX_QUOTE,
+    Diagnostic,
+    NetspecError,
+    Note,
+    Source,
+    Span,
+    did_you_mean,
+)
 from netspec.lower import library_dir
 
 GOLDEN = Path(__file__).parent / "golden" / "diagnostics"
@@ -62,6 +70,8 @@ def test_golden_diagnostic_is_located_with_a_caret(name):
     path, line, col = m.group(1), int(m.group(2)), int(m.group(3))
     source = (GOLDEN / path).read_text().splitlines()[line - 1]
     quoted, caret = text.splitlines()[1:3]
+    if len(source) > MAX_QUOTE and col <= MAX_QUOTE // 4:  # a long line is cut after the span
+        source = source[:MAX_QUOTE] + "…"
     assert quoted == f"{line:>5} | {source}"
     assert caret.startswith("      | ")
     assert caret[8:].index("^") == col - 1

@@ -184,7 +184,7 @@ def timed_error(text: str, seconds: float = CASE_SECONDS) -> tuple[str, float]:
     ("if false { y = x } " + "else if false { y = x } " * 1000 + "else { y = x }\n  output y",
      "nested more than 200 levels"),
     ("output x -> relu * 1000000000", "a repeat count must be an integer from 1 to 10000"),
-    ("output x -> [[relu * 10000] * 10000] * 10000", "more than the limit of 200,000"),
+    ("output x -> [[relu * 10000] * 10000] * 10000", "more than the limit of 50,000"),
     ("output x -> relu * (10 ** 9 * 10 ** 9)", "a repeat count must be an integer"),
     ("output x -> linear(" + "9" * N + ")", "integer literal has 10000 digits"),
     ("output x -> linear(2 ** 2 ** 2 ** 2 ** 2)", "exponent too large"),

@@ -18,6 +18,14 @@ def add_spec_arguments(p, default_spec: bool = True) -> None:
     p.add_argument("--network", help="which network of the file (default: the last one)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="override a network parameter, e.g. --param num_classes=5")
+    add_import_argument(p)
+
+
+def add_import_argument(p) -> None:
+    """--allow-imports DIR, for every command that reads a spec (see lower.import_roots)."""
+    p.add_argument("--allow-imports", action="append", default=[], metavar="DIR",
+                   help="let imports reach DIR too (by default they resolve only inside the "
+                        "spec's directory tree and the bundled library)")
 
 
 def add_data_arguments(p) -> None:
@@ -46,7 +54,8 @@ def parse_assignments(items: list[str], what: str) -> dict[str, Any]:
 def load_net(args):
     import netspec
 
-    return netspec.load(args.spec, args.network, parse_assignments(args.param, "--param"))
+    return netspec.load(args.spec, args.network, parse_assignments(args.param, "--param"),
+                        allow_imports=getattr(args, "allow_imports", ()))
 
 
 @contextmanager

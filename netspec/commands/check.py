@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from netspec.commands._session import add_import_argument
+
 HELP = ("check specs through the whole front end (parse, lower, shapes, train settings); "
         "print every error and warning (exit 1 on any error)")
 
@@ -12,6 +14,7 @@ HELP = ("check specs through the whole front end (parse, lower, shapes, train se
 def add_arguments(p) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help=".net files or bundled spec names")
     p.add_argument("--network", help="which network of the file (default: the last one)")
+    add_import_argument(p)
     p.add_argument("-W", "--werror", action="store_true", help="treat warnings as errors")
     p.add_argument("-q", "--quiet", action="store_true", help="print only diagnostics")
     p.add_argument("--format", choices=("text", "json"), default="text",
@@ -21,7 +24,7 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     from netspec.frontend import check_file
 
-    results = [check_file(path, args.network) for path in args.files]
+    results = [check_file(path, args.network, allow_imports=args.allow_imports) for path in args.files]
     failed = [r for r in results if r.errors or (args.werror and r.warnings)]
     if args.format == "json":
         print(json.dumps({"version": 1, "files": [_file_json(r) for r in results]}, indent=2))

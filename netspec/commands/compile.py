@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+from netspec.commands._session import add_import_argument
 from netspec.diagnostics import Diagnostic, NetspecError
 
 HELP = "compile a spec to a Python module that runs and trains it with NumPy"
@@ -18,6 +19,7 @@ def add_arguments(p) -> None:
     p.add_argument("--input", metavar="SHAPE", type=parse_shape,
                    help="per-sample input shape, e.g. 3x32x32 (default: the spec's)")
     p.add_argument("--network", help="which network of the file (default: the last one)")
+    add_import_argument(p)
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -35,7 +37,7 @@ def run(args) -> int:
     import netspec
     from netspec.codegen import generate
 
-    net = netspec.load(args.file, args.network)
+    net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
     for w in net.warnings:
         print(w.render(), file=sys.stderr)
     source = generate(net, args.input, standalone=args.standalone)

@@ -5,7 +5,8 @@ import os
 import subprocess
 import sys
 
-from netspec.diagnostics import Diagnostic, NetspecError
+from netspec.commands._session import add_import_argument
+from netspec.diagnostics import Diagnostic, NetspecError, printable
 
 HELP = "draw the architecture diagram (SVG, PNG, PDF or DOT) with Graphviz"
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -18,6 +19,7 @@ def add_arguments(p) -> None:
                    "- for standard output)")
     p.add_argument("--format", choices=FORMATS, help="output format (default: from OUT)")
     p.add_argument("--network", help="which network of the file (default: the last one)")
+    add_import_argument(p)
     p.add_argument("--depth", type=_depth, default="auto", metavar="N",
                    help="block nesting drawn open; deeper blocks are one node each "
                    "(0 closes all, `all` opens all; default auto: the deepest level that "
@@ -60,13 +62,14 @@ def run(args) -> int:
     import netspec
     from netspec import render
 
-    net = netspec.load(args.file, args.network)
+    net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
     netspec.analyze(net)
     out = args.output or f"{net.name}.svg"
     fmt = args.format or _suffix_format(out)
     depth = render.auto_depth(net, args.collapse) if args.depth == "auto" else args.depth
     graph = render.draw(net, depth=depth, rankdir=args.rankdir, shapes=args.shapes,
-                        annotate=args.annotate, collapse_repeats=args.collapse)
+                        annotate=args.annotate, collapse_repeats=args.collapse,
+                        max_nodes=None if fmt == "dot" else render.MAX_LAYOUT_NODES)
     what = f"depth {'all' if depth is None else depth}" + (", chosen automatically"
                                                            if args.depth == "auto" else "")
     if fmt == "dot":
@@ -87,8 +90,8 @@ def run(args) -> int:
             return 1
         if isinstance(exc, subprocess.CalledProcessError):
             detail = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
-            print(f"netspec: dot failed ({detail[-1] if detail else f'exit {exc.returncode}'})"
-                  f"; wrote {dot_path}", file=sys.stderr)
+            reason = printable(detail[-1]) if detail else f"exit {exc.returncode}"
+            print(f"netspec: dot failed ({reason}); wrote {dot_path}", file=sys.stderr)
             return 1
         raise
     _write(out, data)

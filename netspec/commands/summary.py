@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from netspec.commands._session import add_import_argument
+
 HELP = ("per-layer table of output shapes, parameters, MACs, receptive fields and activation "
         "memory, with totals and a training-memory estimate")
 
@@ -15,6 +17,7 @@ def add_arguments(p) -> None:
 
     p.add_argument("file", metavar="FILE", help=".net file or bundled spec name (resnet50)")
     p.add_argument("--network", help="which network of the file (default: the last one)")
+    add_import_argument(p)
     p.add_argument("--input", metavar="SHAPE", type=input_shape,
                    help="per-sample input shape overriding the spec's: 3x224x224, 784")
     p.add_argument("--batch", type=_positive, default=1, metavar="N",
@@ -37,7 +40,7 @@ def run(args) -> int:
     import netspec
     from netspec.analysis.summary import render
 
-    net = netspec.load(args.file, args.network)
+    net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
     analysis = netspec.analyze(net, args.input, freeze=args.freeze, batch=args.batch,
                                dtype=args.dtype, optimizer=args.optimizer, count=args.count)
     for w in net.warnings + analysis.warnings:
