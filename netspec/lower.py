@@ -382,6 +382,9 @@ class Lowerer:
         self.incomplete = incomplete  # an import failed: unknown names may be its blocks
         self.errors: list[Diagnostic] = []
         self._reported: set[tuple] = set()
+        # Written-out size of each list value built here, by id; the list is kept with its
+        # size so the id cannot be reused while the entry lives.
+        self._list_sizes: dict[int, tuple[int, list]] = {}
 
     def record(self, exc: NetspecError, scope: Scope) -> None:
         """Keep an error once: a broken block reports once, not once per instance."""
@@ -393,9 +396,6 @@ class Lowerer:
             d.notes.extend(Note(f.describe(), f.span) for f in reversed(scope.frames))
             self.errors.append(d)
 
-        # Written-out size of each list value built here, by id; the list is kept with its
-        # size so the id cannot be reused while the entry lives.
-        self._list_sizes: dict[int, tuple[int, list]] = {}
 
     def warn(self, message: str, span: Span | None, hint: str | None = None) -> None:
         key = (message, span)
