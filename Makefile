@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench setup
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml editors/vscode/package-lock.json
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
@@ -16,6 +16,14 @@ $(STAMP): pyproject.toml
 	  (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || \
 	  (sudo apt-get update -qq && sudo apt-get install -y -qq graphviz >/dev/null) || \
 	  echo "warning: could not install Graphviz; netspec draw writes .dot only and its tests skip"; }
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing Node.js and npm with apt-get (the TextMate grammar's tests run VS Code's engine)"; \
+	  (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null) || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm >/dev/null) || \
+	  echo "warning: could not install npm; the TextMate grammar's engine test skips"; }
+	@! command -v npm >/dev/null 2>&1 || \
+	  (cd editors/vscode && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || \
+	  echo "warning: npm ci failed in editors/vscode; the TextMate grammar's engine test skips"
 	touch $(STAMP)
 
 setup: $(STAMP)
