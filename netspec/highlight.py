@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from typing import ClassVar
 
 # Keywords with a class of their own; every other keyword of the grammar is a plain one.
 _CONSTANTS = {"true", "false", "none"}
@@ -164,10 +165,9 @@ def _pygments_lexer():
         """Pygments lexer for netspec .net specs (generated from the Lark grammar)."""
 
         name = "netspec"
-        aliases = ["netspec", "net"]
-        filenames = ["*.net"]
-        url = "https://github.com/netspec/netspec"
-        tokens = {"root": rules}
+        aliases: ClassVar = ["netspec", "net"]
+        filenames: ClassVar = ["*.net"]
+        tokens: ClassVar = {"root": rules}
 
     return NetspecLexer
 
