@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml editors/vscode/package-lock.json
 	@! command -v npm >/dev/null 2>&1 || \
 	  (cd editors/vscode && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || \
 	  echo "warning: npm ci failed in editors/vscode; the TextMate grammar's engine test skips"
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Chromium with apt-get (the web view's tests run it headless)"; \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	  (sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null) || \
+	  echo "warning: could not install Chromium; the web view's browser tests skip"; }
 	touch $(STAMP)
 
 setup: $(STAMP)

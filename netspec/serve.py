@@ -1,0 +1,320 @@
+"""The local web view (`netspec serve`): edit a spec in the browser and see its diagnostics,
+summary table and diagram update as you type. Starlette app, served by uvicorn.
+
+What the page asks for goes through the ordinary front end (netspec.frontend.check_text,
+netspec.analyze, netspec.draw) and comes back as data: diagnostics as JSON, the summary
+rows, the Graphviz SVG, and the spec highlighted by the grammar's own lexer (escaped HTML).
+
+Safety: the server binds 127.0.0.1 only; it reads and writes only the files it was started
+on, addressed by their index (no path ever comes from a request); it refuses requests whose
+Host or Origin is not this server (other sites, DNS rebinding), and writes only JSON bodies
+from its own origin. Nothing in the page evaluates spec text.
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from netspec.diagnostics import NetspecError
+from netspec.frontend import check_text, to_json
+
+HOST = "127.0.0.1"
+MAX_TEXT = 2_000_000  # the parser's limit on a spec
+POLL_SECONDS = 0.5  # how often files on disk are looked at for changes
+_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+
+
+@dataclass
+class SpecFile:
+    """One file the server was started on. Bundled specs are opened read-only."""
+
+    path: str
+    writable: bool
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self.path)
+
+
+def render_spec(text: str, path: str) -> dict[str, Any]:
+    """Everything the page shows for spec text: diagnostics, the spec highlighted with the
+    errors marked, the summary rows and the diagram (when the spec is well-formed)."""
+    result = check_text(text, path)
+    out: dict[str, Any] = {
+        "ok": result.ok,
+        "diagnostics": [to_json(d) for d in result.diagnostics],
+        "highlighted": highlight_html(text, [d for d in result.diagnostics
+                                             if d.span is not None and d.span.path == path]),
+        "rows": [], "svg": None, "title": None, "svg_error": None,
+    }
+    if result.ok and result.network is not None:
+        out.update(_analysis(result.network))
+    elif result.library is not None:
+        out["title"] = f"library: {', '.join(result.library)}"
+    return out
+
+
+def _analysis(net) -> dict[str, Any]:
+    import netspec
+    from netspec.analysis import rows
+    from netspec.analysis.summary import render
+
+    analysis = netspec.analyze(net)
+    out: dict[str, Any] = {
+        "title": render(analysis).splitlines()[0],
+        "rows": [r.to_dict() for r in rows(analysis)],
+        "totals": {"params": analysis.totals.count.params, "macs": analysis.totals.macs},
+    }
+    try:
+        out["svg"] = netspec.draw(net).pipe(format="svg").decode("utf-8")
+    except Exception as exc:  # noqa: BLE001 - Graphviz missing or failing: say so, go on
+        out["svg_error"] = f"no diagram: {type(exc).__name__}: {exc}"[:300]
+    return out
+
+
+def highlight_html(text: str, diagnostics) -> str:
+    """The spec as HTML: one <span class="t-CLASS"> per token of the grammar's lexer, every
+    character escaped, and the text under each diagnostic's span inside
+    <mark class="diag SEVERITY" data-message="...">."""
+    from netspec.highlight import token_classes
+    from netspec.parser import lex
+
+    classes = {name: cls for name, _, cls in token_classes()}
+    line_starts = [0]
+    for line in text.split("\n"):
+        line_starts.append(line_starts[-1] + len(line) + 1)
+
+    def offset(line: int, col: int) -> int:
+        return min(line_starts[min(line, len(line_starts) - 1) - 1] + col - 1, len(text))
+
+    marks = []  # (start, end, severity, message)
+    for d in diagnostics:
+        start = offset(d.span.line, d.span.col)
+        end = min(max(start + 1, offset(d.span.end_line, d.span.end_col)), len(text))
+        marks.append((start, end, d.severity, d.message))
+    tokens = [(t.start_pos, t.end_pos, "t-" + classes.get(t.type, "error")) for t in lex(text)]
+    cuts = sorted({0, len(text)} | {p for t in tokens for p in t[:2]}
+                  | {p for m in marks for p in m[:2]})
+    index = {p: k for k, p in enumerate(cuts)}
+    css_at = {}
+    for start, end, css in tokens:
+        for p in cuts[index[start]:index[end]]:
+            css_at[p] = css
+    out = []
+    for start, end in itertools.pairwise(cuts):
+        piece = f'<span class="{css_at.get(start, "")}">{html.escape(text[start:end])}</span>'
+        for m_start, m_end, severity, message in marks:
+            if m_start <= start and end <= m_end:
+                piece = (f'<mark class="diag {severity}" data-message="{html.escape(message)}">'
+                         f"{piece}</mark>")
+        out.append(piece)
+    return "".join(out)
+
+
+# ---- the app -------------------------------------------------------------------------------
+
+def create_app(files: list[SpecFile], port_holder: dict[str, int]) -> Starlette:
+    """The Starlette app serving `files`; port_holder["port"] is the bound port (for the
+    Host/Origin checks), filled in once the socket is bound."""
+
+    def allowed_hosts() -> set[str]:
+        port = port_holder.get("port")
+        return {f"127.0.0.1:{port}", f"localhost:{port}"}
+
+    def refuse(request: Request) -> Response | None:
+        host = request.headers.get("host", "")
+        if host not in allowed_hosts():
+            return PlainTextResponse("refused: unknown Host", status_code=403)
+        origin = request.headers.get("origin")
+        if origin is not None and origin.removeprefix("http://") not in allowed_hosts():
+            return PlainTextResponse("refused: another origin", status_code=403)
+        if request.method not in ("GET", "HEAD"):
+            if origin is None:
+                return PlainTextResponse("refused: no Origin", status_code=403)
+            if request.headers.get("content-type", "").split(";")[0] != "application/json":
+                return PlainTextResponse("refused: JSON bodies only", status_code=415)
+        return None
+
+    def spec_file(request: Request) -> SpecFile | None:
+        try:
+            index = int(request.path_params["index"])
+        except ValueError:
+            return None
+        return files[index] if 0 <= index < len(files) else None
+
+    async def guarded(request: Request, handler) -> Response:
+        refusal = refuse(request)
+        return refusal if refusal is not None else await handler(request)
+
+    async def static(request: Request) -> Response:
+        name = request.path_params.get("name", "index.html")
+        if name not in _STATIC:
+            return PlainTextResponse("not found", status_code=404)
+        body = resources.files("netspec.web").joinpath(name).read_bytes()
+        return Response(body, media_type=_STATIC[name],
+                        headers={"Content-Security-Policy": _CSP,
+                                 "X-Content-Type-Options": "nosniff",
+                                 "Cache-Control": "no-store"})
+
+    async def list_files(request: Request) -> Response:
+        return JSONResponse([{"index": k, "name": f.name, "path": f.path,
+                              "writable": f.writable} for k, f in enumerate(files)])
+
+    async def read(request: Request) -> Response:
+        f = spec_file(request)
+        if f is None:
+            return PlainTextResponse("no such file", status_code=404)
+        try:
+            text = await asyncio.to_thread(_read, f.path)
+        except (OSError, UnicodeDecodeError) as exc:
+            return JSONResponse({"error": f"{f.path}: {exc}"}, status_code=500)
+        return JSONResponse({"text": text, "mtime": _mtime(f.path)})
+
+    async def write(request: Request) -> Response:
+        f = spec_file(request)
+        if f is None:
+            return PlainTextResponse("no such file", status_code=404)
+        if not f.writable:
+            return JSONResponse({"error": f"{f.name} is a bundled spec: opened read-only"},
+                                status_code=403)
+        text = await _json_text(request)
+        if text is None:
+            return JSONResponse({"error": "expected {\"text\": \"...\"}"}, status_code=400)
+        await asyncio.to_thread(_write_atomically, f.path, text)
+        return JSONResponse({"mtime": _mtime(f.path)})
+
+    async def check(request: Request) -> Response:
+        f = spec_file(request)
+        if f is None:
+            return PlainTextResponse("no such file", status_code=404)
+        text = await _json_text(request)
+        if text is None:
+            return JSONResponse({"error": "expected {\"text\": \"...\"}"}, status_code=400)
+        try:
+            body = await asyncio.to_thread(render_spec, text, _display(f.path))
+        except NetspecError as exc:
+            body = {"ok": False, "diagnostics": [to_json(d) for d in exc.diagnostics],
+                    "highlighted": html.escape(text), "rows": [], "svg": None}
+        return JSONResponse(body)
+
+    async def events(request: Request) -> Response:
+        async def stream():
+            seen = {k: _mtime(f.path) for k, f in enumerate(files)}
+            yield "retry: 1000\n\n"
+            while not await request.is_disconnected():
+                await asyncio.sleep(POLL_SECONDS)
+                for k, f in enumerate(files):
+                    now = _mtime(f.path)
+                    if now != seen[k]:
+                        seen[k] = now
+                        yield f"event: changed\ndata: {json.dumps({'index': k, 'mtime': now})}\n\n"
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store"})
+
+    def route(path, handler, methods=("GET",)):
+        async def endpoint(request: Request) -> Response:
+            return await guarded(request, handler)
+        return Route(path, endpoint, methods=list(methods))
+
+    return Starlette(routes=[
+        route("/", static),
+        route("/static/{name}", static),
+        route("/api/files", list_files),
+        route("/api/files/{index}", read),
+        route("/api/files/{index}", write, methods=("PUT",)),
+        route("/api/files/{index}/check", check, methods=("POST",)),
+        route("/api/events", events),
+    ])
+
+
+# Scripts and styles only from this server; the diagram's SVG is inserted as markup after
+# the page removes scripts, event attributes and links from it.
+_CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+        "img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'")
+
+
+async def _json_text(request: Request) -> str | None:
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    text = body.get("text") if isinstance(body, dict) else None
+    if not isinstance(text, str) or len(text) > MAX_TEXT:
+        return None
+    return text
+
+
+def _read(path: str) -> str:
+    with open(path, encoding="utf-8") as handle:
+        return handle.read(MAX_TEXT + 1)
+
+
+def _mtime(path: str) -> float | None:
+    try:
+        return os.stat(path).st_mtime_ns / 1e9
+    except OSError:
+        return None
+
+
+def _display(path: str) -> str:
+    rel = os.path.relpath(path)
+    return rel if not rel.startswith("..") else path
+
+
+def _write_atomically(path: str, text: str) -> None:
+    tmp = f"{path}.serve.tmp"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def spec_files(names: list[str]) -> list[SpecFile]:
+    """The files to serve: paths (writable), or bundled spec names (read-only)."""
+    from netspec.specfiles import resolve
+
+    out = []
+    for name in names:
+        path = os.path.abspath(resolve(name))
+        bundled = not os.path.isfile(name)
+        out.append(SpecFile(path, writable=not bundled and os.access(path, os.W_OK)))
+    return out
+
+
+def serve(files: list[SpecFile], port: int = 0, open_browser: bool = True,
+          announce=print) -> None:
+    """Serve until interrupted. port 0 picks a free port."""
+    import socket
+
+    import uvicorn
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, port))
+    sock.listen(128)  # connections wait in the backlog until uvicorn accepts them
+    holder = {"port": sock.getsockname()[1]}
+    url = f"http://{HOST}:{holder['port']}/"
+    app = create_app(files, holder)
+    config = uvicorn.Config(app, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    announce(f"netspec serve: {url} ({', '.join(f.name for f in files)}); Ctrl-C stops it")
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+    server.run(sockets=[sock])

@@ -1,0 +1,1 @@
+"""Static assets of the web view (`netspec serve`): one page, its script and its style."""

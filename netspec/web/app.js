@@ -1,0 +1,326 @@
+// netspec serve: the page. Text goes to the server, data comes back (diagnostics as JSON,
+// the spec highlighted as escaped HTML, summary rows, the diagram's SVG). No spec text is
+// ever evaluated here; the SVG is sanitized before it joins the page.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { index: 0, files: [], dirty: false, mtime: null, seq: 0, shown: 0,
+                sort: null, view: null };
+
+function escapeHtml(text) {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;",
+                                            '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+async function api(path, options = {}) {
+  const response = await fetch(path, { headers: { "Content-Type": "application/json" },
+                                       ...options });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || response.statusText);
+  return body;
+}
+
+function setStatus(text) { $("status").textContent = text; }
+
+// ---- the file -----------------------------------------------------------------------------
+
+async function loadFiles() {
+  state.files = await api("/api/files");
+  const select = $("file");
+  state.files.forEach((f) => {
+    const option = document.createElement("option");
+    option.value = f.index;
+    option.textContent = f.name + (f.writable ? "" : " (read-only)");
+    select.appendChild(option);
+  });
+  select.addEventListener("change", () => openFile(Number(select.value)));
+  await openFile(0);
+}
+
+async function openFile(index) {
+  state.index = index;
+  const body = await api(`/api/files/${index}`);
+  $("source").value = body.text;
+  state.mtime = body.mtime;
+  setDirty(false);
+  $("banner").hidden = true;
+  update();
+}
+
+function setDirty(dirty) {
+  state.dirty = dirty;
+  $("save").disabled = !dirty || !state.files[state.index].writable;
+  document.title = (dirty ? "● " : "") + state.files[state.index].name + " — netspec";
+}
+
+async function save() {
+  if (!state.dirty || !state.files[state.index].writable) return;
+  const text = $("source").value;
+  try {
+    const body = await api(`/api/files/${state.index}`,
+                           { method: "PUT", body: JSON.stringify({ text }) });
+    state.mtime = body.mtime;
+    if ($("source").value === text) setDirty(false);
+    setStatus("saved");
+  } catch (error) {
+    setStatus(`not saved: ${error.message}`);
+  }
+}
+
+function watchDisk() {
+  const events = new EventSource("/api/events");
+  events.addEventListener("changed", async (event) => {
+    const change = JSON.parse(event.data);
+    if (change.index !== state.index || change.mtime === state.mtime) return;
+    if (!state.dirty) {
+      await openFile(state.index);
+      setStatus("reloaded: the file changed on disk");
+    } else {
+      $("banner-text").textContent = "The file changed on disk; your edits are not saved.";
+      $("banner").hidden = false;
+    }
+  });
+}
+
+// ---- checking as you type --------------------------------------------------------------------
+
+let timer = null;
+function edited() {
+  setDirty(true);
+  $("highlight").innerHTML = escapeHtml($("source").value) + "\n";
+  clearTimeout(timer);
+  timer = setTimeout(update, 200);
+}
+
+async function update() {
+  const seq = ++state.seq;
+  const text = $("source").value;
+  let data;
+  try {
+    data = await api(`/api/files/${state.index}/check`,
+                     { method: "POST", body: JSON.stringify({ text }) });
+  } catch (error) {
+    setStatus(`check failed: ${error.message}`);
+    return;
+  }
+  if (seq < state.shown || $("source").value !== text) return;  // a newer check is coming
+  state.shown = seq;
+  $("highlight").innerHTML = data.highlighted + "\n";  // escaped by the server
+  showDiagnostics(data.diagnostics);
+  const errors = data.diagnostics.filter((d) => d.severity === "error").length;
+  setStatus(errors ? `${errors} error${errors > 1 ? "s" : ""}` : "ok");
+  document.body.dataset.state = errors ? "errors" : "ok";
+  if (data.ok) {
+    $("title").textContent = data.title || "";
+    showRows(data.rows || []);
+    showDiagram(data.svg, data.svg_error);
+  }
+}
+
+function showDiagnostics(diagnostics) {
+  const list = $("diagnostics");
+  list.replaceChildren();
+  for (const d of diagnostics) {
+    const item = document.createElement("li");
+    item.className = d.severity;
+    const where = d.line ? `${d.line}:${d.column} ` : "";
+    item.appendChild(document.createTextNode(where + d.message));
+    if (d.hint) {
+      const hint = document.createElement("span");
+      hint.className = "hint";
+      hint.textContent = "hint: " + d.hint;
+      item.appendChild(hint);
+    }
+    if (d.line) item.addEventListener("click", () => jumpTo(d.line, d.column));
+    list.appendChild(item);
+  }
+}
+
+function jumpTo(line, column) {
+  const source = $("source");
+  const lines = source.value.split("\n");
+  let offset = 0;
+  for (let k = 0; k < line - 1 && k < lines.length; k++) offset += lines[k].length + 1;
+  source.focus();
+  source.setSelectionRange(offset + column - 1, offset + column - 1);
+}
+
+// ---- summary table -----------------------------------------------------------------------------
+
+function number(n) { return n == null ? "" : n.toLocaleString("en-US"); }
+
+function showRows(rows) {
+  state.rows = rows;
+  renderRows();
+}
+
+function renderRows() {
+  const body = $("summary").tBodies[0];
+  body.replaceChildren();
+  let rows = state.rows.slice();
+  if (state.sort) {
+    const { key, dir } = state.sort;
+    const value = (r) => key === "rf" ? (r.receptive_field ? [].concat(r.receptive_field.size)[0] : 0)
+      : key === "output_shape" ? r.output_shape.reduce((a, b) => a * b, 1) : r[key];
+    rows.sort((a, b) => {
+      const x = value(a), y = value(b);
+      return (typeof x === "number" ? x - y : String(x).localeCompare(String(y))) * dir;
+    });
+  }
+  for (const r of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.name = r.name;
+    tr.dataset.kind = r.kind;
+    if (r.kind === "block") tr.className = "block";
+    const rf = r.receptive_field ? [].concat(r.receptive_field.size).join("x") : "";
+    const cells = [r.name, r.op, "[" + r.output_shape.join(", ") + "]", number(r.params),
+                   number(r.macs), rf];
+    cells.forEach((text, k) => {
+      const td = document.createElement("td");
+      td.textContent = text;
+      if (k === 0 && !state.sort) td.style.paddingLeft = (8 + 16 * r.depth) + "px";
+      if (k >= 3) td.className = "num";
+      tr.appendChild(td);
+    });
+    if (r.kind === "block") tr.cells[0].addEventListener("click", () => toggleBlock(tr));
+    tr.addEventListener("click", () => selectLayer(r.name, false));
+    body.appendChild(tr);
+  }
+}
+
+function toggleBlock(tr) {
+  const collapsed = tr.classList.toggle("collapsed");
+  const prefix = tr.dataset.name + ".";
+  for (const row of $("summary").tBodies[0].rows) {
+    if (row.dataset.name.startsWith(prefix)) row.hidden = collapsed;
+  }
+}
+
+function sortBy(key) {
+  state.sort = state.sort && state.sort.key === key
+    ? (state.sort.dir === 1 ? { key, dir: -1 } : null) : { key, dir: 1 };
+  renderRows();
+}
+
+// ---- diagram -------------------------------------------------------------------------------------
+
+function sanitize(svg) {
+  for (const bad of svg.querySelectorAll("script, foreignObject, iframe, object, embed")) {
+    bad.remove();
+  }
+  for (const el of svg.querySelectorAll("*")) {
+    for (const attr of Array.from(el.attributes)) {
+      if (/^on/i.test(attr.name) || /href$/i.test(attr.name)) el.removeAttribute(attr.name);
+    }
+  }
+  return svg;
+}
+
+function showDiagram(markup, error) {
+  const box = $("diagram");
+  if (!markup) {
+    box.textContent = error || "";
+    return;
+  }
+  const doc = new DOMParser().parseFromString(markup, "image/svg+xml");
+  const svg = doc.documentElement;
+  if (svg.nodeName !== "svg") return;
+  sanitize(svg);
+  svg.removeAttribute("width");
+  svg.removeAttribute("height");
+  const imported = document.importNode(svg, true);
+  box.replaceChildren(imported);
+  const base = imported.viewBox.baseVal;
+  if (!state.view || state.view.file !== state.index) {
+    state.view = { file: state.index, x: base.x, y: base.y, w: base.width, h: base.height };
+  }
+  applyView();
+  for (const node of imported.querySelectorAll("g.node")) {
+    const title = node.querySelector("title");
+    if (title) {
+      node.dataset.layer = title.textContent;
+      node.addEventListener("click", (event) => {
+        event.stopPropagation();
+        selectLayer(title.textContent, true);
+      });
+    }
+  }
+}
+
+function applyView() {
+  const svg = $("diagram").querySelector("svg");
+  const v = state.view;
+  if (svg && v) svg.setAttribute("viewBox", `${v.x} ${v.y} ${v.w} ${v.h}`);
+}
+
+function enablePanZoom() {
+  const box = $("diagram");
+  box.addEventListener("wheel", (event) => {
+    if (!state.view) return;
+    event.preventDefault();
+    const rect = box.getBoundingClientRect();
+    const factor = event.deltaY > 0 ? 1.15 : 1 / 1.15;
+    const v = state.view;
+    const px = v.x + (event.clientX - rect.left) / rect.width * v.w;
+    const py = v.y + (event.clientY - rect.top) / rect.height * v.h;
+    Object.assign(v, { x: px - (px - v.x) * factor, y: py - (py - v.y) * factor,
+                       w: v.w * factor, h: v.h * factor });
+    applyView();
+  }, { passive: false });
+  let drag = null;
+  box.addEventListener("mousedown", (event) => { drag = { x: event.clientX, y: event.clientY }; });
+  window.addEventListener("mouseup", () => { drag = null; });
+  window.addEventListener("mousemove", (event) => {
+    if (!drag || !state.view) return;
+    const rect = box.getBoundingClientRect();
+    const v = state.view;
+    v.x -= (event.clientX - drag.x) / rect.width * v.w;
+    v.y -= (event.clientY - drag.y) / rect.height * v.h;
+    drag = { x: event.clientX, y: event.clientY };
+    applyView();
+  });
+}
+
+function selectLayer(name, fromDiagram) {
+  for (const row of $("summary").tBodies[0].rows) {
+    const hit = row.dataset.name === name;
+    row.classList.toggle("selected", hit);
+    if (hit && fromDiagram) {
+      row.hidden = false;
+      row.scrollIntoView({ block: "nearest" });
+    }
+  }
+  for (const node of $("diagram").querySelectorAll("g.node")) {
+    node.classList.toggle("selected", node.dataset.layer === name);
+  }
+}
+
+// ---- wiring ----------------------------------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  const source = $("source");
+  source.addEventListener("input", edited);
+  source.addEventListener("scroll", () => {
+    $("highlight").style.transform =
+      `translate(${-source.scrollLeft}px, ${-source.scrollTop}px)`;
+  });
+  source.addEventListener("keydown", (event) => {
+    if (event.key === "Tab") {
+      event.preventDefault();
+      document.execCommand("insertText", false, "    ");
+    }
+  });
+  document.addEventListener("keydown", (event) => {
+    if ((event.ctrlKey || event.metaKey) && event.key === "s") {
+      event.preventDefault();
+      save();
+    }
+  });
+  $("save").addEventListener("click", save);
+  $("reload").addEventListener("click", () => openFile(state.index));
+  for (const th of $("summary").tHead.rows[0].cells) {
+    th.addEventListener("click", () => sortBy(th.dataset.key));
+  }
+  enablePanZoom();
+  loadFiles().then(watchDisk).catch((error) => setStatus(error.message));
+});
