@@ -177,8 +177,8 @@ def create_app(files: list[SpecFile], port_holder: dict[str, int]) -> Starlette:
             return PlainTextResponse("no such file", status_code=404)
         try:
             text = await asyncio.to_thread(_read, f.path)
-        except (OSError, UnicodeDecodeError) as exc:
-            return JSONResponse({"error": f"{f.path}: {exc}"}, status_code=500)
+        except NetspecError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=500)
         return JSONResponse({"text": text, "mtime": _mtime(f.path)})
 
     async def write(request: Request) -> Response:
@@ -257,8 +257,9 @@ async def _json_text(request: Request) -> str | None:
 
 
 def _read(path: str) -> str:
-    with open(path, encoding="utf-8") as handle:
-        return handle.read(MAX_TEXT + 1)
+    from netspec.files import read_spec_text
+
+    return read_spec_text(path)
 
 
 def _mtime(path: str) -> float | None:

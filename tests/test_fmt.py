@@ -170,6 +170,6 @@ def test_fmt_leaves_a_broken_file_alone(tmp_path):
                             capture_output=True, text=True, timeout=60, check=False)
     assert result.returncode == 1
     assert "broken.net:1:25: error: unexpected `}`" in result.stderr
-    assert "none.net: no such file" in result.stderr
+    assert "none.net: No such file or directory" in result.stderr
     assert broken.read_text() == "network n { output x -> }\n"
     assert not list(tmp_path.glob("*.tmp"))

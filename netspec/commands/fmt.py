@@ -44,17 +44,11 @@ def run(args) -> int:
 
 
 def _read(path: str) -> str:
-    if os.path.isdir(path):
-        raise NetspecError(Diagnostic("error", f"{path}: is a directory, not a spec file"))
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            return f.read()
-    except FileNotFoundError:
-        raise NetspecError(Diagnostic("error", f"{path}: no such file")) from None
-    except UnicodeDecodeError:
-        raise NetspecError(Diagnostic("error", f"{path}: not a text file (UTF-8)")) from None
-    except OSError as exc:
-        raise NetspecError(Diagnostic("error", f"{path}: {exc.strerror}")) from None
+    """The spec's text, through the bounded reader every command uses (a regular file,
+    not too large, UTF-8); line endings are kept as they are."""
+    from netspec.files import read_spec_text
+
+    return read_spec_text(path)
 
 
 def _write(path: str, text: str) -> None:
