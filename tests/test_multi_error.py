@@ -131,3 +131,59 @@ def test_recovery_stops_at_a_bounded_number_of_errors():
     body = "\n".join(f"    y{k} = x -> -> relu" for k in range(150))
     result = check_text("network n {\n    input x: [3, 8, 8]\n" + body + "\n}\n", "t.net")
     assert len(result.errors) == MAX_SYNTAX_ERRORS
+
+
+# ---- the recovering front end against the single-error one, on the fuzz corpus ----------
+
+def single_error_outcome(text: str, path: str):
+    """What the other commands say: None if load, analyze and the train settings accept
+    the spec, else the first error's (message, span)."""
+    from netspec.train import ConfigError, TrainConfig
+
+    try:
+        net = netspec.parse(text, path)
+        netspec.analyze(net)
+        TrainConfig.from_spec(net.train)
+    except NetspecError as exc:
+        d = exc.diagnostics[0]
+        return (d.message, d.span)
+    except ConfigError as exc:
+        return ("train", exc.key)
+    return None
+
+
+def test_check_agrees_with_the_other_commands_on_the_fuzz_corpus():
+    """On mutated and truncated library specs (tests/test_fuzz.py's generators, seeded):
+    check never crashes, says ok exactly when the other commands accept the spec, and
+    otherwise reports the error they stop at among its own."""
+    import random
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_fuzz import SEED, inlined, mutate, tokens
+
+    rng = random.Random(SEED + 151)
+    corpus = []
+    for path in sorted((ROOT / "specs").glob("*.net"))[:12]:
+        text = inlined(path)
+        pieces = tokens(text)
+        corpus += [(mutate(pieces, rng), str(path)) for _ in range(6)]
+        corpus += [(text[:rng.randrange(len(text))], str(path)) for _ in range(2)]
+    found = agreed = 0
+    for text, path in corpus:
+        result = check_text(text, path)
+        first = single_error_outcome(text, path)
+        if result.library is not None:  # blocks only: the other commands want a network
+            assert first is not None
+            assert not result.ok or first[0].endswith("defines no network")
+            continue
+        assert result.ok == (first is None), (text, first, result.errors)
+        if first is None or first[0] == "train":
+            continue
+        found += 1
+        agreed += first in {(d.message, d.span) for d in result.errors}
+    print(f"fuzz corpus: {len(corpus)} specs, {found} with errors, {agreed} agreed")
+    assert found >= 50
+    # The parser's own words for a missing `}` (an unexpected name) are replaced by check's
+    # ("`network` inside a body"); every other first error is among check's.
+    assert agreed >= found - 3, (agreed, found)
