@@ -129,6 +129,7 @@ def layer_names(path: Path) -> list[str]:
 def test_page_shows_the_diagram_and_the_table(server, page):
     _, lenet, _ = server
     page.wait_for_selector("#diagram svg g.node")
+    assert page.locator("#diagram").bounding_box()["height"] > 200  # not squeezed by the table
     expected = layer_names(lenet)
     shown = page.eval_on_selector_all("#diagram g.node", "ns => ns.map(n => n.dataset.layer)")
     assert sorted(shown) == sorted(expected)
