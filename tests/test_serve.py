@@ -186,6 +186,17 @@ def test_save_writes_the_file_and_a_change_on_disk_reloads_the_page(server, page
     assert page.input_value("#source") == changed
 
 
+def test_another_spec_side_by_side(server, page):
+    _, _, tiny = server
+    page.select_option("#compare", "1")
+    page.wait_for_selector("#diagram2 svg g.node")
+    assert page.locator("#diagram").is_visible() and page.locator("#diagram2").is_visible()
+    expected = netspec.analyze(netspec.load(str(tiny))).totals.count.params
+    assert page.text_content("#total2").startswith(f"{expected:,} parameters")
+    page.select_option("#compare", "")
+    assert not page.locator("#diagram2").is_visible()
+
+
 def test_a_second_spec_with_collapsible_blocks(server, page):
     _, _, tiny = server
     page.select_option("#file", "1")

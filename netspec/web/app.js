@@ -34,6 +34,14 @@ async function loadFiles() {
     select.appendChild(option);
   });
   select.addEventListener("change", () => openFile(Number(select.value)));
+  const compare = $("compare");
+  state.files.forEach((f) => {
+    const option = document.createElement("option");
+    option.value = f.index;
+    option.textContent = f.name;
+    compare.appendChild(option);
+  });
+  compare.addEventListener("change", showComparison);
   await openFile(0);
 }
 
@@ -112,8 +120,44 @@ async function update() {
   document.body.dataset.state = errors ? "errors" : "ok";
   if (data.ok) {
     $("title").textContent = data.title || "";
+    $("total").textContent = totalsText(data.totals);
     showRows(data.rows || []);
     showDiagram(data.svg, data.svg_error);
+  }
+}
+
+function totalsText(totals) {
+  return totals ? `${number(totals.params)} parameters, ${number(totals.macs)} MACs` : "";
+}
+
+// ---- comparison: another spec's totals and diagram beside this one --------------------------------
+
+async function showComparison() {
+  const value = $("compare").value;
+  $("compare-side").hidden = $("diagram2").hidden = value === "";
+  if (value === "") return;
+  const index = Number(value);
+  try {
+    const file = await api(`/api/files/${index}`);
+    const data = await api(`/api/files/${index}/check`,
+                           { method: "POST", body: JSON.stringify({ text: file.text }) });
+    $("title2").textContent = data.title || state.files[index].name;
+    const errors = data.diagnostics.filter((d) => d.severity === "error").length;
+    $("total2").textContent = errors ? `${errors} error${errors > 1 ? "s" : ""}`
+                                     : totalsText(data.totals);
+    const box = $("diagram2");
+    box.replaceChildren();
+    if (data.svg) {
+      const svg = sanitize(new DOMParser().parseFromString(data.svg, "image/svg+xml")
+                           .documentElement);
+      if (svg.nodeName === "svg") {
+        svg.removeAttribute("width");
+        svg.removeAttribute("height");
+        box.appendChild(document.importNode(svg, true));
+      }
+    }
+  } catch (error) {
+    $("total2").textContent = error.message;
   }
 }
 
