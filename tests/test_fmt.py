@@ -71,6 +71,19 @@ def test_bundled_specs_are_formatted(path):
     assert format_text(text, str(path)) == text, f"run: netspec fmt {path.relative_to(ROOT)}"
 
 
+def test_every_parsable_spec_under_tests_formats_safely():
+    """The golden directories hold broken specs too: every one that parses is formatted."""
+    paths = sorted((ROOT / "tests").rglob("*.net"))
+    formatted = 0
+    for path in paths:
+        try:
+            assert_formats_safely(path.read_text(), str(path))
+            formatted += 1
+        except NetspecError:  # a syntax error: fmt refuses it
+            continue
+    assert formatted >= 40, formatted
+
+
 def test_docs_examples_format_safely():
     examples = doc_examples()
     assert len(examples) >= 10

@@ -170,6 +170,27 @@ def test_clicking_a_layer_selects_its_row_and_headers_sort(server, page):
     page.click('#summary th[data-key="params"]')  # third click: the spec's order again
 
 
+def test_the_diagram_zooms_with_the_wheel_and_pans_with_a_drag(server, page):
+    def view() -> list[float]:
+        return [float(v) for v in page.get_attribute("#diagram svg", "viewBox").split()]
+
+    box = page.locator("#diagram").bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    before = view()
+    page.mouse.move(x, y)
+    page.mouse.wheel(0, -300)
+    page.wait_for_function("w => parseFloat(document.querySelector('#diagram svg')"
+                           ".getAttribute('viewBox').split(' ')[2]) < w", arg=before[2])
+    zoomed = view()
+    assert zoomed[2] < before[2] and zoomed[3] < before[3]
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 50, y + 30)
+    page.mouse.up()
+    panned = view()
+    assert panned[0] < zoomed[0] and panned[1] < zoomed[1] and panned[2] == zoomed[2]
+
+
 def test_save_writes_the_file_and_a_change_on_disk_reloads_the_page(server, page):
     _, lenet, _ = server
     text = page.input_value("#source")
