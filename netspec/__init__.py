@@ -36,6 +36,20 @@ def load(path: str, network: str | None = None, overrides: dict[str, Any] | None
     return parse(text, path, network, overrides, allow_imports)
 
 
+def compile(source: Any, input_shape: tuple[int, ...] | None = None, dtype: str = "float32",
+            seed: int = 0, target: str = "numpy"):
+    """Compile a spec (a path, a bundled name like "resnet18", or a Network) for a target:
+    "numpy" (default): a trainable netspec Model; "torch": an instance of the generated
+    torch.nn.Module with the NumPy model's initial weights for the same seed."""
+    if target == "numpy":
+        from netspec.codegen import compile as compile_numpy
+        return compile_numpy(source, input_shape, dtype, seed)
+    if target == "torch":
+        from netspec.torchgen import compile as compile_torch
+        return compile_torch(source, input_shape, dtype, seed)
+    raise ValueError(f"unknown target {target!r}: use 'numpy' or 'torch'")
+
+
 def __getattr__(name: str):
     # Later stages load on first use so `netspec check` stays fast and light.
     if name == "analyze":
@@ -44,9 +58,6 @@ def __getattr__(name: str):
     if name == "draw":
         from netspec.render import draw
         return draw
-    if name == "compile":
-        from netspec.codegen import compile
-        return compile
     if name == "threads":
         from netspec.train.threads import threads
         return threads

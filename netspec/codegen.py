@@ -199,21 +199,23 @@ def _reserved() -> frozenset[str]:
         | frozenset(module_names)
 
 
-def sanitize(name: str) -> str:
+def sanitize(name: str, reserved: frozenset[str] = frozenset()) -> str:
     """A Python identifier for a layer id: ASCII letters, digits and _ (everything else
-    becomes _), never a keyword or a name the generated module uses."""
+    becomes _), never a keyword or a name the generated module uses (or `reserved`, the
+    names another target's module uses)."""
     ident = re.sub(r"[^0-9A-Za-z_]", "_", name) or "layer"
     if ident[0].isdigit():
         ident = "_" + ident
-    return ident + "_" if ident in _reserved() else ident
+    return ident + "_" if ident in _reserved() or ident in reserved else ident
 
 
-def _layer_identifiers(names: list[str]) -> dict[str, str]:
+def _layer_identifiers(names: list[str], reserved: frozenset[str] = frozenset()
+                       ) -> dict[str, str]:
     """Unique identifiers for the layers; a clash gets _2, _3, ... in layer order."""
     taken: set[str] = set()
     out = {}
     for name in names:
-        base = sanitize(name)
+        base = sanitize(name, reserved)
         ident, n = base, 2
         while ident in taken:
             ident, n = f"{base}_{n}", n + 1

@@ -1,4 +1,4 @@
-"""`netspec compile FILE -o model.py`: write a spec as a trainable NumPy model module."""
+"""`netspec compile FILE -o model.py`: write a spec as a trainable NumPy (or torch) module."""
 from __future__ import annotations
 
 import os
@@ -7,13 +7,16 @@ import sys
 from netspec.commands._session import add_import_argument
 from netspec.diagnostics import Diagnostic, NetspecError
 
-HELP = "compile a spec to a Python module that runs and trains it with NumPy"
+HELP = "compile a spec to a Python module that runs and trains it with NumPy (or PyTorch)"
 
 
 def add_arguments(p) -> None:
     p.add_argument("file", metavar="FILE", help=".net file or bundled spec name")
     p.add_argument("-o", "--output", metavar="PATH",
                    help="where to write the module (default: standard output)")
+    p.add_argument("--target", choices=("numpy", "torch"), default="numpy",
+                   help="numpy: a netspec Model (default); torch: a torch.nn.Module that "
+                   "needs only PyTorch")
     p.add_argument("--standalone", action="store_true",
                    help="copy the runtime kernels in, so the module needs only NumPy")
     p.add_argument("--input", metavar="SHAPE", type=parse_shape,
@@ -35,12 +38,21 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 def run(args) -> int:
     import netspec
-    from netspec.codegen import generate
 
     net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
     for w in net.warnings:
         print(w.render(), file=sys.stderr)
-    source = generate(net, args.input, standalone=args.standalone)
+    if args.target == "torch":
+        from netspec import torchgen
+
+        if args.standalone:
+            raise NetspecError(Diagnostic("error", "--standalone is for --target numpy: the "
+                                          "torch module needs only PyTorch already"))
+        source = torchgen.generate(net, args.input)
+    else:
+        from netspec.codegen import generate
+
+        source = generate(net, args.input, standalone=args.standalone)
     if not args.output or args.output == "-":
         sys.stdout.write(source)
         return 0
@@ -49,6 +61,6 @@ def run(args) -> int:
             f.write(source)
     except OSError as exc:
         raise NetspecError(Diagnostic("error", f"{args.output}: {exc.strerror}")) from None
-    print(f"wrote {os.path.relpath(args.output)}: network `{net.name}`"
-          + (" (standalone)" if args.standalone else ""), file=sys.stderr)
+    what = " (standalone)" if args.standalone else " (torch)" if args.target == "torch" else ""
+    print(f"wrote {os.path.relpath(args.output)}: network `{net.name}`{what}", file=sys.stderr)
     return 0

@@ -22,6 +22,12 @@ class ReLU(_Activation):
     doc = "max(0, x)"
     kernel = "relu"
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.relu({xs[0]})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Relu", xs)
+
 
 class LeakyReLU(_Activation):
     name = "leaky_relu"
@@ -36,6 +42,12 @@ class LeakyReLU(_Activation):
     def kernel_args(self, attrs):
         return {"slope": attrs["slope"]}
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.leaky_relu({xs[0]}, {attrs['slope']!r})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("LeakyRelu", xs, alpha=attrs["slope"])
+
 
 class ELU(_Activation):
     name = "elu"
@@ -49,11 +61,23 @@ class ELU(_Activation):
     def kernel_args(self, attrs):
         return {"alpha": attrs["alpha"]}
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.elu({xs[0]}, {attrs['alpha']!r})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Elu", xs, alpha=attrs["alpha"])
+
 
 class Sigmoid(_Activation):
     name = "sigmoid"
     doc = "1 / (1 + exp(-x))"
     kernel = "sigmoid"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"torch.sigmoid({xs[0]})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Sigmoid", xs)
 
 
 class Tanh(_Activation):
@@ -61,12 +85,24 @@ class Tanh(_Activation):
     doc = "tanh(x)"
     kernel = "tanh"
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"torch.tanh({xs[0]})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Tanh", xs)
+
 
 class Softmax(_Activation):
     name = "softmax"
     doc = "Softmax over the channel axis (the class scores)."
     kernel = "softmax"
     flops_per_element = 3
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.softmax({xs[0]}, dim=1)"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Softmax", xs, axis=1)
 
 
 class Maxout(_Activation):
@@ -90,6 +126,17 @@ class Maxout(_Activation):
 
     def describe(self, attrs):
         return f"maxout {attrs['pieces']}"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        # max(dim) routes a tie's gradient to one input, as the NumPy kernel does (amax splits it)
+        groups = f"({inputs[0][0] // attrs['pieces']}, {attrs['pieces']})"
+        return f"{xs[0]}.unflatten(1, {groups}).max(dim=2).values"
+
+    def onnx(self, g, attrs, inputs, xs):
+        c, rest = inputs[0][0], list(inputs[0][1:])
+        shape = g.constant([0, c // attrs["pieces"], attrs["pieces"], *rest], "shape")
+        grouped = g.node("Reshape", [xs[0], shape], suffix="groups")
+        return g.node("ReduceMax", [grouped, g.constant([2], "axes")], keepdims=0)
 
 
 OPS = [ReLU(), LeakyReLU(), ELU(), Sigmoid(), Tanh(), Softmax(), Maxout()]

@@ -26,6 +26,14 @@ class ArgError(Exception):
         self.message, self.hint, self.arg = message, hint, arg
 
 
+class NoLowering(Exception):
+    """An op has no lowering to a target (torch source, ONNX); the stage names the layer."""
+
+    def __init__(self, op: str, target: str):
+        super().__init__(f"op `{op}` has no lowering to {target}")
+        self.op, self.target = op, target
+
+
 class ShapeError(Exception):
     """An op cannot accept its input shapes; the analyzer attaches the layer's span."""
 
@@ -204,6 +212,28 @@ class Op:
         """Keyword arguments the runtime forward kernel takes (literals in generated code)."""
         return {}
 
+    # ---- lowerings to the other targets (netspec.torchgen, netspec.onnxgen) ----------------
+    # Each op says what it becomes; an op that does not raises NoLowering, which the stage
+    # reports as an error naming the layer, the op and the target.
+
+    def torch_module(self, attrs: dict[str, Any], inputs: list[Shape]) -> str | None:
+        """Source of the torch.nn module the generated __init__ builds for this layer
+        (`nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)`), owning the tensors params()
+        declares under the same local names; None for a layer forward computes by a function."""
+        return None
+
+    def torch_forward(self, attrs: dict[str, Any], inputs: list[Shape], xs: list[str],
+                      module: str | None) -> str:
+        """The expression of the layer's output in the generated forward: `xs` are the
+        variables of its inputs, `module` the expression of its torch_module (`self.conv1`)."""
+        raise NoLowering(self.name, "torch")
+
+    def onnx(self, g: Any, attrs: dict[str, Any], inputs: list[Shape], xs: list[str]) -> str:
+        """Add the layer's eval-mode ONNX nodes to `g` (a netspec.onnxgen.Graph: g.node,
+        g.param, g.constant) and return the name of its output tensor; `xs` are the tensor
+        names of its inputs."""
+        raise NoLowering(self.name, "onnx")
+
     def describe(self, attrs: dict[str, Any]) -> str:
         """A short label for diagrams and tables: `conv 3x3/2, 64`."""
         return self.name
@@ -233,6 +263,11 @@ def window_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool = Fals
             out -= 1
         return out
     return span // s + 1
+
+
+def torch_pair(v: tuple[int, int]) -> str:
+    """A (h, w) argument as torch source: `3` when both sides agree, else `(3, 1)`."""
+    return repr(v[0]) if v[0] == v[1] else repr(tuple(v))
 
 
 def fmt_pair(v: tuple[int, int]) -> str:

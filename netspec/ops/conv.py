@@ -12,6 +12,7 @@ from netspec.ops.base import (
     fmt_pair,
     kernel_label,
     spatial_input,
+    torch_pair,
     window_out,
 )
 
@@ -130,6 +131,25 @@ class Conv(Op):
         return {"stride": attrs["s"], "padding": attrs["p"], "dilation": attrs["d"],
                 "groups": attrs["groups"]}
 
+    def torch_module(self, attrs, inputs):
+        args = [str(inputs[0][0]), str(attrs["out"]), torch_pair(attrs["k"])]
+        args += _torch_options(attrs, s="stride", p="padding", d="dilation")
+        if attrs["groups"] != 1:
+            args.append(f"groups={attrs['groups']}")
+        if not attrs["bias"]:
+            args.append("bias=False")
+        return f"nn.Conv2d({', '.join(args)})"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{module}({xs[0]})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        ph, pw = attrs["p"]
+        params = [g.param("weight")] + ([g.param("bias")] if attrs["bias"] else [])
+        return g.node("Conv", [xs[0], *params], kernel_shape=list(attrs["k"]),
+                      strides=list(attrs["s"]), pads=[ph, pw, ph, pw],
+                      dilations=list(attrs["d"]), group=attrs["groups"])
+
     def describe(self, attrs):
         text = f"conv {kernel_label(attrs['k'])}"
         if attrs["s"] != (1, 1):
@@ -140,6 +160,14 @@ class Conv(Op):
         if attrs["groups"] != 1:
             text += f" g{attrs['groups']}"
         return text
+
+
+def _torch_options(attrs, **names: str) -> list[str]:
+    """`stride=2`-style keyword arguments for the pair-valued attrs that are not torch's
+    default (stride 1, padding 0, dilation 1)."""
+    defaults = {"s": (1, 1), "p": (0, 0), "d": (1, 1)}
+    return [f"{torch_name}={torch_pair(attrs[key])}" for key, torch_name in names.items()
+            if attrs[key] != defaults[key]]
 
 
 def _dropped_rows(k, s, p, d, hw, ceil_mode=False):

@@ -40,6 +40,18 @@ class Linear(Op):
     def saved(self, attrs, inputs, out):
         return Saved(keeps_input=True)  # x reshaped to [N, D_in], for dw
 
+    def torch_module(self, attrs, inputs):
+        bias = "" if attrs["bias"] else ", bias=False"
+        return f"nn.Linear({math.prod(inputs[0])}, {attrs['out']}{bias})"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{module}({xs[0]}.flatten(1))" if len(inputs[0]) > 1 else f"{module}({xs[0]})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        x = g.node("Flatten", xs, suffix="flatten", axis=1) if len(inputs[0]) > 1 else xs[0]
+        params = [g.param("weight")] + ([g.param("bias")] if attrs["bias"] else [])
+        return g.node("Gemm", [x, *params], transB=1)
+
     def describe(self, attrs):
         return f"linear {attrs['out']}"
 

@@ -11,6 +11,18 @@ def _affine(c: int) -> list[ParamSpec]:
     return [ParamSpec("weight", (c,), "param", "ones"), ParamSpec("bias", (c,), "param", "zeros")]
 
 
+def _torch_options(attrs, defaults: dict) -> str:
+    """`, eps=0.001`-style keyword arguments for the attrs that differ from torch's defaults."""
+    return "".join(f", {name}={attrs[name]!r}" for name, default in defaults.items()
+                   if attrs[name] != default)
+
+
+def _onnx_group_norm(g, attrs, inputs, xs, groups: int) -> str:
+    """GroupNormalization (opset 21: per-channel scale and bias) over `groups` groups."""
+    return g.node("GroupNormalization", [xs[0], g.param("weight"), g.param("bias")],
+                  num_groups=groups, epsilon=attrs["eps"])
+
+
 class _Norm(Op):
     family = "norm"
 
@@ -28,6 +40,9 @@ class _Norm(Op):
 
     def params(self, attrs, inputs):
         return _affine(inputs[0][0])
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{module}({xs[0]})"
 
 
 class BatchNorm(_Norm):
@@ -51,6 +66,15 @@ class BatchNorm(_Norm):
     def describe(self, attrs):
         return "batchnorm"
 
+    def torch_module(self, attrs, inputs):
+        dims = "2d" if len(inputs[0]) == 3 else "1d"
+        options = _torch_options(attrs, {"eps": 1e-5, "momentum": 0.1})
+        return f"nn.BatchNorm{dims}({inputs[0][0]}{options})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        tensors = [g.param(n) for n in ("weight", "bias", "running_mean", "running_var")]
+        return g.node("BatchNormalization", [xs[0], *tensors], epsilon=attrs["eps"])
+
 
 class LayerNorm(_Norm):
     name = "layernorm"
@@ -59,6 +83,18 @@ class LayerNorm(_Norm):
            "(= GroupNorm(1, C) on images, LayerNorm(D) on vectors).")
     args = (Arg("eps", "float", 1e-5),)
     kernel = "layernorm"
+
+    def torch_module(self, attrs, inputs):
+        options = _torch_options(attrs, {"eps": 1e-5})
+        if len(inputs[0]) == 1:
+            return f"nn.LayerNorm({inputs[0][0]}{options})"
+        return f"nn.GroupNorm(1, {inputs[0][0]}{options})"  # statistics over all of C, H, W
+
+    def onnx(self, g, attrs, inputs, xs):
+        if len(inputs[0]) == 1:
+            return g.node("LayerNormalization", [xs[0], g.param("weight"), g.param("bias")],
+                          axis=1, epsilon=attrs["eps"])
+        return _onnx_group_norm(g, attrs, inputs, xs, 1)
 
 
 class InstanceNorm(_Norm):
@@ -80,6 +116,18 @@ class InstanceNorm(_Norm):
     def kernel_args(self, attrs):
         return {"eps": attrs["eps"]}
 
+    def torch_module(self, attrs, inputs):
+        affine = ", affine=True" if attrs["affine"] else ""
+        return f"nn.InstanceNorm2d({inputs[0][0]}{_torch_options(attrs, {'eps': 1e-5})}{affine})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        c = inputs[0][0]
+        if attrs["affine"]:
+            scale, bias = g.param("weight"), g.param("bias")
+        else:
+            scale, bias = g.constant([1.0] * c, "scale"), g.constant([0.0] * c, "bias")
+        return g.node("InstanceNormalization", [xs[0], scale, bias], epsilon=attrs["eps"])
+
 
 class GroupNorm(_Norm):
     name = "groupnorm"
@@ -97,6 +145,13 @@ class GroupNorm(_Norm):
 
     def kernel_args(self, attrs):
         return {"groups": attrs["groups"], "eps": attrs["eps"]}
+
+    def torch_module(self, attrs, inputs):
+        options = _torch_options(attrs, {"eps": 1e-5})
+        return f"nn.GroupNorm({attrs['groups']}, {inputs[0][0]}{options})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return _onnx_group_norm(g, attrs, inputs, xs, attrs["groups"])
 
 
 OPS = [BatchNorm(), LayerNorm(), InstanceNorm(), GroupNorm()]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 from netspec.ops.base import (
     Arg,
@@ -12,6 +13,7 @@ from netspec.ops.base import (
     fmt_pair,
     kernel_label,
     spatial_input,
+    torch_pair,
     window_out,
 )
 from netspec.ops.conv import _dropped_rows
@@ -66,6 +68,23 @@ class _Pool(Op):
         return {"kernel": attrs["k"], "stride": attrs["s"], "padding": attrs["p"],
                 "ceil_mode": attrs["ceil"]}
 
+    torch_function: ClassVar[str]  # F.max_pool2d, F.avg_pool2d
+    onnx_op: ClassVar[str]  # MaxPool, AveragePool
+    onnx_options: ClassVar[dict] = {}
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        args = [xs[0], torch_pair(attrs["k"]), f"stride={torch_pair(attrs['s'])}"]
+        if attrs["p"] != (0, 0):
+            args.append(f"padding={torch_pair(attrs['p'])}")
+        if attrs["ceil"]:
+            args.append("ceil_mode=True")
+        return f"{self.torch_function}({', '.join(args)})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        ph, pw = attrs["p"]
+        return g.node(self.onnx_op, xs, kernel_shape=list(attrs["k"]), strides=list(attrs["s"]),
+                      pads=[ph, pw, ph, pw], ceil_mode=int(attrs["ceil"]),
+                      **self.onnx_options)
     def describe(self, attrs):
         text = f"{self.name} {kernel_label(attrs['k'])}"
         return text + (f"/{fmt_pair(attrs['s'])}" if attrs["s"] != (1, 1) else "")
@@ -76,6 +95,8 @@ class MaxPool(_Pool):
     aliases = ("max_pool", "maxpool2d")
     doc = "Max pooling; padding counts as -inf."
     kernel = "maxpool2d"
+    torch_function = "F.max_pool2d"
+    onnx_op = "MaxPool"
 
     def saved(self, attrs, inputs, out):
         # The winning tap of every output: uint8 up to 256 taps.
@@ -88,6 +109,9 @@ class AvgPool(_Pool):
     aliases = ("avg_pool", "avgpool2d")
     doc = "Average pooling; zero padding is counted in the average (PyTorch's default)."
     kernel = "avgpool2d"
+    torch_function = "F.avg_pool2d"  # count_include_pad=True, as the kernel
+    onnx_op = "AveragePool"
+    onnx_options: ClassVar[dict] = {"count_include_pad": 1}
 
 
 class GlobalAvgPool(Op):
@@ -108,6 +132,12 @@ class GlobalAvgPool(Op):
 
     def describe(self, attrs):
         return "global avgpool"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.adaptive_avg_pool2d({xs[0]}, 1)"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("GlobalAveragePool", xs)
 
 
 class AdaptiveAvgPool(Op):
@@ -152,6 +182,21 @@ class AdaptiveAvgPool(Op):
 
     def describe(self, attrs):
         return f"adaptive avgpool {kernel_label(attrs['out'])}"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.adaptive_avg_pool2d({xs[0]}, {torch_pair(attrs['out'])})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        hw, out = inputs[0][1:], attrs["out"]
+        if all(n % o == 0 for n, o in zip(hw, out)):  # even windows: an ordinary average pool
+            k = [n // o for n, o in zip(hw, out)]
+            return g.node("AveragePool", xs, kernel_shape=k, strides=k)
+        # ONNX has no adaptive pool: out = A_h @ x @ A_w^T, the kernel's averaging matrices
+        from netspec.runtime.layers import _adaptive_weights
+
+        rows = g.constant(_adaptive_weights(hw[0], out[0], "float32"), "rows")
+        cols = g.constant(_adaptive_weights(hw[1], out[1], "float32").T, "cols")
+        return g.node("MatMul", [g.node("MatMul", [rows, xs[0]], suffix="rows"), cols])
 
 
 def _covered(size: int, out: int) -> int:

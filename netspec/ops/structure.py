@@ -31,6 +31,12 @@ class Concat(Op):
     def describe(self, attrs):
         return "concat"
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"torch.cat([{', '.join(xs)}], 1)"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Concat", xs, axis=1)
+
 
 class Add(Op):
     name = "add"
@@ -60,6 +66,12 @@ class Add(Op):
     def describe(self, attrs):
         return "add"
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return " + ".join(xs)
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Sum", xs)
+
 
 class Flatten(Op):
     name = "flatten"
@@ -71,6 +83,12 @@ class Flatten(Op):
     def shape(self, attrs, inputs):
         return (math.prod(inputs[0]),)
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{xs[0]}.flatten(1)"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Flatten", xs, axis=1)
+
 
 class Identity(Op):
     name = "identity"
@@ -78,6 +96,12 @@ class Identity(Op):
     doc = "Passes its input through."
     kernel = "identity"
     output_is_view = True
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return xs[0]
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Identity", xs)
 
 
 class Dropout(Op):
@@ -98,6 +122,12 @@ class Dropout(Op):
 
     def describe(self, attrs):
         return f"dropout {attrs['p']:g}"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.dropout({xs[0]}, {attrs['p']!r}, self.training)"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return xs[0]  # the exported graph is the eval-mode one, where dropout is the identity
 
 
 OPS = [Concat(), Add(), Flatten(), Identity(), Dropout()]
