@@ -6,7 +6,8 @@ shapes, train settings) and the server publishes all its diagnostics, hints and 
 related information. On that result it answers hover (a layer's output shape, parameters,
 MACs and receptive field; an op's or block's signature), go to definition (blocks, tensors,
 imports), completion (op, block, tensor and argument names), document symbols (networks,
-blocks, labelled layers, tensors) and formatting (netspec.fmt).
+blocks, labelled layers, tensors), formatting (netspec.fmt), and quick fixes for the
+"did you mean" hints.
 
 Positions: LSP lines and characters are 0-based, netspec spans 1-based with an exclusive
 end; columns count characters (exact for the ASCII that specs are written in).
@@ -382,6 +383,36 @@ def _tensor_names(result: CheckResult, position: T.Position) -> list[str]:
     return []
 
 
+# ---- quick fixes ----------------------------------------------------------------------------
+
+_DID_YOU_MEAN = re.compile(r"did you mean `([A-Za-z_][A-Za-z0-9_]*)`\?")
+
+
+def quick_fixes(result: CheckResult, text: str, uri: str, where: T.Range
+                ) -> list[T.CodeAction]:
+    """A "did you mean `X`?" hint as an edit: the name the diagnostic starts with becomes X."""
+    lines = text.split("\n")
+    actions = []
+    for d in result.diagnostics:
+        m = _DID_YOU_MEAN.search(d.hint or "")
+        if m is None or d.span is None or d.span.path != result.path:
+            continue
+        start = T.Position(d.span.line - 1, d.span.col - 1)
+        if not (where.start.line <= start.line <= where.end.line):
+            continue
+        line = lines[start.line] if start.line < len(lines) else ""
+        word = _WORD.match(line, start.character)
+        if word is None:
+            continue
+        edit = T.TextEdit(T.Range(start, T.Position(start.line, word.end())), m.group(1))
+        actions.append(T.CodeAction(
+            title=f"Replace `{word.group()}` with `{m.group(1)}`",
+            kind=T.CodeActionKind.QuickFix,
+            diagnostics=[_lsp_diagnostic(d, uri, result.path)],
+            edit=T.WorkspaceEdit(changes={uri: [edit]}), is_preferred=True))
+    return actions
+
+
 # ---- the server ---------------------------------------------------------------------------
 
 def build_server() -> NetspecServer:
@@ -429,6 +460,12 @@ def build_server() -> NetspecServer:
     @server.feature(T.TEXT_DOCUMENT_DOCUMENT_SYMBOL)
     def symbols(ls: NetspecServer, params: T.DocumentSymbolParams) -> list[T.DocumentSymbol]:
         return document_symbols(ls.analyze(params.text_document.uri).result)
+
+    @server.feature(T.TEXT_DOCUMENT_CODE_ACTION,
+                    T.CodeActionOptions(code_action_kinds=[T.CodeActionKind.QuickFix]))
+    def code_actions(ls: NetspecServer, params: T.CodeActionParams) -> list[T.CodeAction]:
+        doc = ls.analyze(params.text_document.uri)
+        return quick_fixes(doc.result, doc.text, params.text_document.uri, params.range)
 
     @server.feature(T.TEXT_DOCUMENT_FORMATTING)
     def formatting(ls: NetspecServer, params: T.DocumentFormattingParams

@@ -133,7 +133,8 @@ FIXED = """network n {
 def test_server_announces_its_features(session):
     caps = session.capabilities
     for feature in ("hoverProvider", "definitionProvider", "completionProvider",
-                    "documentSymbolProvider", "documentFormattingProvider"):
+                    "documentSymbolProvider", "documentFormattingProvider",
+                    "codeActionProvider"):
         assert caps.get(feature), feature
     assert caps["textDocumentSync"]["change"] == 1  # full text on each change
 
@@ -158,6 +159,23 @@ def test_diagnostics_as_you_type_all_of_them_with_hints(session):
         "textDocument": {"uri": uri, "version": 2},
         "contentChanges": [{"text": FIXED}]})
     assert session.diagnostics(uri, 2) == []
+
+
+def test_did_you_mean_hints_are_quick_fixes(session):
+    uri = open_doc(session, "fixes.net", BROKEN)
+    session.diagnostics(uri, 1)
+    actions = session.request("textDocument/codeAction", {
+        "textDocument": {"uri": uri},
+        "range": {"start": {"line": 2, "character": 0}, "end": {"line": 3, "character": 40}},
+        "context": {"diagnostics": []}})
+    fixes = [(a["title"], a["edit"]["changes"][uri][0]) for a in actions]
+    assert [title for title, _ in fixes] == ["Replace `maxpol` with `maxpool`",
+                                             "Replace `kernel_size` with `k`"]
+    edit = fixes[0][1]
+    assert edit["range"] == {"start": {"line": 2, "character": 35},
+                             "end": {"line": 2, "character": 41}}
+    assert edit["newText"] == "maxpool"
+    assert actions[0]["kind"] == "quickfix"
 
 
 def test_hover_shows_shape_parameters_macs_and_receptive_field(session):
