@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml editors/vscode/package-lock.json
 	  echo "warning: could not install Graphviz; netspec draw writes .dot only and its tests skip"; }
 	@command -v npm >/dev/null 2>&1 || { \
 	  echo "installing Node.js and npm with apt-get (the TextMate grammar's tests run VS Code's engine)"; \
-	  (apt-get update -qq && apt-get install -y -qq nodejs npm >/dev/null) || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null) || \
 	  (sudo apt-get update -qq && sudo apt-get install -y -qq nodejs npm >/dev/null) || \
 	  echo "warning: could not install npm; the TextMate grammar's engine test skips"; }
 	@! command -v npm >/dev/null 2>&1 || \
@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml editors/vscode/package-lock.json
 	  echo "warning: npm ci failed in editors/vscode; the TextMate grammar's engine test skips"
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Chromium with apt-get (the web view's tests run it headless)"; \
-	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
 	  (sudo apt-get update -qq && sudo apt-get install -y -qq chromium >/dev/null) || \
 	  echo "warning: could not install Chromium; the web view's browser tests skip"; }
 	touch $(STAMP)
