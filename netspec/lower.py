@@ -488,14 +488,18 @@ class Lowerer:
         if st.shape is None:
             raise error(f"network input `{st.name}` needs a shape", st.span,
                         f"input {st.name}: [3, 224, 224]")
-        value = self.value(st.shape, scope.values)
+        value = self.input_shape(st.shape, scope.values)
         try:
             shape = check_input_shape(value)
         except ArgError as exc:
             raise error(exc.message, st.shape.span) from None
         if st.name in self.graph:
             raise error(f"`{st.name}` is already a layer name", st.span)
-        self.graph.add_node(st.name, op="input", attrs={"shape": shape}, inputs=[],
+        attrs: dict[str, Any] = {"shape": shape}
+        if st.where:
+            attrs["where"] = tuple(self.size_condition(c, scope.values, shape)
+                                   for c in st.where)
+        self.graph.add_node(st.name, op="input", attrs=attrs, inputs=[],
                             span=st.span, path=())
         self.net.inputs.append(st.name)
         scope.names.add(st.name)
@@ -746,6 +750,50 @@ class Lowerer:
                 self.warn(f"input `{name}` does not reach any output",
                           self.graph.nodes[name]["span"])
 
+    # ---- input sizes
+    def input_shape(self, e: S.Expr, env: dict[str, Any]) -> Any:
+        """An input's shape: a name not bound to a value is a size symbol (`[3, H, W]`)."""
+        if not isinstance(e, S.ListExpr):
+            return self.value(e, env)
+        return [_size_symbol(item.name) if isinstance(item, S.Name) and item.name not in env
+                else self.value(item, env) for item in e.items]
+
+    def size_condition(self, e: S.Expr, env: dict[str, Any], shape: tuple) -> Any:
+        """A `where` condition as a SymPy relation of the input's size symbols."""
+        import sympy
+
+        from netspec.ops.base import floordiv
+
+        symbols = {str(d): d for d in shape if not isinstance(d, int)}
+
+        def conv(x: S.Expr) -> Any:
+            if isinstance(x, S.Name) and x.name in symbols:
+                return symbols[x.name]
+            if isinstance(x, S.BinOp) and x.op in _SIZE_OPS:
+                a, b = conv(x.left), conv(x.right)
+                if x.op in ("//", "%") and not (isinstance(b, int) and b > 0):
+                    raise error(f"`{x.op}` in a size condition needs a positive integer on "
+                                "its right", x.right.span)
+                return {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b,
+                        "//": lambda: floordiv(a, b), "%": lambda: sympy.Mod(a, b),
+                        "==": lambda: sympy.Eq(a, b), "!=": lambda: sympy.Ne(a, b),
+                        "<": lambda: sympy.Lt(a, b), "<=": lambda: sympy.Le(a, b),
+                        ">": lambda: sympy.Gt(a, b), ">=": lambda: sympy.Ge(a, b)}[x.op]()
+            v = self.value(x, env)
+            if not _is_int(v):
+                raise error(f"a size condition computes with integers, not {show_value(v)}",
+                            x.span)
+            return v
+
+        hint = "e.g. where H >= 32, H % 32 == 0"
+        if not isinstance(e, S.BinOp) or e.op not in _COMPARISONS:
+            raise error("a `where` condition compares sizes", e.span, hint)
+        cond = conv(e)
+        if cond in (sympy.true, sympy.false) or not getattr(cond, "free_symbols", None):
+            raise error("a `where` condition must involve a size name of this input "
+                        f"({', '.join(symbols) or 'it has none'})", e.span, hint)
+        return cond
+
     # ---- values
     def value(self, e: S.Expr, env: dict[str, Any]) -> Any:
         if isinstance(e, S.Const):
@@ -915,6 +963,16 @@ def match_arguments(args: Iterable[S.Arg], names: list[str], callee: str, noun: 
 
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
+
+
+_COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
+_SIZE_OPS = ("+", "-", "*", "//", "%") + _COMPARISONS
+
+
+def _size_symbol(name: str) -> Any:
+    from netspec.analysis.symbolic import size_symbol
+
+    return size_symbol(name)
 
 
 def _is_num(v: Any) -> bool:

@@ -653,8 +653,11 @@ class ToAst(Transformer):
         return S.Param(self._name(name, "parameter"), default, self._s(meta))
 
     # ---- statements
-    def input_stmt(self, meta, name, shape):
-        return S.InputStmt(self._name(name, "tensor"), shape, self._s(meta))
+    def input_stmt(self, meta, name, shape, where):
+        return S.InputStmt(self._name(name, "tensor"), shape, self._s(meta), where or ())
+
+    def where_clause(self, meta, *conditions):
+        return tuple(conditions)
 
     def output_stmt(self, meta, tensor):
         return S.OutputStmt(tensor, self._s(meta))

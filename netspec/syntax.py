@@ -138,6 +138,7 @@ class InputStmt:
     name: str
     shape: Expr | None
     span: Span
+    where: tuple[Expr, ...] = ()  # conditions on the size names: H >= 32, H % 32 == 0
 
 
 @dataclass(frozen=True)

@@ -154,7 +154,8 @@ def test_input_freeze_count_and_batch_options(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--input", "3xa"], "argument --input: '3xa' is not a shape"),
+    (["--input", "3x2.5"], "argument --input: '3x2.5' is not a shape"),
+    (["--at", "H=0"], "argument --at: 'H=0' is not a list of sizes"),
     (["--input", "0x5"], "argument --input: '0x5' is not a shape"),
     (["--batch", "0"], "argument --batch: '0' is not a positive integer"),
     (["--depth", "-1"], "argument --depth: '-1' is not a depth"),

@@ -33,6 +33,7 @@ from netspec.analysis.params import ParamCount
 from netspec.diagnostics import Diagnostic, NetspecError
 from netspec.ir import Network
 from netspec.ops import REGISTRY
+from netspec.ops.base import is_symbolic
 
 DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 # State arrays per trainable parameter (netspec.train.optim's `slots`).
@@ -55,6 +56,9 @@ class TrainingMemory:
     activations: int  # the activation peak for the whole batch, input batch included
     saved_for_backward: int  # caches and the tensors they refer to, at the end of forward
     peak_at: str  # "backward of layer3.0.conv2": where the activation peak happens
+    # Symbolic sizes: the steps that may hold the peak, (bytes per sample, where), whose
+    # Max is `activations` / batch; evaluating picks the peak at a size.
+    peak_candidates: tuple = ()
 
     @property
     def total(self) -> int:
@@ -84,22 +88,50 @@ def activation_memory(net: Network, dtype: str = "float32") -> None:
 
 
 def training_memory(net: Network, count: ParamCount, batch: int, dtype: str,
-                    optimizer: str) -> TrainingMemory:
-    """The estimate documented at the top of this module, from per-sample timelines."""
+                    optimizer: str, minimum: dict[str, int] | None = None) -> TrainingMemory:
+    """The estimate documented at the top of this module, from per-sample timelines.
+    `minimum`: the smallest size of each size symbol, for a symbolic analysis."""
     size = itemsize(dtype)
     slots = optimizer_slots(optimizer)
     if batch < 1:
         raise NetspecError(Diagnostic("error", f"batch size must be at least 1, not {batch}"))
     fwd, bwd, saved_end = _activation_timelines(net, size)
-    peak_f, peak_b = max(fwd), max(bwd)
     order = net.order()
-    where = (f"backward of {order[bwd.index(peak_b)]}" if peak_b >= peak_f
-             else f"forward of {order[fwd.index(peak_f)]}")
+    if minimum is not None:
+        candidates = _symbolic_peak(fwd, bwd, order, minimum)
+        peak_bytes, where = _peak_of(candidates)
+    else:
+        peak_f, peak_b = max(fwd), max(bwd)
+        where = (f"backward of {order[bwd.index(peak_b)]}" if peak_b >= peak_f
+                 else f"forward of {order[fwd.index(peak_f)]}")
+        peak_bytes = max(peak_f, peak_b)
     return TrainingMemory(
         batch, dtype, optimizer, params=count.params * size, gradients=count.params * size,
         optimizer_state=(slots + OPTIMIZER_SCRATCH) * count.trainable * size,
-        buffers=count.buffers * size, activations=batch * max(peak_f, peak_b),
-        saved_for_backward=batch * saved_end, peak_at=where)
+        buffers=count.buffers * size, activations=batch * peak_bytes,
+        saved_for_backward=batch * saved_end, peak_at=where,
+        peak_candidates=tuple(candidates) if minimum is not None else ())
+
+
+def _symbolic_peak(fwd: list, bwd: list, order: list[str],
+                   minimum: dict[str, int]) -> list[tuple[object, str]]:
+    """The steps that can hold the peak at some size (the others are below one of them at
+    every size), in the concrete pass's order of preference: backward first."""
+    from netspec.analysis.symbolic import peak
+
+    candidates = [(b, f"backward of {order[k]}") for k, b in enumerate(bwd)] + \
+                 [(f, f"forward of {order[k]}") for k, f in enumerate(fwd)]
+    return peak(candidates, minimum)
+
+
+def _peak_of(candidates: list[tuple[object, str]]) -> tuple[object, str]:
+    """The exact Max of the candidates, and where the peak is."""
+    if len(candidates) == 1:
+        return candidates[0]
+    import sympy
+
+    return (sympy.Max(*[e for e, _ in candidates], evaluate=False),
+            "the largest of: " + "; ".join(w for _, w in candidates))
 
 
 def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int], int]:
@@ -127,10 +159,11 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
         for i in data["inputs"]:
             last_use[storage[i]] = k
         saved = op.saved(data["attrs"], ins, data["shape"])
-        cached[k] = saved.values * size + saved.index_bytes
+        cached[k] = _expanded(saved.values * size + saved.index_bytes)
         if serves[name]:
             need_dx = all(serves[i] for i in data["inputs"])
-            workspace[k] = op.workspace(data["attrs"], ins, data["shape"], need_dx) * size
+            workspace[k] = _expanded(
+                op.workspace(data["attrs"], ins, data["shape"], need_dx) * size)
         refs = ([storage[i] for i in data["inputs"]] if saved.keeps_input else []) \
             + ([storage[name]] if saved.keeps_output else [])
         for s in refs:
@@ -154,7 +187,7 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
     saved_end = sum(cached)
     for s in set(storage.values()):
         k = index[s]
-        nbytes = math.prod(nodes[s]["shape"]) * size
+        nbytes = _expanded(math.prod(nodes[s]["shape"]) * size)
         if s in release:
             live(fwd, k, n - 1, nbytes)
             live(bwd, release[s], n - 1, nbytes)
@@ -164,6 +197,16 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
         if serves[s]:
             live(bwd, k, last_use[s], nbytes)  # its gradient
     return _running(fwd)[:n], _running(bwd)[:n], saved_end
+
+
+def _expanded(v):
+    """Symbolic byte counts are kept expanded, so that sums along the timelines collect
+    like terms instead of growing with the number of layers."""
+    if is_symbolic(v):
+        import sympy
+
+        return sympy.expand(v)
+    return v
 
 
 def _running(deltas: list[int]) -> list[int]:

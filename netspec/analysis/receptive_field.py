@@ -88,10 +88,20 @@ def receptive_fields(net: Network) -> list[Diagnostic]:
 
 def _widest(fields: list[ReceptiveField]) -> ReceptiveField:
     """The largest field over the paths, per axis (the first path on ties)."""
-    best = [max(fields, key=lambda f: f.size[a]) for a in (0, 1)]
+    best = [_largest(fields, a) for a in (0, 1)]
     return ReceptiveField(tuple(best[a].size[a] for a in (0, 1)),
                           tuple(best[a].jump[a] for a in (0, 1)),
                           tuple(best[a].start[a] for a in (0, 1)))
+
+
+def _largest(fields: list[ReceptiveField], axis: int) -> ReceptiveField:
+    """The first field of the largest size along `axis`; sizes that depend on the input
+    size (after a layer seeing its whole grid) are compared where SymPy can decide."""
+    best = fields[0]
+    for f in fields[1:]:
+        if f.size[axis] is not best.size[axis] and bool(f.size[axis] > best.size[axis]):
+            best = f
+    return best
 
 
 def _misalignment(name: str, data: dict, sources: list[str], fields: list[ReceptiveField],
@@ -99,7 +109,7 @@ def _misalignment(name: str, data: dict, sources: list[str], fields: list[Recept
     """A warning when paths disagree in jump or start along an axis with more than one
     position: there, unit (i, j) of one path is centred elsewhere than unit (i, j) of the
     other. After global pooling (a 1x1 grid) nothing is left to align."""
-    axes = [a for a in (0, 1) if grid[a] > 1 and
+    axes = [a for a in (0, 1) if not _single(grid[a]) and
             len({(f.jump[a], f.start[a]) for f in fields}) > 1]
     if not axes:
         return None
@@ -110,6 +120,11 @@ def _misalignment(name: str, data: dict, sources: list[str], fields: list[Recept
         "its units mix features centred on different input pixels", data["span"],
         "give every path the same strides and centred padding (p = (k - 1) / 2)",
         layer_notes(data))
+
+
+def _single(n) -> bool:
+    """A grid axis of one position; a symbolic axis counts as more than one."""
+    return n == 1
 
 
 def _pair(v: tuple) -> str:

@@ -2,14 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from netspec.analysis.cost import CONVENTIONS
 from netspec.analysis.memory import TrainingMemory
 from netspec.analysis.params import ParamCount, layer_count
 from netspec.analysis.receptive_field import ReceptiveField
-from netspec.diagnostics import Diagnostic, show_value
+from netspec.diagnostics import Diagnostic, NetspecError, show_value
 from netspec.ir import Frame, Network
 from netspec.ops import REGISTRY, Shape
+from netspec.ops.base import is_symbolic
+
+if TYPE_CHECKING:
+    from netspec.analysis.symbolic import SizeConditions
 
 SCHEMA_VERSION = 1
 
@@ -28,6 +33,7 @@ class LayerRecord:
     flops: int
     receptive_field: ReceptiveField | None
     activation_bytes: int  # the output, per sample
+    attrs: dict | None = None  # the op's arguments, kept where they hold size symbols
 
     @property
     def params(self) -> int:
@@ -64,9 +70,27 @@ class Analysis:
     memory: TrainingMemory
     frozen: frozenset[str]
     warnings: list[Diagnostic] = field(default_factory=list)
+    # Symbolic sizes (`input x: [3, H, W]`): what the conditions say about them; None for a
+    # concrete analysis. Shapes, MACs, FLOPs, bytes and the memory estimate are then SymPy
+    # expressions in the size symbols; `at(H=224, W=224)` evaluates them.
+    sizes: SizeConditions | None = None
 
     def __post_init__(self) -> None:
         self._by_name = {r.name: r for r in self.layers}
+
+    @property
+    def symbolic(self) -> bool:
+        return self.sizes is not None
+
+    def at(self, **sizes: int) -> Analysis:
+        """The analysis at concrete sizes (`at(H=224, W=224)`): every expression evaluated
+        exactly. A size below a layer's minimum is an error naming the layer; sizes at
+        which input rows go unread give warnings, as a concrete analysis does."""
+        if self.sizes is None:
+            raise NetspecError(Diagnostic("error", "this analysis has no size symbols"))
+        from netspec.analysis.symbolic import evaluate_analysis
+
+        return evaluate_analysis(self, sizes)
 
     def layer(self, name: str) -> LayerRecord:
         return self._by_name[name]
@@ -85,7 +109,7 @@ class Analysis:
         `layers` lists every layer, or with `depth` the rows of that depth whose sums are
         the totals: layers up to it and block instances collapsed at it."""
         t = self.totals
-        return {
+        doc = {
             "schema_version": SCHEMA_VERSION,
             "network": self.network,
             "input": {name: list(s) for name, s in self.input_shapes.items()},
@@ -113,6 +137,9 @@ class Analysis:
             },
             "warnings": [w.message for w in self.warnings],
         }
+        if self.sizes is not None:
+            doc["sizes"] = self.sizes.to_dict()
+        return jsonable(doc)
 
 
 @dataclass(frozen=True)
@@ -194,8 +221,31 @@ def field_dict(rf: ReceptiveField | None) -> dict | None:
 
 
 def _scalar(pair: tuple) -> object:
-    a, b = (int(x) if float(x).is_integer() else x for x in pair)
+    a, b = (quantity(x) for x in pair)
     return a if a == b else [a, b]
+
+
+def jsonable(obj: object) -> object:
+    """Lists, dicts and numbers for json.dumps; symbolic quantities as strings."""
+    if isinstance(obj, dict):
+        return {k: jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if obj is None or isinstance(obj, (str, bool, int, float)):
+        return obj
+    return quantity(obj)
+
+
+def quantity(x: object) -> object:
+    """A number for JSON: ints stay ints, whole floats become ints, and a symbolic quantity
+    becomes a string in SymPy's syntax (`64*ceiling(H/2)*ceiling(W/2)`)."""
+    if isinstance(x, (int, float)):
+        return int(x) if float(x).is_integer() else x
+    if getattr(x, "free_symbols", None):
+        from netspec.analysis.symbolic import readable
+
+        return str(readable(x))
+    return quantity(int(x) if getattr(x, "is_Integer", False) else float(x))
 
 
 def _output_dict(record: LayerRecord) -> dict:
@@ -215,11 +265,16 @@ def layer_records(net: Network, frozen: frozenset[str],
         layers.append(LayerRecord(
             name, data["op"], op.describe(data["attrs"]), data["path"], tuple(data["inputs"]),
             data["shape"], c, c.params * itemsize, data["macs"], data["flops"],
-            data["receptive_field"], data["activation_bytes"]))
+            data["receptive_field"], data["activation_bytes"],
+            data["attrs"] if any(is_symbolic(v) for v in _flat(data["attrs"])) else None))
     activations = sum(r.activation_bytes for r in layers if not REGISTRY[r.op].output_is_view)
     totals = Totals(total, total.params * itemsize, total.buffers * itemsize,
                     sum(r.macs for r in layers), sum(r.flops for r in layers), activations)
     return layers, totals
+
+
+def _flat(attrs: dict) -> list:
+    return [x for v in attrs.values() for x in (v if isinstance(v, (tuple, list)) else (v,))]
 
 
 def _in_order(net: Network):

@@ -4,6 +4,7 @@ from __future__ import annotations
 from netspec.diagnostics import Diagnostic, NetspecError, Note
 from netspec.ir import Network
 from netspec.ops import REGISTRY, Shape, ShapeError
+from netspec.ops.base import collecting
 
 
 def layer_notes(data: dict) -> list[Note]:
@@ -28,8 +29,11 @@ def infer_shapes(net: Network, input_shapes: dict[str, Shape] | None = None,
     nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
     overrides = input_shapes or {}
     warnings: list[Diagnostic] = []
+    sink = collecting()  # a symbolic analysis: undecided conditions are recorded per layer
     for name in net.order():
         data = nodes[name]
+        if sink is not None:
+            sink.layer = name
         op = REGISTRY[data["op"]]
         ins = [nodes[i].get("shape") for i in data["inputs"]]
         if errors is not None and any(shape is None for shape in ins):

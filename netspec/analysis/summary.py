@@ -7,7 +7,7 @@ import json
 
 from netspec.analysis.receptive_field import ReceptiveField
 from netspec.analysis.report import Analysis, Row, rows
-from netspec.analysis.shapes import show
+from netspec.analysis.shapes import show as _show_concrete
 
 FORMATS = ("table", "markdown", "json", "csv")
 COLUMNS = ("Layer", "Op", "Output", "Params", "MACs", "RF", "Jump", "Start", "Activations")
@@ -30,6 +30,23 @@ def render(analysis: Analysis, fmt: str = "table", depth: int | None = None) -> 
     return head + table + "\n\n" + "\n".join(bullet + line for line in _footer(analysis)) + "\n"
 
 
+def show(shape) -> str:
+    return _show_concrete(tuple(_text(d) for d in shape))
+
+
+def _symbolic(x) -> bool:
+    return bool(getattr(x, "free_symbols", None))
+
+
+def _text(x) -> str:
+    """A quantity as text: an int as is, an expression in SymPy's syntax, readably."""
+    if _symbolic(x):
+        from netspec.analysis.symbolic import readable
+
+        return str(readable(x))
+    return str(x)
+
+
 def _title(a: Analysis) -> str:
     inputs = ", ".join(f"{name} {show(s)}" for name, s in a.input_shapes.items())
     return f"{a.network}: input {inputs}, batch {a.batch}, {a.dtype}"
@@ -48,7 +65,9 @@ def _field(rf: ReceptiveField | None) -> tuple[str, str, str]:
 
 
 def _pair(v: tuple) -> str:
-    a, b = (f"{x:g}" for x in v)
+    a, b = (_text(x) if _symbolic(x) else f"{float(x):g}" for x in v)
+    if a != b and (_symbolic(v[0]) or _symbolic(v[1])):
+        return f"[{a}; {b}]"
     return a if a == b else f"{a}x{b}"
 
 
@@ -78,7 +97,7 @@ def _footer(a: Analysis) -> list[str]:
     lines = [
         (f"Params: {t.params:,} ({_bytes(t.param_bytes)}): {t.count.trainable:,} trainable, "
          f"{t.count.frozen:,} frozen; buffers {t.count.buffers:,} ({_bytes(t.buffer_bytes)})"),
-        f"MACs: {t.macs:,} ({_si(t.macs)}); FLOPs: {t.flops:,} ({_si(t.flops)})",
+        _cost_line(t.macs, t.flops),
         f"Convention: {a.convention}",
     ]
     for name in a.outputs:
@@ -91,11 +110,46 @@ def _footer(a: Analysis) -> list[str]:
         (f"Forward activations: {_bytes(t.activation_bytes)} per sample "
          "(the input and every layer output)"),
         (f"Training step estimate (batch {m.batch}, {m.dtype}, {m.optimizer}): "
-         f"{_bytes(m.total)} = params {_bytes(m.params)} + gradients {_bytes(m.gradients)} "
+         f"{_memory_total(m)} = params {_bytes(m.params)} + gradients {_bytes(m.gradients)} "
          f"+ optimizer {_bytes(m.optimizer_state)} + buffers {_bytes(m.buffers)} "
-         f"+ activations {_bytes(m.activations)} (peak in the {m.peak_at})"),
+         f"+ activations {_activations(m)}"),
     ]
+    if a.sizes is not None:
+        lines += _size_lines(a)
     return lines + [f"warning: {w.message}" for w in a.warnings]
+
+
+def _cost_line(macs, flops) -> str:
+    if _symbolic(macs):
+        return f"MACs: {_text(macs)}; FLOPs: {_text(flops)}"
+    return f"MACs: {macs:,} ({_si(macs)}); FLOPs: {flops:,} ({_si(flops)})"
+
+
+def _memory_total(m) -> str:
+    if len(m.peak_candidates) > 1:
+        return "the sum below"
+    return _bytes(m.total)
+
+
+def _activations(m) -> str:
+    if len(m.peak_candidates) > 1:
+        return (f"batch x the largest of {len(m.peak_candidates)} expressions, one per step "
+                "that can hold the peak (the peak moves with the size: --format json lists "
+                "them, --at evaluates)")
+    return f"{_bytes(m.activations)} (peak in the {m.peak_at})"
+
+
+def _size_lines(a: Analysis) -> list[str]:
+    from netspec.analysis.symbolic import show_condition
+
+    z = a.sizes
+    lines = ["Sizes: " + ", ".join(f"{k} >= {v}" for k, v in z.minimum.items())
+             + " (the smallest at which every layer fits"
+             + (", with the spec's " + ", ".join(map(show_condition, z.where))
+                if z.where else "") + ")",
+             "No input row or column left unread: "
+             + ", ".join(z.no_dropped_rows.values())]
+    return lines
 
 
 def _csv(a: Analysis, depth: int | None) -> str:
@@ -117,6 +171,8 @@ def _csv(a: Analysis, depth: int | None) -> str:
 
 def _si(n: int) -> str:
     """1234567 -> 1.23M (decimal prefixes, as MAC counts are quoted)."""
+    if _symbolic(n):
+        return _text(n)
     for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if n >= scale:
             return f"{n / scale:.2f}{unit}"
@@ -124,7 +180,9 @@ def _si(n: int) -> str:
 
 
 def _bytes(n: int) -> str:
-    """Binary prefixes: 1.50 MiB."""
+    """Binary prefixes: 1.50 MiB; an expression in bytes."""
+    if _symbolic(n):
+        return _text(n) + " B"
     for unit, scale in (("GiB", 2 ** 30), ("MiB", 2 ** 20), ("KiB", 2 ** 10)):
         if n >= scale:
             return f"{n / scale:.2f} {unit}"

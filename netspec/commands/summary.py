@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from netspec.commands._session import add_import_argument
@@ -19,7 +20,10 @@ def add_arguments(p) -> None:
     p.add_argument("--network", help="which network of the file (default: the last one)")
     add_import_argument(p)
     p.add_argument("--input", metavar="SHAPE", type=input_shape,
-                   help="per-sample input shape overriding the spec's: 3x224x224, 784")
+                   help="per-sample input shape overriding the spec's: 3x224x224, 784, or "
+                        "with size names 3xHxW (shapes, MACs and memory become formulas)")
+    p.add_argument("--at", metavar="SIZES", type=sizes_arg,
+                   help="evaluate a symbolic analysis at sizes: H=224,W=224")
     p.add_argument("--batch", type=_positive, default=1, metavar="N",
                    help="batch size of the activation and training-memory figures (1)")
     p.add_argument("--depth", type=_depth, metavar="D",
@@ -39,28 +43,50 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import netspec
     from netspec.analysis.summary import render
+    from netspec.diagnostics import Diagnostic, NetspecError
 
     net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
     analysis = netspec.analyze(net, args.input, freeze=args.freeze, batch=args.batch,
                                dtype=args.dtype, optimizer=args.optimizer, count=args.count)
+    if args.at is not None:
+        if not analysis.symbolic:
+            raise NetspecError(Diagnostic(
+                "error", "--at needs size names in the input shape", None,
+                "give them in the spec (input x: [3, H, W]) or with --input 3xHxW"))
+        analysis = analysis.at(**args.at)
     for w in net.warnings + analysis.warnings:
         print(w.render(), file=sys.stderr)
     sys.stdout.write(render(analysis, args.format, args.depth))
     return 0
 
 
-def input_shape(text: str) -> tuple[int, ...]:
-    """`3x224x224`, `3,224,224` or `784` -> a per-sample shape."""
+def input_shape(text: str) -> tuple:
+    """`3x224x224`, `3,224,224`, `784` or `3xHxW` -> a per-sample shape (names are size
+    symbols)."""
     parts = text.replace(",", "x").replace("X", "x").split("x")
-    try:
-        shape = tuple(int(p) for p in parts)
-    except ValueError:
-        shape = ()
-    if not 1 <= len(shape) <= 3 or min(shape, default=0) < 1:
+    shape: tuple = tuple(int(p) if p.isdigit() else p for p in parts)
+    if not 1 <= len(shape) <= 3 or not all(
+            (isinstance(d, int) and d >= 1) or _SIZE_NAME.match(d) for d in shape):
         raise argparse.ArgumentTypeError(
-            f"{text!r} is not a shape: give 1 to 3 positive sizes like 3x224x224 "
-            "(the batch axis is implicit)")
+            f"{text!r} is not a shape: give 1 to 3 positive sizes like 3x224x224, or size "
+            "names like 3xHxW (the batch axis is implicit)")
     return shape
+
+
+_SIZE_NAME = re.compile(r"[A-Za-wyzA-WYZ_][A-Za-z0-9_]*\Z")  # not starting with x: 3xHxW
+
+
+def sizes_arg(text: str) -> dict[str, int]:
+    """`H=224,W=224` -> {"H": 224, "W": 224}."""
+    out = {}
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if not _SIZE_NAME.match(name) or not value.strip().isdigit() or int(value) < 1:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a list of sizes: give name=value pairs like H=224,W=224")
+        out[name] = int(value)
+    return out
 
 
 def _positive(text: str) -> int:

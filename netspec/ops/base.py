@@ -253,16 +253,159 @@ def spatial_input(op: Op, inputs: list[Shape]) -> tuple[int, int, int]:
     return shape  # type: ignore[return-value]
 
 
-def window_out(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool = False) -> int:
+def window_out(size: Dim, k: int, s: int, p: int, d: int, ceil_mode: bool = False) -> Dim:
     """Output length along one axis: floor((H + 2P - D(F - 1) - 1) / S) + 1 (the notes'
-    (H + 2P - F) / S + 1 with a dilated F); ceil_mode rounds up, as PyTorch pools do."""
+    (H + 2P - F) / S + 1 with a dilated F); ceil_mode rounds up, as PyTorch pools do.
+    `size` may be a SymPy expression: the result is then the exact floor expression."""
     span = size + 2 * p - d * (k - 1) - 1
-    if ceil_mode:
-        out = -(-span // s) + 1
-        if (out - 1) * s >= size + p:  # PyTorch: the last window must start inside the input
-            out -= 1
+    if not ceil_mode:
+        return floordiv(span, s) + 1
+    # PyTorch drops the last window when it would start past the input: when
+    # (out - 1) * s >= size + p, i.e. when ((-span) mod s) >= q with q = D(F-1) + 1 - p, a
+    # constant. With 1 <= q <= s - 1 that indicator is 1 - floor((q - 1 + s - m) / s),
+    # m = (-span) mod s, which keeps the count branch-free for symbolic sizes.
+    q = d * (k - 1) + 1 - p
+    out = ceildiv(span, s)
+    if q >= s:
+        return out + 1
+    if q <= 0:
         return out
-    return span // s + 1
+    return out + floordiv(q - 1 + s - mod(-span, s), s)
+
+
+# ---- sizes that are ints or SymPy expressions -----------------------------------------
+# A shape's dimensions are ints, or SymPy expressions in the input's size symbols when the
+# analyzer runs symbolically (`input x: [3, H, W]`). Shape and cost rules use these helpers
+# instead of `//`, `%` and `if` on sizes so that one rule serves both. SymPy is imported only
+# when a symbolic value reaches them.
+
+Dim = Any  # int, or a sympy.Expr with integer symbols
+
+
+def is_symbolic(v: Any) -> bool:
+    """True for a SymPy expression that still has free symbols."""
+    return not isinstance(v, (int, float)) and bool(getattr(v, "free_symbols", None))
+
+
+def floordiv(a: Dim, b: Dim) -> Dim:
+    """floor(a / b) of integers; for a SymPy `a` nested floors merge exactly:
+    floor((floor(t) + c) / b) = floor((t + c) / b) for integer c and positive integer b."""
+    if type(a) is int and type(b) is int:
+        return a // b
+    import sympy
+
+    a, b = sympy.sympify(a), sympy.sympify(b)
+    if b.is_Integer and b > 0:
+        terms = sympy.Add.make_args(a)
+        floors = [t for t in terms if isinstance(t, sympy.floor)]
+        rest = sympy.Add(*[t for t in terms if not isinstance(t, sympy.floor)])
+        if len(floors) == 1 and rest.is_integer:
+            return sympy.floor((floors[0].args[0] + rest) / b)
+    return sympy.floor(a / b)
+
+
+def ceildiv(a: Dim, b: Dim) -> Dim:
+    """ceil(a / b) of integers: floor((a + b - 1) / b)."""
+    if type(a) is int and type(b) is int:
+        return -(-a // b)
+    return floordiv(a + b - 1, b)
+
+
+def mod(a: Dim, b: Dim) -> Dim:
+    """a mod b (Python's sign convention) of integers or expressions."""
+    if type(a) is int and type(b) is int:
+        return a % b
+    return a - b * floordiv(a, b)
+
+
+def eq(a: Dim, b: Dim) -> Any:
+    """a == b for ints; for expressions SymPy's Eq (`==` compares expressions' structure)."""
+    if type(a) is int and type(b) is int:
+        return a == b
+    import sympy
+
+    if sympy.expand(a - b) == 0:
+        return True
+    return sympy.Eq(a, b)
+
+
+def select(condition: Any, if_true: Any, if_false: Any) -> Any:
+    """`if_true if condition else if_false`, or a SymPy Piecewise when the condition
+    depends on a size symbol."""
+    if isinstance(condition, bool):
+        return if_true if condition else if_false
+    import sympy
+
+    if condition in (sympy.true, sympy.false):
+        return if_true if condition == sympy.true else if_false
+    return sympy.Piecewise((if_true, condition), (if_false, True))
+
+
+class SizeConditions:
+    """Where a symbolic analysis collects the conditions on the size symbols that the
+    rules could not decide: `fit` (a window fits its input, merged shapes agree: the spec
+    is invalid otherwise) and `rows` (no input row or column is left unread)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any, str]] = []  # (kind, sympy condition, message)
+        self.layer = ""
+
+    def add(self, kind: str, condition: Any, message: str) -> None:
+        self.items.append((kind, condition, f"{self.layer}: {message}" if self.layer
+                           else message))
+
+
+_conditions: list[SizeConditions] = []  # the collector of the running symbolic analysis
+
+
+def collecting() -> SizeConditions | None:
+    return _conditions[-1] if _conditions else None
+
+
+def require(error: Any, *conditions: Any) -> None:
+    """Raise `error()` unless every condition holds. A condition on size symbols that SymPy
+    cannot decide is recorded as a requirement of the symbolic analysis instead."""
+    if all(c is True for c in conditions):
+        return
+    undecided = []
+    for c in conditions:
+        if c is False or (not isinstance(c, bool) and _decided(c) is False):
+            raise error()
+        if not isinstance(c, bool) and _decided(c) is None:
+            undecided.append(c)
+    sink = collecting()
+    if undecided and sink is None:
+        raise error()
+    for c in undecided:
+        sink.add("fit", c, str(error()))
+
+
+def same_shapes(shapes: list[tuple], error: Any) -> None:
+    """Raise `error()` unless the shapes are equal; axes that are equal only for some sizes
+    become conditions of the symbolic analysis (see `require`)."""
+    first = tuple(shapes[0])
+    if all(tuple(s) == first for s in shapes):
+        return
+    if any(len(s) != len(first) for s in shapes):
+        raise error()
+    require(error, *[eq(a, b) for s in shapes[1:] for a, b in zip(first, s)])
+
+
+def note_rows(condition: Any, message: str) -> None:
+    """Record that no input rows are dropped only where `condition` holds (symbolic)."""
+    sink = collecting()
+    if sink is not None and _decided(condition) is None:
+        sink.add("rows", condition, message)
+
+
+def _decided(c: Any) -> bool | None:
+    import sympy
+
+    if c == sympy.true:
+        return True
+    if c == sympy.false:
+        return False
+    return None
 
 
 def torch_pair(v: tuple[int, int]) -> str:

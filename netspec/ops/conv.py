@@ -10,7 +10,12 @@ from netspec.ops.base import (
     ShapeError,
     Window,
     fmt_pair,
+    is_symbolic,
     kernel_label,
+    mod,
+    note_rows,
+    require,
+    select,
     spatial_input,
     torch_pair,
     window_out,
@@ -57,13 +62,16 @@ class Conv(Op):
         if c % attrs["groups"]:
             raise ShapeError(f"groups={attrs['groups']} does not divide the {c} input channels")
         oh, ow = self._out_hw(attrs, h, w)
-        if oh < 1 or ow < 1:
+
+        def too_small() -> ShapeError:
             span = [d * (k - 1) + 1 for k, d in zip(attrs["k"], attrs["d"])]
             dilated = f" (dilated to {span[0]}x{span[1]})" if attrs["d"] != (1, 1) else ""
             ph, pw = attrs["p"]
-            raise ShapeError(f"a {kernel_label(attrs['k'])} kernel{dilated} does not fit the "
-                             f"{h}x{w} input padded to {h + 2 * ph}x{w + 2 * pw}",
-                             "use a smaller kernel, more padding, or a larger input")
+            return ShapeError(f"a {kernel_label(attrs['k'])} kernel{dilated} does not fit the "
+                              f"{h}x{w} input padded to {h + 2 * ph}x{w + 2 * pw}",
+                              "use a smaller kernel, more padding, or a larger input")
+
+        require(too_small, oh >= 1, ow >= 1)
         return (attrs["out"], oh, ow)
 
     def shape_warnings(self, attrs, inputs):
@@ -112,7 +120,7 @@ class Conv(Op):
         if self._pointwise(attrs):
             # dw: the per-sample products [C_out, C_in], or channels-first copies of dout
             # and x when C_out > H*W; dx comes straight out of its GEMM.
-            return c_out * c_in if c_out <= h * w else (c_out + c_in) * h * w
+            return select(c_out <= h * w, c_out * c_in, (c_out + c_in) * h * w)
         dout_cn = c_out * oh * ow  # dout with channels first, for the dw and dx GEMMs
         if not need_dx:
             return dout_cn
@@ -181,8 +189,14 @@ def _dropped_rows(k, s, p, d, hw, ceil_mode=False):
     lost = {}
     for axis, n, kk, ss, pp, dd in zip(("row", "column"), hw, k, s, p, d):
         span = dd * (kk - 1) + 1
-        rest = (n + 2 * pp - span) % ss  # padded rows past the last window
-        if rest > pp and span >= ss:  # some of them are input rather than padding
+        if span < ss:
+            continue
+        rest = mod(n + 2 * pp - span, ss)  # padded rows past the last window
+        if is_symbolic(rest):  # a condition on the size, for the symbolic analysis
+            note_rows(rest <= pp, f"the last {axis}s of the input are never read unless "
+                      f"({n} + {2 * pp} - {span}) mod {ss} <= {pp}")
+            continue
+        if rest > pp:  # some of them are input rather than padding
             lost[axis] = (f"({n} + {2 * pp} - {span}) / {ss}", rest - pp)
     if not lost:
         return []

@@ -24,13 +24,21 @@ class Input(Op):
         return "input " + "x".join(str(d) for d in attrs["shape"])
 
 
-def check_input_shape(value) -> tuple[int, ...]:
+def check_input_shape(value) -> tuple:
+    """A per-sample shape: 1 to 3 sizes, each an integer or a size symbol (a SymPy Symbol:
+    `input x: [3, H, W]`)."""
     if (isinstance(value, (list, tuple)) and 1 <= len(value) <= 3
-            and all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= MAX_DIM
-                    for d in value)):
+            and all(_size_ok(d) for d in value)):
         return tuple(value)
-    raise ArgError(f"an input shape must be a list of 1 to 3 integers from 1 to {MAX_DIM}, "
-                   "e.g. [3, 224, 224] (the batch axis is implicit)")
+    raise ArgError(f"an input shape must be a list of 1 to 3 integers from 1 to {MAX_DIM} "
+                   "or size names, e.g. [3, 224, 224] or [3, H, W] (the batch axis is "
+                   "implicit)")
+
+
+def _size_ok(d) -> bool:
+    if isinstance(d, int) and not isinstance(d, bool):
+        return 1 <= d <= MAX_DIM
+    return bool(getattr(d, "is_Symbol", False))  # a size symbol
 
 
 OPS = [Input()]

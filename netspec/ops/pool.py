@@ -10,8 +10,14 @@ from netspec.ops.base import (
     Saved,
     ShapeError,
     Window,
+    ceildiv,
+    eq,
+    floordiv,
     fmt_pair,
     kernel_label,
+    mod,
+    require,
+    select,
     spatial_input,
     torch_pair,
     window_out,
@@ -43,9 +49,8 @@ class _Pool(Op):
                              f"with k={kernel_label(attrs['k'])} use p <= {attrs['k'][0] // 2}")
         oh, ow = (window_out(n, k, s, p, 1, attrs["ceil"]) for n, k, s, p in
                   zip((h, w), attrs["k"], attrs["s"], attrs["p"]))
-        if oh < 1 or ow < 1:
-            raise ShapeError(f"a {kernel_label(attrs['k'])} window does not fit the "
-                             f"{h}x{w} input")
+        require(lambda: ShapeError(f"a {kernel_label(attrs['k'])} window does not fit the "
+                                   f"{h}x{w} input"), oh >= 1, ow >= 1)
         return (c, oh, ow)
 
     def shape_warnings(self, attrs, inputs):
@@ -162,7 +167,8 @@ class AdaptiveAvgPool(Op):
         # k = ceil(H/out) + 1, s = floor(H/out) would bound each window, but the pass carries
         # the stride on as the jump of every later layer, and the windows' starts
         # floor(i*H/out) are not s apart (s = 0 when upsampling).
-        axes = [(n // o, n // o) if n % o == 0 else (n, 0)
+        axes = [(select(eq(mod(n, o), 0), floordiv(n, o), n),
+                 select(eq(mod(n, o), 0), floordiv(n, o), 0))
                 for n, o in zip(inputs[0][1:], attrs["out"])]
         return Window((axes[0][0], axes[1][0]), (axes[0][1], axes[1][1]), (0, 0))
 
@@ -201,7 +207,7 @@ class AdaptiveAvgPool(Op):
 
 def _covered(size: int, out: int) -> int:
     """Sum of the window lengths along one axis: ceil((i+1)*size/out) - floor(i*size/out)."""
-    return sum(-(-(i + 1) * size // out) - i * size // out for i in range(out))
+    return sum(ceildiv((i + 1) * size, out) - floordiv(i * size, out) for i in range(out))
 
 
 OPS = [MaxPool(), AvgPool(), GlobalAvgPool(), AdaptiveAvgPool()]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from netspec.ops.base import Arg, Op, Saved, ShapeError
+from netspec.ops.base import Arg, Op, Saved, ShapeError, same_shapes
 
 
 def _show(shape) -> str:
@@ -20,12 +20,10 @@ class Concat(Op):
     kernel = "concat"
 
     def shape(self, attrs, inputs):
-        rest = {tuple(s[1:]) for s in inputs}
-        if len(rest) != 1 or len({len(s) for s in inputs}) != 1:
-            raise ShapeError("cannot concatenate tensors of shapes "
-                             + ", ".join(_show(s) for s in inputs)
-                             + " along channels: all other axes must agree",
-                             "give every branch the same stride and padding")
+        same_shapes([tuple(s[1:]) for s in inputs], lambda: ShapeError(
+            "cannot concatenate tensors of shapes " + ", ".join(_show(s) for s in inputs)
+            + " along channels: all other axes must agree",
+            "give every branch the same stride and padding"))
         return (sum(s[0] for s in inputs),) + tuple(inputs[0][1:])
 
     def describe(self, attrs):
@@ -48,16 +46,7 @@ class Add(Op):
     kernel = "add"
 
     def shape(self, attrs, inputs):
-        if len(set(inputs)) != 1:
-            hint = None
-            a, b = inputs[0], next(s for s in inputs if s != inputs[0])
-            if len(a) == 3 and len(b) == 3:
-                ratio = max(a[1], b[1]) // max(1, min(a[1], b[1]))
-                stride = f", s={ratio}" if ratio > 1 else ""
-                hint = ("the shortcut needs a projection: "
-                        f"x -> conv({max(a[0], b[0])}, k=1{stride}) -> bn")
-            raise ShapeError("cannot add tensors of shape "
-                             + " and ".join(_show(s) for s in inputs), hint)
+        same_shapes(inputs, lambda: _add_error(inputs))
         return inputs[0]
 
     def extra_flops(self, attrs, inputs, out):
@@ -71,6 +60,18 @@ class Add(Op):
 
     def onnx(self, g, attrs, inputs, xs):
         return g.node("Sum", xs)
+
+
+def _add_error(inputs) -> ShapeError:
+    hint = None
+    a, b = inputs[0], next((s for s in inputs if s != inputs[0]), inputs[0])
+    if len(a) == 3 and len(b) == 3 and all(type(d) is int for d in a + b):
+        ratio = max(a[1], b[1]) // max(1, min(a[1], b[1]))
+        stride = f", s={ratio}" if ratio > 1 else ""
+        hint = ("the shortcut needs a projection: "
+                f"x -> conv({max(a[0], b[0])}, k=1{stride}) -> bn")
+    return ShapeError("cannot add tensors of shape " + " and ".join(_show(s) for s in inputs),
+                      hint)
 
 
 class Flatten(Op):

@@ -1,0 +1,112 @@
+"""Symbolic sizes: every bundled spec analyzed over [C, H, W] and evaluated at several sizes
+equals the concrete analysis at those sizes exactly; the derived smallest sizes and
+congruences agree with what the concrete analysis accepts and warns about."""
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+import netspec
+from netspec.diagnostics import NetspecError
+
+SPECS = Path(__file__).parent.parent / "specs"
+ALL = sorted(p.stem for p in SPECS.glob("*.net"))
+IMAGE = [n for n in ALL if len(netspec.load(n).node(netspec.load(n).inputs[0])["attrs"]
+                                ["shape"]) == 3]
+
+
+@cache
+def symbolic(name: str):
+    net = netspec.load(name)
+    c = net.node(net.inputs[0])["attrs"]["shape"][0]
+    return netspec.analyze(net, input_shape=(c, "H", "W"), batch=8, optimizer="adam")
+
+
+def concrete(name: str, h: int, w: int):
+    net = netspec.load(name)
+    c = net.node(net.inputs[0])["attrs"]["shape"][0]
+    return netspec.analyze(net, input_shape=(c, h, w), batch=8, optimizer="adam")
+
+
+def _sizes(name: str) -> list[tuple[int, int]]:
+    m = symbolic(name).sizes.minimum
+    h, w = m["H"], m["W"]
+    return [(h, w), (224, 224), (h + 37, 2 * w + 5)]
+
+
+def _fixed_size(name: str) -> bool:
+    """Specs whose linear layer reads a flattened feature map: the input size is fixed."""
+    try:
+        symbolic(name)
+    except NetspecError as exc:
+        assert "depends on the input size" in str(exc)
+        return True
+    return False
+
+
+@pytest.mark.parametrize("name", IMAGE)
+def test_symbolic_analysis_evaluates_to_the_concrete_one(name):
+    if _fixed_size(name):
+        pytest.skip(f"{name}: a linear layer reads the flattened map (its size is fixed)")
+    a = symbolic(name)
+    for h, w in _sizes(name):
+        got = a.at(H=h, W=w).to_dict()
+        want = concrete(name, h, w).to_dict()
+        got.pop("warnings"), want.pop("warnings")
+        assert got == want, (name, h, w)
+
+
+def test_fixed_size_specs_say_why():
+    fixed = [n for n in IMAGE if _fixed_size(n)]
+    # conv -> flatten -> linear, a fixed 7x7 pool before the classifier, or a linear
+    # classifier on the pixels
+    assert set(fixed) == {"lenet5", "digits_cnn", "googlenet_paper", "mlp", "softmax", "svm"}
+    with pytest.raises(NetspecError, match="depends on the input size"):
+        symbolic("lenet5")
+
+
+@pytest.mark.parametrize("name", ["resnet50", "vgg16", "googlenet", "alexnet", "resnet18"])
+def test_the_minimum_size_is_where_the_concrete_analysis_starts_to_accept(name):
+    m = symbolic(name).sizes.minimum["H"]
+    concrete(name, m, m)
+    if m > 1:
+        with pytest.raises(NetspecError, match="does not fit"):
+            concrete(name, m - 1, 256)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "alexnet", "resnet50", "googlenet"])
+def test_the_congruence_is_where_the_concrete_analysis_drops_no_rows(name):
+    a = symbolic(name)
+    low = a.sizes.minimum["H"]
+    for h in range(max(low, 64), max(low, 64) + 64):
+        warned = any("never read" in w.message and "row" in w.message
+                     for w in concrete(name, h, 224).warnings)
+        at = a.at(H=h, W=224)
+        assert warned == any("rows" in w.message for w in at.warnings), (name, h)
+
+
+def test_resnet50_macs_formula():
+    a = symbolic("resnet50")
+    macs = str(netspec.analysis.symbolic.readable(a.totals.macs))
+    assert "ceiling(H/32)*ceiling(W/32)" in macs and "floor" not in macs
+    assert a.at(H=224, W=224).totals.macs == 4_089_184_256  # torchvision's figure
+    assert a.sizes.minimum == {"H": 1, "W": 1}
+    assert a.sizes.no_dropped_rows == {"H": "every H", "W": "every W"}
+
+
+def test_vgg16_needs_multiples_of_32_to_read_every_row():
+    a = symbolic("vgg16")
+    assert a.sizes.minimum == {"H": 32, "W": 32}
+    assert a.sizes.no_dropped_rows["H"] == "H ≡ 0 (mod 32)"
+
+
+def test_at_rejects_bad_sizes():
+    a = symbolic("vgg16")
+    with pytest.raises(NetspecError, match="does not fit"):
+        a.at(H=16, W=224)
+    with pytest.raises(NetspecError, match="no value for W"):
+        a.at(H=224)
+    with pytest.raises(NetspecError, match="unknown size Q"):
+        a.at(H=224, W=224, Q=3)
