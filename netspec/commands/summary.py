@@ -66,7 +66,7 @@ def input_shape(text: str) -> tuple:
     parts = text.replace(",", "x").replace("X", "x").split("x")
     shape: tuple = tuple(int(p) if p.isdigit() else p for p in parts)
     if not 1 <= len(shape) <= 3 or not all(
-            (isinstance(d, int) and d >= 1) or _SIZE_NAME.match(d) for d in shape):
+            d >= 1 if isinstance(d, int) else bool(_SIZE_NAME.match(d)) for d in shape):
         raise argparse.ArgumentTypeError(
             f"{text!r} is not a shape: give 1 to 3 positive sizes like 3x224x224, or size "
             "names like 3xHxW (the batch axis is implicit)")
