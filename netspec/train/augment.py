@@ -1,7 +1,12 @@
-"""Training stage: data augmentation on (N, C, H, W) batches, vectorized and seeded."""
+"""Training stage: data augmentation on (N, C, H, W) batches, vectorized and seeded.
+
+``Augment.draw`` takes the same random numbers from the same stream as ``Augment.__call__``
+without touching the images, so the torch backend applies identical crops and flips on the
+device (netspec.train.torch_augment).
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -42,3 +47,29 @@ class Augment:
         if "flip" in self.type:
             x = random_flip(x, rng, self.flip_p)
         return x
+
+    def draw(self, n: int, ndim: int, rng: np.random.Generator) -> Draws | None:
+        """The random offsets and flips ``__call__`` would draw for n images, in its order."""
+        if ndim != 4 or self.type == "none":
+            return None
+        draws = Draws()
+        if "crop" in self.type and self.pad > 0:
+            draws = replace(draws, dy=rng.integers(0, 2 * self.pad + 1, size=n),
+                            dx=rng.integers(0, 2 * self.pad + 1, size=n))
+        if "flip" in self.type:
+            draws = replace(draws, flip=rng.random(n) < self.flip_p)
+        return draws
+
+
+@dataclass(frozen=True)
+class Draws:
+    """Per-image crop offsets (dy, dx in [0, 2 * pad]) and flips of one batch; None: not drawn."""
+
+    dy: np.ndarray | None = None
+    dx: np.ndarray | None = None
+    flip: np.ndarray | None = None
+
+    def take(self, rows) -> Draws:
+        """The draws of some images of the batch (a DDP worker's share)."""
+        pick = (lambda a: None if a is None else a[rows])
+        return Draws(pick(self.dy), pick(self.dx), pick(self.flip))

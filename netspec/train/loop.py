@@ -11,6 +11,11 @@ state_dict, load_state_dict; reinit only when cfg.reinit is used). One iteration
 Everything that decides the next iteration (params, buffers, optimizer state, the model's
 dropout rng, the shuffle and augmentation rngs, the epoch's permutation and position, the
 running sums) goes into ``last.npz``, so ``resume=True`` continues bit for bit.
+
+The per-iteration work (gradients, update, validation, Ctrl-C, who writes files) comes from
+``run.backend``: ``NUMPY`` here; netspec.train.torch_loop supplies the torch one (and its
+DistributedDataParallel workers), so both backends share config, data, metrics, checkpoints,
+resume and progress.
 """
 from __future__ import annotations
 
@@ -132,6 +137,7 @@ class Run:
     iters_per_epoch: int
     log: Callable[[str], None]
     progress: bool | str
+    backend: Any = None  # a Backend; make_run sets NUMPY
 
 
 @dataclass
@@ -164,7 +170,7 @@ def make_run(model, cfg: TrainConfig, data, out: Path, progress) -> Run:
                optimizer=optimizer,
                schedule=cfg.schedule.build(cfg.optimizer.lr, cfg.epochs, iters),
                reg=reg, reg_names=[], frozen=set(), augment=cfg.augment.build(),
-               iters_per_epoch=iters, log=logger(progress), progress=progress)
+               iters_per_epoch=iters, log=logger(progress), progress=progress, backend=NUMPY)
 
 
 def logger(progress) -> Callable[[str], None]:
@@ -275,7 +281,7 @@ def make_checkpoint(run: Run, state: LoopState, status: str) -> Checkpoint:
         optimizer=run.optimizer.state_dict(),
         extra={"data.mean": data.mean, "data.std": data.std,
                "data.classes": np.asarray(getattr(data, "classes", []), np.int64),
-               "loader.order": state.order},
+               "loader.order": state.order, **run.backend.checkpoint_extra(run)},
         config=run.cfg.to_dict(),
         state={"status": status, "epoch": state.epoch, "iteration": state.iteration,
                "batch_index": state.batch_index, "sums": state.sums, "lr": state.lr,
@@ -302,13 +308,18 @@ def check_finite(run: Run, state: LoopState, loss: float) -> None:
                 what = f"the gradient of {name} has {'NaN' if np.isnan(g).any() else 'Inf'}"
                 break
     if what:
-        last = run.out / "last.npz"
-        kept = f"{last} is untouched" if last.exists() else "no checkpoint was written yet"
-        raise DivergedError(
-            f"training diverged: {what} at iteration {state.iteration + 1} (epoch "
-            f"{state.epoch + 1}, batch {state.batch_index + 1}); stopped without saving, {kept}."
-            f"\nhint: lower the learning rate (optimizer.lr is {run.cfg.optimizer.lr:g}) or add "
-            "warmup", state.iteration + 1, state.epoch + 1)
+        raise diverged(run, state, what)
+
+
+def diverged(run: Run, state: LoopState, what: str) -> DivergedError:
+    """The error for a NaN/Inf found at the current iteration; nothing is saved for it."""
+    last = run.out / "last.npz"
+    kept = f"{last} is untouched" if last.exists() else "no checkpoint was written yet"
+    return DivergedError(
+        f"training diverged: {what} at iteration {state.iteration + 1} (epoch "
+        f"{state.epoch + 1}, batch {state.batch_index + 1}); stopped without saving, {kept}."
+        f"\nhint: lower the learning rate (optimizer.lr is {run.cfg.optimizer.lr:g}) or add "
+        "warmup", state.iteration + 1, state.epoch + 1)
 
 
 def compute_gradients(run: Run, state: LoopState, idx: np.ndarray) -> tuple[float, float, int]:
@@ -390,26 +401,28 @@ def run_epoch(run: Run, state: LoopState, flag: InterruptFlag) -> bool:
     bar = ProgressBar(run.iters_per_epoch, f"epoch {state.epoch + 1}/{run.cfg.epochs}",
                       force=run.progress == "always") if run.progress else None
     sums, start, done_before = state.sums, time.perf_counter(), state.sums["seen"]
+    backend = run.backend
     while state.batch_index < run.iters_per_epoch:
         idx = state.order[state.batch_index * batch:(state.batch_index + 1) * batch]
-        snapshot = Snapshot.take(run, state)
+        snapshot = backend.snapshot(run, state)
         try:
-            loss, reg, correct = compute_gradients(run, state, idx)
+            loss, reg, correct = backend.gradients(run, state, idx)
         except KeyboardInterrupt:  # not through deferred_interrupt: undo, then save
             snapshot.restore(run, state)
             return False
-        apply_update(run, state)  # a KeyboardInterrupt here (second Ctrl-C) aborts unsaved
-        sums["loss"] += loss * len(idx)
-        sums["reg"] += reg * len(idx)
+        backend.update(run, state)  # a KeyboardInterrupt here (second Ctrl-C) aborts unsaved
+        n = backend.count(idx)
+        sums["loss"] += loss * n
+        sums["reg"] += reg * n
         sums["correct"] += correct
-        sums["seen"] += len(idx)
+        sums["seen"] += n
         state.batch_index += 1
         state.iteration += 1
         if bar:
             bar.update(state.batch_index, sums["seen"] - done_before,
                        loss=sums["loss"] / sums["seen"], acc=sums["correct"] / sums["seen"],
                        lr=state.lr)
-        if flag.requested:
+        if backend.stop(flag):
             sums["seconds"] += time.perf_counter() - start
             return False
     sums["seconds"] += time.perf_counter() - start
@@ -419,11 +432,15 @@ def run_epoch(run: Run, state: LoopState, flag: InterruptFlag) -> bool:
     return True
 
 
-def finish_epoch(run: Run, state: LoopState) -> EpochRecord:
-    """Validate, record, write metrics and checkpoints (last, and best when improved)."""
-    sums, data = state.sums, run.data
-    val = (evaluate(run.model, data.x_val, data.y_val, run.loss_fn, run.cfg.eval_batch)
-           if len(data.y_val) else None)
+def finish_epoch(run: Run, state: LoopState) -> EpochRecord | None:
+    """Validate, record, write metrics and checkpoints (last, and best when improved).
+    A worker that does not write (DDP rank > 0) only moves on to the next epoch."""
+    state.sums = sums = run.backend.total(state.sums)
+    if not run.backend.writer:
+        state.epoch, state.batch_index = state.epoch + 1, 0
+        return None
+    data = run.data
+    val = (run.backend.evaluate(run, data.x_val, data.y_val) if len(data.y_val) else None)
     record = EpochRecord(
         epoch=state.epoch + 1, iteration=state.iteration, lr=state.lr,
         train_loss=sums["loss"] / sums["seen"], train_reg=sums["reg"] / sums["seen"],
@@ -472,6 +489,14 @@ def train(model, cfg: TrainConfig, data, out_dir: str | Path, resume: bool = Fal
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = make_run(model, cfg, data, out, progress)
+    if hasattr(model, "attach_backend"):  # a TorchModel brings the torch backend
+        model.attach_backend(run, resume)
+    return run_training(run, resume)
+
+
+def run_training(run: Run, resume: bool) -> History:
+    """Start or resume ``run`` and iterate to its last epoch (or Ctrl-C); see ``train``."""
+    out, cfg, data, backend = run.out, run.cfg, run.data, run.backend
     report = None
     if resume:
         if not (out / "last.npz").exists():
@@ -482,24 +507,62 @@ def train(model, cfg: TrainConfig, data, out_dir: str | Path, resume: bool = Fal
     else:
         state, report = fresh_start(run)
         attach_model(run)
+    backend.started(run, state)
     status = "completed"
-    with deferred_interrupt() as flag:
+    with backend.interrupts() as flag:
         while state.epoch < cfg.epochs:
             if not run_epoch(run, state, flag):
                 status = "interrupted"
-                save_checkpoint(out / "last.npz", make_checkpoint(run, state, "interrupted"))
+                state.sums = backend.total(state.sums)
+                if backend.writer:
+                    save_checkpoint(out / "last.npz", make_checkpoint(run, state, "interrupted"))
                 run.log(f"\ninterrupted: saved {out / 'last.npz'} at epoch {state.epoch + 1}, "
                         f"batch {state.batch_index}; continue with --resume")
                 break
             finish_epoch(run, state)
-            if flag.requested:
+            if backend.stop(flag):
                 status = "interrupted"
                 break
-    if state.records:
+    if state.records and backend.writer:
         from netspec.train.plot import plot_history
 
         plot_history(state.records, out / "curves.png", title=getattr(data, "name", ""))
     return History(state.records, status, out, state.best_epoch, state.best_metric, report)
+
+
+def evaluate_split(run: Run, x: np.ndarray, y: np.ndarray) -> dict:
+    """Validation of the NumPy backend: ``evaluate`` with the run's loss and batch size."""
+    return evaluate(run.model, x, y, run.loss_fn, run.cfg.eval_batch)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What one training backend does per iteration; the rest of the loop is shared.
+
+    gradients(run, state, idx) -> (data loss, penalty, correct) on the global batch ``idx``;
+    update(run, state) steps the optimizer; snapshot(run, state) -> an object whose
+    restore(run, state) undoes a half-done iteration; evaluate(run, x, y) -> {loss, accuracy,
+    n}; count(idx) -> the examples of ``idx`` this process trains on; writer: this process writes checkpoints, metrics and plots (DDP: rank 0 only);
+    interrupts() -> a context yielding the Ctrl-C flag; stop(flag) -> stop now (DDP: any
+    worker asked); total(sums) -> the epoch's sums over every worker; checkpoint_extra(run)
+    -> extra arrays for the checkpoint; started(run, state) after start or resume.
+    """
+
+    name: str = "numpy"
+    gradients: Callable = compute_gradients
+    update: Callable = apply_update
+    count: Callable = len
+    snapshot: Callable = Snapshot.take
+    evaluate: Callable = evaluate_split
+    writer: bool = True
+    interrupts: Callable = deferred_interrupt
+    stop: Callable = lambda flag: flag.requested
+    total: Callable = lambda sums: sums
+    checkpoint_extra: Callable = lambda run: {}
+    started: Callable = lambda run, state: None
+
+
+NUMPY = Backend()
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, loss: str | LossConfig | LossFn = "softmax",
