@@ -95,8 +95,7 @@ def launch(job: Launch) -> int:
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, get_args_parser
 
-    # torch's launcher logs each step of a failure; netspec says what happened once, below
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    quiet_launcher_logs()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     os.environ.setdefault("OMP_NUM_THREADS", str(job.threads or max(1, (cores or 1) // job.nproc)))
     args = get_args_parser().parse_args(job.torchrun_args())
@@ -116,6 +115,14 @@ def launch(job: Launch) -> int:
               f"{checkpoint_note(job.out)}", file=sys.stderr)
         return 130
     return 0
+
+
+def quiet_launcher_logs() -> None:
+    """torch's launcher logs each step of a failure or Ctrl-C (each of its modules sets its
+    own level); netspec says once what happened and where the checkpoint is."""
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def failure_message(codes: dict[int, int], out: Path) -> str:
