@@ -30,7 +30,8 @@ def add_import_argument(p) -> None:
 
 def add_data_arguments(p) -> None:
     p.add_argument("--data", help="digits (default), or a path: CIFAR-10 batches directory, "
-                   "MNIST IDX directory, or an .npz with x_train/y_train")
+                   "MNIST IDX directory, an .npz with x_train/y_train, or a folder of images "
+                   "per class (ImageFolder layout)")
     p.add_argument("--val", type=float, help="validation fraction of the training split")
     p.add_argument("--classes", help="keep only these labels, e.g. 0,1,2")
     p.add_argument("--limit", type=int, help="use at most this many training examples")
@@ -93,6 +94,11 @@ def config_from(net, args, extra: dict[str, Any] | None = None):
     return apply_overrides(cfg, cli)
 
 
+def spec_input_shape(net) -> tuple[int, ...]:
+    """One example's shape as the spec's input declares it (sizes image folders)."""
+    return tuple(net.node(net.inputs[0])["attrs"]["shape"])
+
+
 def check_data_fits(net, data) -> None:
     shape = tuple(net.node(net.inputs[0])["attrs"]["shape"])
     if tuple(data.input_shape) != shape:
@@ -124,6 +130,9 @@ def use_checkpoint_statistics(data, ckpt) -> None:
         return
     for split in ("x_train", "x_val", "x_test"):
         x = getattr(data, split)
+        if hasattr(x, "with_stats"):  # images read from disk normalize as they are read
+            setattr(data, split, x.with_stats(mean, std))
+            continue
         shape = (1, -1) + (1,) * (x.ndim - 2) if np.size(data.mean) > 1 else ()
         raw = x * np.reshape(data.std, shape) + np.reshape(data.mean, shape)
         setattr(data, split, normalize(raw, mean, std))
@@ -159,7 +168,7 @@ def load_trained(args):
     net = load_net(args)
     with training_errors(net):
         cfg = config_from(net, args)
-        data = load_dataset(cfg)
+        data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
         model = compile_model(net)
         use_checkpoint_statistics(data, load_weights(model, args.weights))

@@ -12,6 +12,7 @@ from netspec.commands._session import (
     load_net,
     out_dir,
     run_threads,
+    spec_input_shape,
     training_errors,
 )
 from netspec.diagnostics import Diagnostic, NetspecError
@@ -99,7 +100,7 @@ def run(args) -> int:
             cfg.freeze = list(cfg.freeze) + args.freeze
         if args.reinit:
             cfg.reinit = list(cfg.reinit) + args.reinit
-        data = load_dataset(cfg)
+        data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
         model = compile_model(net, cfg.seed)
         out = out_dir(args, net)
@@ -164,7 +165,7 @@ def train_torch(args, workers, device: str) -> int:
         if args.reinit:
             cfg.reinit = list(cfg.reinit) + args.reinit
         check_batch_splits(cfg.batch, workers.world)
-        data = load_dataset(cfg)
+        data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
         if device == "cpu" or not device.startswith("cuda"):
             # the NumPy backend's choice (1 thread for small layers), or --threads

@@ -265,6 +265,7 @@ class DataConfig(Section):
         "cifar10": ("path",) + SPLITS,
         "mnist": ("path",) + SPLITS,
         "npz": ("path", "test") + SPLITS,
+        "imagefolder": ("path", "test") + SPLITS,  # netspec.train.imagefolder
     }
     type: str = "digits"
     path: str | None = setting(None, optional(text), "file or directory of the data")

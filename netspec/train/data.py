@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-FORMATS = ("digits", "cifar10", "mnist", "npz")
+FORMATS = ("digits", "cifar10", "mnist", "npz", "imagefolder")
 
 
 class DataError(Exception):
@@ -52,6 +52,7 @@ class Dataset:
     std: np.ndarray = field(default_factory=lambda: np.ones(1, np.float32))
     classes: list[int] = field(default_factory=list)  # original label of each class index
     name: str = ""
+    class_names: list[str] = field(default_factory=list)  # imagefolder: folder of each class
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """Apply the training split's statistics to new inputs (e.g. at predict time)."""
@@ -60,12 +61,17 @@ class Dataset:
 
 # ---------------------------------------------------------------- the pipeline
 
-def load_dataset(cfg) -> Dataset:
+def load_dataset(cfg, input_shape: tuple[int, ...] | None = None) -> Dataset:
     """Load ``cfg.data`` (a TrainConfig) or ``cfg`` itself (a DataConfig) into a Dataset.
 
     The config needs: type, path, val, test, normalize, classes, limit, split_seed.
+    ``input_shape`` (the spec's) sizes the images of an image folder, read lazily from disk.
     """
     dc = getattr(cfg, "data", cfg)
+    if dc.type == "imagefolder":
+        from netspec.train.imagefolder import load_image_folder
+
+        return load_image_folder(dc, input_shape)
     raw = read_raw(dc.type, dc.path)
     return prepare(raw, dc)
 
@@ -342,6 +348,11 @@ def infer_format(path: str | Path) -> str:
             return "cifar10"
         if any(p.glob("*idx3-ubyte*")):
             return "mnist"
+        from netspec.train.imagefolder import is_image_folder
+
+        if is_image_folder(p):
+            return "imagefolder"
     raise DataError(p, "cannot tell the data format: expected a .npz file, a CIFAR-10 "
-                       "batches directory or a directory of MNIST IDX files")
+                       "batches directory, a directory of MNIST IDX files or a folder of "
+                       "images per class")
 

@@ -416,7 +416,13 @@ class TorchSteps:
             loader = epoch_loader(run.data, state.order, run.cfg.batch, state.batch_index,
                                   self.workers, self.model.device.type == "cuda")
             self.stream = [key, iter(loader), state.batch_index]
-        idx, x, y = next(self.stream[1])
+        try:
+            idx, x, y = next(self.stream[1])
+        except RuntimeError as e:  # a loader process's DataError arrives wrapped
+            if "DataError" not in str(e):
+                raise
+            raise TrainError(str(e).strip().splitlines()[-1].split("DataError: ", 1)[-1]
+                             ) from None
         self.stream[2] += 1
         if not np.array_equal(idx.numpy(), local):  # pragma: no cover - a loader bug
             raise TrainError("the streamed batch does not match the epoch's order")
