@@ -158,3 +158,39 @@ def test_two_nccl_workers_on_gpus_match_one_gpu(spec, tmp_path):
     assert netspec_train(str(spec), "--epochs", "1", "--device", "cuda", "--nproc", "2", "-o",
                          str(tmp_path / "two")) == 0
     assert_close(weights(tmp_path / "one"), weights(tmp_path / "two"), atol=1e-4)
+
+
+def documented_two_node_commands() -> list[list[str]]:
+    """The two `torchrun --nnodes 2` lines of docs/backends.md, split into words."""
+    import shlex
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "backends.md").read_text()
+    lines = [line for line in doc.splitlines() if line.startswith("torchrun --nnodes 2")]
+    assert len(lines) == 2, "docs/backends.md should show the command of each node"
+    return [shlex.split(line) for line in lines]
+
+
+def test_the_documented_two_node_torchrun_commands_train_together(spec, tmp_path):
+    """Both nodes on this machine: the master is 127.0.0.1, one CPU worker per node, and the
+    training arguments after `-m netspec train` are this file's small run."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    procs = []
+    for words in documented_two_node_commands():
+        launcher = words[1:words.index("-m")]
+        for flag, value in (("--nproc-per-node", "1"), ("--master-addr", "127.0.0.1"),
+                            ("--master-port", port)):
+            launcher[launcher.index(flag) + 1] = value
+        assert words[words.index("-m"):words.index("-m") + 3] == ["-m", "netspec", "train"]
+        train_args = [str(spec), "--backend", "torch", "--epochs", "1", "--no-progress",
+                      "--threads", "1", "-o", str(tmp_path / "run")]
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "netspec",
+             "train", *train_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=240) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], results
+    assert "2 workers" in results[0][1]  # node 0 holds rank 0, which reports
+    assert load_checkpoint(tmp_path / "run" / "last.npz").state["status"] == "completed"
