@@ -219,6 +219,28 @@ def test_torch_flags_without_the_torch_backend_name_the_flag(flag, capsys):
     assert f"{flag[0]} applies to the torch backend only" in err and "Traceback" not in err
 
 
+BLOCK_TORCH = """
+import sys
+class NoTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTorch())
+from netspec.cli import main
+sys.exit(main(["train", "--backend", "torch", "--nproc", "2"]))
+"""
+
+
+def test_without_torch_the_command_names_the_extra_to_install():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH], capture_output=True, text=True,
+                          check=False, timeout=120)
+    assert done.returncode == 1
+    assert "pip install 'netspec[torch]'" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_fp16_on_the_cpu_and_a_missing_gpu_are_clear_errors(capsys):
     assert main(["train", "--backend", "torch", "--precision", "fp16", "--epochs", "1"]) == 1
     assert "--precision fp16 needs a CUDA device" in capsys.readouterr().err

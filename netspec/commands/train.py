@@ -128,8 +128,10 @@ def run(args) -> int:
 def run_torch(args) -> int:
     """`--backend torch`: this process, torchrun's workers, or `--nproc N` launching them."""
     from netspec.train import distributed
+    from netspec.train.torch_loop import import_torch
 
     with training_errors():
+        import_torch()  # first: without torch, say which extra to install, no traceback
         torchrun = distributed.under_torchrun()
         if args.nproc and args.nproc > 1 and not torchrun:
             net = load_net(args)  # a broken spec or setting fails here, not in N workers
@@ -149,11 +151,9 @@ def run_torch(args) -> int:
 
 
 def train_torch(args, workers, device: str) -> int:
-    import torch
-
     from netspec.train import distributed, evaluate, load_dataset, load_weights, train
     from netspec.train.threads import auto_threads
-    from netspec.train.torch_loop import TorchModel
+    from netspec.train.torch_loop import TorchModel, import_torch
 
     net = load_net(args)
     say = (lambda message: print(message, file=sys.stderr)) if workers.writer else \
@@ -167,6 +167,7 @@ def train_torch(args, workers, device: str) -> int:
         check_batch_splits(cfg.batch, workers.world)
         data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
+        torch = import_torch()
         if device == "cpu" or not device.startswith("cuda"):
             # the NumPy backend's choice (1 thread for small layers), or --threads
             torch.set_num_threads(args.threads or auto_threads(
