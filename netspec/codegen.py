@@ -560,14 +560,19 @@ def load_source(source: str, filename: str) -> types.ModuleType:
 
 
 def compile(source: str | os.PathLike | Network, input_shape: tuple[int, ...] | None = None,
-            dtype: str = "float32", seed: int = 0):
+            dtype: str = "float32", seed: int = 0, allow_large: bool = False):
     """Compile a spec (a path, a bundled name like "resnet18", or a Network) to a Model.
 
     The model runs the same source `netspec compile` writes; `model.source` holds it.
+    Parameters that would not fit in the machine's available memory are refused before
+    they are allocated (a NetspecError with both figures) unless `allow_large`.
     """
     import netspec
+    from netspec.analysis.memory import require_model_memory
 
     net = source if isinstance(source, Network) else netspec.load(os.fspath(source))
+    if not allow_large:
+        require_model_memory(net, input_shape, dtype)
     text = generate(net, input_shape)
     module = load_source(text, f"<netspec compiled {net.name}>")
     model = module.Network(dtype=dtype, seed=seed)

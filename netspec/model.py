@@ -290,4 +290,9 @@ class Model:
         """Read a state dict written by save (or any .npz of arrays by name)."""
         with np.load(os.fspath(path), allow_pickle=False) as data:
             state = {name: data[name] for name in data.files}
+        # NaN weights would run and score at chance level without a word: refuse them.
+        bad = [n for n, v in state.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
+        if bad:
+            raise ValueError(f"{os.fspath(path)}: '{bad[0]}' holds NaN or Inf values; these "
+                             "weights are not usable")
         return self.load_state_dict(state, strict=strict)

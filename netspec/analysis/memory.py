@@ -215,3 +215,46 @@ def _running(deltas: list[int]) -> list[int]:
         total += d
         out.append(total)
     return out
+
+
+ALLOW_LARGE_HINT = ("if the machine really can, pass --allow-large (allow_large=True in the "
+                    "Python API) to try anyway")
+
+
+def require_memory(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, `nbytes` that the machine does not have available
+    (MemAvailable, capped by ulimit -v): an error with both figures, instead of a
+    MemoryError, swapping, or the kernel's OOM killer half an hour later."""
+    from netspec.files import available_memory, format_bytes
+
+    available = available_memory()
+    if nbytes > available:
+        raise NetspecError(Diagnostic(
+            "error", f"{what} needs {format_bytes(nbytes)} ({nbytes:,} bytes), more than the "
+            f"{format_bytes(available)} of memory available on this machine", None,
+            ALLOW_LARGE_HINT))
+
+
+def require_model_memory(net: Network, input_shape=None, dtype: str = "float32") -> None:
+    """A compiled model's parameters and buffers must fit (netspec.compile)."""
+    from netspec.analysis import analyze
+
+    memory = analyze(net, input_shape, dtype=dtype).memory
+    # Initialization draws each tensor in float64 and scales it before the cast: two
+    # float64 temporaries of the largest tensor on top of the model itself.
+    largest = max((p.size for _, data in net.graph.nodes(data=True)
+                   for p in data.get("params", ())), default=0)
+    require_memory(memory.params + memory.buffers + 2 * 8 * largest,
+                   f"compiling `{net.name}` (its parameters)")
+
+
+def require_training_memory(net: Network, batch: int, optimizer: str,
+                            dtype: str = "float32") -> None:
+    """A training step's estimated peak (this module's model) must fit (netspec train)."""
+    from netspec.analysis import analyze
+
+    if optimizer not in OPTIMIZER_SLOTS:
+        optimizer = "adam"  # the most state per parameter: an upper bound
+    memory = analyze(net, batch=batch, dtype=dtype, optimizer=optimizer).memory
+    require_memory(memory.total, f"training `{net.name}` (batch {batch}, {optimizer}; "
+                   f"params {memory.params:,} B, activations {memory.activations:,} B)")

@@ -19,6 +19,9 @@ def add_spec_arguments(p, default_spec: bool = True) -> None:
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
                    help="override a network parameter, e.g. --param num_classes=5")
     add_import_argument(p)
+    p.add_argument("--allow-large", action="store_true",
+                   help="compile and train even when the memory estimate exceeds the memory "
+                        "this machine has available")
 
 
 def add_import_argument(p) -> None:
@@ -108,10 +111,10 @@ def check_data_fits(net, data) -> None:
             f"change the spec's input to {list(data.input_shape)}, or train it on matching data"))
 
 
-def compile_model(net, seed: int = 0):
+def compile_model(net, seed: int = 0, allow_large: bool = False):
     import netspec
 
-    return netspec.compile(net, seed=seed)
+    return netspec.compile(net, seed=seed, allow_large=allow_large)
 
 
 def out_dir(args, net) -> Path:
@@ -170,7 +173,7 @@ def load_trained(args):
         cfg = config_from(net, args)
         data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
-        model = compile_model(net)
+        model = compile_model(net, allow_large=getattr(args, "allow_large", False))
         use_checkpoint_statistics(data, load_weights(model, args.weights))
     return net, cfg, data, model
 

@@ -102,7 +102,10 @@ def run(args) -> int:
             cfg.reinit = list(cfg.reinit) + args.reinit
         data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
-        model = compile_model(net, cfg.seed)
+        if not args.allow_large:
+            from netspec.analysis.memory import require_training_memory
+            require_training_memory(net, cfg.batch, cfg.optimizer.type)
+        model = compile_model(net, cfg.seed, allow_large=args.allow_large)
         out = out_dir(args, net)
         print(f"training {net.name} ({model.num_params:,} parameters) on {data.name or 'data'}: "
               f"{len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "

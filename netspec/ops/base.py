@@ -46,10 +46,23 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+# Integer arguments (channels, features, kernel sizes, strides, padding) stay below this:
+# larger ones are typos or attacks, and a stride of 2**63 overflows NumPy's int64 index
+# arithmetic at run time. 16,777,216 features is past any real layer's width.
+MAX_INT_ARG = 1 << 24
+
+
+def _too_large(name: str, v: Any) -> ArgError:
+    return ArgError(f"`{name}` is too large ({show_value(v)}; integer arguments are at most "
+                    f"{MAX_INT_ARG:,})", arg=name)
+
+
 def _pair(name: str, v: Any, minimum: int) -> tuple[int, int]:
     pair = (v, v) if _is_int(v) else v
     if (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(_is_int(x) for x in pair)
             and all(x >= minimum for x in pair)):
+        if any(x > MAX_INT_ARG for x in pair):
+            raise _too_large(name, v)
         return (pair[0], pair[1])
     raise ArgError(f"`{name}` must be an integer >= {minimum} or a pair [h, w] of them, "
                    f"not {show_value(v)}", arg=name)
@@ -80,6 +93,8 @@ class Arg:
         if v is None and self.default is None:
             return None
         t = self.type
+        if t in ("int", "posint") and _is_int(v) and abs(v) > MAX_INT_ARG:
+            raise _too_large(self.name, v)
         if t == "int" and _is_int(v):
             return v
         if t == "posint" and _is_int(v) and v >= 1:

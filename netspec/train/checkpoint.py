@@ -111,28 +111,32 @@ def fsync_directory(directory: Path) -> None:
 # ---------------------------------------------------------------- reading
 
 def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
-    """Every array of an .npz file, read eagerly so a truncated member fails here."""
+    """Every array of an .npz file, read eagerly so a truncated member fails here. Only a
+    regular file is opened; each member is sized from its zip and .npy headers and the
+    total checked against the memory available before anything is inflated."""
+    from netspec.files import FileLimitError, load_npz
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(path, "no such checkpoint file")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise CheckpointError(path, "not an .npz archive")
-        with archive:
-            return {k: archive[k] for k in archive.files}
-    except CheckpointError:
-        raise
-    except (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        return load_npz(path, "checkpoint")
+    except FileLimitError as e:
+        raise CheckpointError(path, e.message) from None
+    except zipfile.BadZipFile:
+        raise CheckpointError(path, "not an .npz archive (not a zip file)") from None
+    except (OSError, EOFError, ValueError, KeyError, zlib.error, NotImplementedError) as e:
         raise CheckpointError(path, f"corrupt or truncated checkpoint ({type(e).__name__}: {e})"
                               ) from None
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
+    """A checkpoint, validated: its format, its JSON records (objects), and every tensor
+    numeric and finite. Errors are CheckpointErrors naming the file and the key."""
     arrays = read_arrays(path)
     if "format_version" not in arrays:
         raise CheckpointError(path, "not a netspec checkpoint (no format_version)")
-    version = int(arrays["format_version"])
+    version = _scalar_int(path, arrays["format_version"], "format_version")
     if version != FORMAT_VERSION:
         raise CheckpointError(path, f"checkpoint format {version}, this netspec reads "
                                     f"{FORMAT_VERSION}")
@@ -141,12 +145,61 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         head, _, name = key.partition("/")
         if head in sections and name:
             sections[head][name] = value
-    try:
-        config, state = json.loads(str(arrays["config"])), json.loads(str(arrays["state"]))
-    except (KeyError, ValueError) as e:
-        raise CheckpointError(path, f"bad config/state record ({e})") from None
+    config, state = (_json_record(path, arrays, key) for key in ("config", "state"))
+    for section in ("param", "buffer", "optim"):
+        for name, value in sections[section].items():
+            check_tensor(path, f"{section}/{name}", value)
     return Checkpoint(sections["param"], sections["buffer"], sections["optim"], sections["extra"],
                       config, state)
+
+
+def _scalar_int(path: str | Path, value: np.ndarray, key: str) -> int:
+    if value.shape != () or not np.issubdtype(value.dtype, np.integer):
+        raise CheckpointError(path, f"'{key}' must be an integer, found {value.dtype} "
+                                    f"{list(value.shape)}")
+    return int(value)
+
+
+def _json_record(path: str | Path, arrays: dict[str, np.ndarray], key: str) -> dict:
+    """The `config` or `state` record: a JSON object stored as a 0-d string array."""
+    if key not in arrays:
+        raise CheckpointError(path, f"missing the '{key}' record")
+    value = arrays[key]
+    if value.shape != () or value.dtype.kind != "U":
+        raise CheckpointError(path, f"'{key}' must be a JSON string, found {value.dtype} "
+                                    f"{list(value.shape)}")
+    try:
+        record = json.loads(str(value))
+    except ValueError as e:
+        raise CheckpointError(path, f"'{key}' is not valid JSON ({e})") from None
+    if not isinstance(record, dict):
+        raise CheckpointError(path, f"'{key}' must be a JSON object, found "
+                                    f"{type(record).__name__}")
+    return record
+
+
+def check_tensor(path: str | Path, key: str, value: np.ndarray) -> None:
+    """A stored tensor must be numeric and finite: a checkpoint of NaN weights would
+    evaluate to chance accuracy and exit 0."""
+    if value.dtype.kind not in "fiub":
+        raise CheckpointError(path, f"'{key}' holds {value.dtype} values, not numbers")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        bad = "NaN" if np.isnan(value).any() else "Inf"
+        raise CheckpointError(path, f"'{key}' holds {bad} values: the weights are not usable "
+                                    "(the run that wrote them diverged, or the file was "
+                                    "altered)")
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files atomic_savez leaves when killed mid-write
+    (`.last.npz.XXXX.tmp`, up to a checkpoint's size each), in `directory` only. Called
+    when a run starts, so no save of this run can be in progress."""
+    removed = []
+    for tmp in Path(directory).glob(".*.npz.*.tmp"):
+        if tmp.is_file() and not tmp.is_symlink():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
 
 
 # ---------------------------------------------------------------- transfer learning

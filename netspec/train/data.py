@@ -8,11 +8,16 @@ stays the same whatever the training run.
 """
 from __future__ import annotations
 
-import gzip
+import io
+import math
+import os
 import pickle
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
@@ -86,10 +91,11 @@ def read_raw(kind: str, path: str | None) -> RawData:
 
 def prepare(raw: RawData, dc) -> Dataset:
     rng = np.random.default_rng(dc.split_seed)
-    x, y = as_images(raw.x_train), raw.y_train.astype(np.int64)
+    where = dc.path or dc.type
+    x, y = as_images(raw.x_train), check_labels(where, raw.y_train, "training labels")
     has_test = raw.x_test is not None
     x_test = as_images(raw.x_test) if has_test else x[:0]
-    y_test = raw.y_test.astype(np.int64) if has_test else y[:0]
+    y_test = check_labels(where, raw.y_test, "test labels") if has_test else y[:0]
     classes = class_list(dc, raw, np.concatenate([y, y_test]))
     x, y = keep_classes(x, y, classes)
     x_test, y_test = keep_classes(x_test, y_test, classes)
@@ -112,8 +118,33 @@ def prepare(raw: RawData, dc) -> Dataset:
     )
 
 
+MAX_CLASSES = 1_000_000  # more classes than this is a corrupt label, not a data set
+
+
+def check_labels(path: str | Path, labels: np.ndarray, name: str) -> np.ndarray:
+    """Class labels as int64: integers from 0, or a DataError naming the file. Floats are
+    refused rather than truncated, negative labels rather than wrapped to the last class."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise DataError(path, f"{name} must be one label per example, found shape "
+                              f"{labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise DataError(path, f"{name} must be integer class labels, found {labels.dtype} "
+                              "values (netspec does not round them)")
+    if labels.size and labels.min() < 0:
+        raise DataError(path, f"{name} holds a negative label ({int(labels.min())}); class "
+                              "labels count from 0")
+    if labels.size and labels.max() >= MAX_CLASSES:
+        raise DataError(path, f"{name} holds the label {int(labels.max()):,}: more classes "
+                              f"than the limit of {MAX_CLASSES:,}, so the file is corrupt")
+    return labels.astype(np.int64)
+
+
 def class_list(dc, raw: RawData, labels: np.ndarray) -> list[int]:
     """Original labels in class-index order: the configured subset, or 0..K-1."""
+    if raw.num_classes is not None and labels.size and labels.max() >= raw.num_classes:
+        raise DataError(dc.path or dc.type, f"label {int(labels.max())} is out of range for "
+                                            f"{raw.num_classes} classes")
     if not dc.classes:
         return list(range(raw.num_classes or int(labels.max(initial=-1)) + 1))
     missing = sorted(set(dc.classes) - set(np.unique(labels).tolist()))
@@ -130,10 +161,15 @@ def as_images(x: np.ndarray) -> np.ndarray:
 
 def keep_classes(x: np.ndarray, y: np.ndarray, classes: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Keep the listed original labels and renumber them 0..k-1 in the listed order."""
-    lookup = np.full(max(int(y.max(initial=0)), max(classes)) + 1, -1, np.int64)
-    lookup[classes] = np.arange(len(classes))
-    relabeled = lookup[y]
-    mask = relabeled >= 0
+    if not classes:
+        return x[:0], y[:0]
+    # By sorted search, not a table indexed by label: a label of 2**40 must not build one.
+    wanted = np.asarray(classes, np.int64)
+    order = np.argsort(wanted, kind="stable")
+    ranked = wanted[order]
+    pos = np.minimum(np.searchsorted(ranked, y), len(ranked) - 1)
+    mask = ranked[pos] == y
+    relabeled = order[pos]
     return x[mask], relabeled[mask]
 
 
@@ -175,12 +211,34 @@ def load_digits(path: str | None = None) -> RawData:
 
 # ---------------------------------------------------------------- CIFAR-10 python batches
 
-class NumpyOnlyUnpickler(pickle.Unpickler):
+def _unshared(load_op):
+    """A memo fetch that refuses shared containers (see NumpyOnlyUnpickler)."""
+    def load(self):
+        load_op(self)
+        if isinstance(self.stack[-1], (list, tuple, dict)):
+            raise pickle.UnpicklingError(
+                "the pickle shares a list, tuple or dict between several places; CIFAR-10 "
+                "batches never do, and a few such references nested make a small file "
+                "expand exponentially (a \"billion laughs\")")
+    return load
+
+
+class NumpyOnlyUnpickler(pickle._Unpickler):
     """Unpickles plain containers and numpy arrays only; any other global is refused.
 
     A pickle can name any importable callable (os.system, subprocess.Popen, ...) and call it
-    while loading, so netspec never uses a plain unpickler on files it is handed.
+    while loading, so netspec never uses a plain unpickler on files it is handed. Its work
+    is bounded too: the pure-Python unpickler (so each operation can be checked) refuses a
+    memo reference to a container, which is how a 3 KB pickle holds 2**60 elements whose
+    hashing, printing or conversion would never finish; the rest is linear in the file.
     """
+
+    dispatch: ClassVar[dict] = {
+        **pickle._Unpickler.dispatch,
+        pickle.GET[0]: _unshared(pickle._Unpickler.load_get),
+        pickle.BINGET[0]: _unshared(pickle._Unpickler.load_binget),
+        pickle.LONG_BINGET[0]: _unshared(pickle._Unpickler.load_long_binget),
+    }
 
     def find_class(self, module: str, name: str):
         allowed = allowed_globals()
@@ -199,16 +257,44 @@ def allowed_globals() -> dict[tuple[str, str], Callable]:
     table = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
              ("_codecs", "encode"): codecs.encode}  # protocol-2 pickles wrap bytes in it
     for prefix in ("numpy.core", "numpy._core"):
-        table[(f"{prefix}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
+        table[(f"{prefix}.multiarray", "_reconstruct")] = _bounded_reconstruct
         table[(f"{prefix}.multiarray", "scalar")] = core.multiarray.scalar
         table[(f"{prefix}.numeric", "_frombuffer")] = core.numeric._frombuffer
     return table
 
 
+MAX_PICKLE_BYTES = 512 << 20  # a CIFAR-10 batch is 31 MB; unpickling is linear in the file
+
+
+def _bounded_reconstruct(subtype, shape, dtype):
+    """numpy's array reconstructor, refusing a shape that declares more memory than is
+    available (it would allocate it before the pickle's data is even read)."""
+    from netspec.files import available_memory
+
+    core = getattr(np, "_core", None) or np.core
+    dims = shape if isinstance(shape, tuple) else (shape,)
+    if not all(isinstance(d, int) and d >= 0 for d in dims):
+        raise pickle.UnpicklingError(f"bad array shape {dims!r:.80}")
+    if math.prod(dims) * np.dtype(dtype).itemsize > available_memory():
+        raise pickle.UnpicklingError(f"an array of shape {dims!r:.80} is larger than the "
+                                     "memory available")
+    return core.multiarray._reconstruct(subtype, shape, dtype)
+
+
 def safe_unpickle(path: Path) -> object:
+    """Unpickle a data file with NumpyOnlyUnpickler. Its work is bounded by the file: only a
+    regular file of at most MAX_PICKLE_BYTES is read, unpickling is linear in it, and an
+    array may not declare more memory than is available (see _bounded_reconstruct)."""
+    from netspec.files import FileLimitError, read_bytes
+
     try:
-        with open(path, "rb") as f:
-            return NumpyOnlyUnpickler(f, encoding="bytes").load()
+        data = read_bytes(path, MAX_PICKLE_BYTES, "pickle")
+    except FileLimitError as e:
+        raise DataError(path, e.message) from None
+    try:
+        return NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except MemoryError:
+        raise DataError(path, "the pickle declares more memory than is available") from None
     except pickle.UnpicklingError as e:
         raise DataError(path, f"not a plain data pickle: {e}") from None
     except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
@@ -220,14 +306,27 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = safe_unpickle(path)
     if not isinstance(batch, dict):
         raise DataError(path, f"expected a dict, found {type(batch).__name__}")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    batch = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or "labels" not in batch:
-        raise DataError(path, f"missing 'data' or 'labels' (keys: {sorted(map(str, batch))})")
-    data, labels = np.asarray(batch["data"]), np.asarray(batch["labels"])
+        keys = sorted(repr(k)[:40] for k in batch if isinstance(k, str))[:20]
+        raise DataError(path, f"missing 'data' or 'labels' (keys: {keys})")
+    # Types are checked before anything walks the values: a small pickle can hold a list
+    # nested a thousand deep through shared references (a "billion laughs"), which
+    # np.asarray or str() would walk element by element for ever.
+    data, labels = batch["data"], batch["labels"]
+    if not isinstance(data, np.ndarray):
+        raise DataError(path, f"'data' must be an array, found {type(data).__name__}")
+    if isinstance(labels, (list, tuple)):
+        if not all(type(v) is int for v in labels):
+            raise DataError(path, "'labels' must be a flat list of integers")
+    elif not isinstance(labels, np.ndarray):
+        raise DataError(path, f"'labels' must be a list or an array, found "
+                              f"{type(labels).__name__}")
+    labels = check_labels(path, np.asarray(labels), "labels")
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(labels) != len(data):
         raise DataError(path, f"expected data (N, 3072) and N labels, found {data.shape} and "
                               f"{labels.shape}")
-    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+    return data.reshape(-1, 3, 32, 32), labels
 
 
 def load_cifar10(path: str) -> RawData:
@@ -252,25 +351,72 @@ IDX_DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (gzipped or not): magic 0x0000 TT NN, then NN big-endian int32 dims, data."""
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
-            raise DataError(path, f"corrupt gzip stream: {e}") from None
-    if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in IDX_DTYPES:
-        raise DataError(path, f"bad IDX magic number {raw[:4].hex() or '(empty file)'} "
-                              "(expected 0000 08 01 for labels, 0000 08 03 for images)")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    dims = tuple(int(d) for d in np.frombuffer(raw[4:header], ">i4")) if len(raw) >= header else ()
-    dtype = np.dtype(IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(dims)) * dtype.itemsize
-    if len(dims) != ndim or len(raw) != expected:
-        raise DataError(path, f"size {len(raw)} bytes does not match the header (dims {dims}, "
-                              f"expected {expected} bytes): truncated?")
-    return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+    """An IDX file (gzipped or not): magic 0x0000 TT NN, then NN big-endian int32 dims, data.
+
+    The dimensions are read first and the data's size checked against the file (or, for
+    gzip, against the memory available) before it is read or inflated; only a regular file
+    is opened, so a FIFO or /dev/zero behind the name is refused instead of read forever."""
+    from netspec.files import FileLimitError, check_fits, open_regular
+
+    try:
+        with open_regular(path, "data file") as f:
+            size = os.fstat(f.fileno()).st_size
+            gzipped = f.read(2) == b"\x1f\x8b"
+            f.seek(0)
+            stream = _GunzipReader(f, path) if gzipped else f
+            head = stream.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[2] not in IDX_DTYPES:
+                raise DataError(path, f"bad IDX magic number {head.hex() or '(empty file)'} "
+                                      "(expected 0000 08 01 for labels, 0000 08 03 for images)")
+            ndim = head[3]
+            raw_dims = stream.read(4 * ndim)
+            if len(raw_dims) != 4 * ndim:
+                raise DataError(path, f"truncated header: {ndim} dimensions declared")
+            dims = tuple(int(d) for d in np.frombuffer(raw_dims, ">i4"))
+            dtype = np.dtype(IDX_DTYPES[head[2]])
+            nbytes = math.prod(dims) * dtype.itemsize
+            header = 4 + 4 * ndim
+            if gzipped:
+                check_fits(path, nbytes, "IDX file (its header's dimensions)")
+            elif size != header + nbytes:
+                raise DataError(path, f"size {size} bytes does not match the header (dims "
+                                      f"{dims}, expected {header + nbytes} bytes): truncated?")
+            body = stream.read(nbytes)
+            extra = stream.read(1)
+    except FileLimitError as e:
+        raise DataError(path, e.message) from None
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(path, f"corrupt gzip stream: {e}") from None
+    if len(body) != nbytes or extra:
+        raise DataError(path, f"size does not match the header (dims {dims}, expected "
+                              f"{header + nbytes} bytes): truncated?")
+    return np.frombuffer(body, dtype).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+class _GunzipReader:
+    """Reads a gzip stream incrementally: read(n) inflates at most n bytes, so a header can
+    be read (and the size it declares checked) before the body is inflated."""
+
+    def __init__(self, f, path: Path):
+        self.f, self.path = f, path
+        self.inflater = zlib.decompressobj(wbits=31)  # gzip container
+        self.pending = b""
+
+    def read(self, n: int) -> bytes:
+        out = []
+        need = n
+        while need > 0:
+            data = self.pending or self.f.read(1 << 16)
+            self.pending = b""
+            if not data:
+                break
+            chunk = self.inflater.decompress(data, need)
+            self.pending = self.inflater.unconsumed_tail
+            out.append(chunk)
+            need -= len(chunk)
+            if self.inflater.eof:
+                break
+        return b"".join(out)
 
 
 def find_idx(root: Path, stem: str) -> Path:
@@ -303,15 +449,19 @@ def load_mnist(path: str) -> RawData:
 
 def load_npz(path: str) -> RawData:
     """x_train, y_train and optionally x_test, y_test; loaded with allow_pickle=False."""
+    from netspec.files import FileLimitError
+    from netspec.files import load_npz as read_npz
+
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, "no such file")
     try:
-        with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in f.files}
+        arrays = read_npz(path, "data set")  # sized from its headers before reading
+    except FileLimitError as e:
+        raise DataError(path, e.message) from None
     except ValueError as e:
         raise DataError(path, f"cannot read arrays ({e}); object arrays are refused") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
         raise DataError(path, f"not a readable .npz file ({e})") from None
     for key in ("x_train", "y_train"):
         if key not in arrays:

@@ -36,9 +36,11 @@ import numpy as np
 
 from netspec.train.checkpoint import (
     Checkpoint,
+    CheckpointError,
     TransferReport,
     load_checkpoint,
     load_matching,
+    remove_stale_temporaries,
     save_checkpoint,
 )
 from netspec.train.config import ConfigError, LossConfig, TrainConfig, did_you_mean
@@ -157,6 +159,7 @@ class LoopState:
     best_epoch: int | None = None
     records: list[EpochRecord] = field(default_factory=list)
     lr: float = 0.0
+    initial_loss: float | None = None  # the first batch's loss: the divergence reference
 
 
 def make_run(model, cfg: TrainConfig, data, out: Path, progress) -> Run:
@@ -239,19 +242,50 @@ def resume_from(run: Run, path: Path) -> LoopState:
         run.log(f"note: resuming with changed settings {', '.join(changed)}; "
                 "the run will differ from an uninterrupted one")
     model = run.model
-    model.load_state_dict(ckpt.model_state(), strict=True)
-    run.optimizer.load_state_dict(ckpt.optimizer)
-    s = ckpt.state
-    model.rng.bit_generator.state = s["model_rng"]
-    state = LoopState(rng_from_state(s["shuffle_rng"]), rng_from_state(s["augment_rng"]),
-                      epoch=s["epoch"], iteration=s["iteration"], batch_index=s["batch_index"],
-                      order=ckpt.extra.get("loader.order", np.zeros(0, np.int64)),
-                      sums=s["sums"], best_metric=s["best_metric"], best_loss=s.get("best_loss"),
-                      best_epoch=s["best_epoch"],
-                      records=[EpochRecord(**r) for r in s["records"]], lr=s.get("lr", 0.0))
+    try:
+        model.load_state_dict(ckpt.model_state(), strict=True)
+    except Exception as e:  # noqa: BLE001 - StateDictError or a value that will not cast
+        raise CheckpointError(path, f"does not fit this model: {e}") from None
+    try:
+        state = _restore_state(run, ckpt)
+    except CheckpointError:
+        raise
+    except KeyError as e:
+        raise CheckpointError(path, f"the training state lacks {e} (a tampered checkpoint, "
+                                    "or one of another optimizer)") from None
+    except (TypeError, ValueError, AttributeError, IndexError) as e:
+        raise CheckpointError(path, f"the training state is malformed ({type(e).__name__}: "
+                                    f"{e})") from None
     run.log(f"resumed from {path}: epoch {state.epoch + 1}, batch {state.batch_index}, "
             f"iteration {state.iteration}")
     return state
+
+
+def _restore_state(run: Run, ckpt) -> LoopState:
+    """The optimizer, random streams and counters of a checkpoint, each checked for type:
+    a tampered record fails here (KeyError, TypeError, ValueError), not mid-epoch."""
+    s = ckpt.state
+    run.optimizer.load_state_dict(ckpt.optimizer)
+    run.model.rng.bit_generator.state = s["model_rng"]
+    counters = {k: s[k] for k in ("epoch", "iteration", "batch_index")}
+    if not all(type(v) is int and v >= 0 for v in counters.values()):
+        raise ValueError(f"epoch, iteration and batch_index must be counts, not {counters}")
+    sums = s["sums"]
+    if not isinstance(sums, dict) or not all(
+            isinstance(sums.get(k), (int, float)) for k in ("loss", "reg", "correct", "seen")):
+        raise ValueError("'sums' must hold the epoch's running loss, reg, correct and seen")
+    order = ckpt.extra.get("loader.order", np.zeros(0, np.int64))
+    n = len(run.data.y_train)
+    if order.ndim != 1 or not np.issubdtype(order.dtype, np.integer) or (
+            order.size and (order.min() < 0 or order.max() >= n)):
+        raise ValueError(f"loader.order is not a permutation of the {n} training examples")
+    return LoopState(rng_from_state(s["shuffle_rng"]), rng_from_state(s["augment_rng"]),
+                     epoch=counters["epoch"], iteration=counters["iteration"],
+                     batch_index=counters["batch_index"], order=order, sums=sums,
+                     best_metric=s["best_metric"], best_loss=s.get("best_loss"),
+                     best_epoch=s["best_epoch"],
+                     records=[EpochRecord(**r) for r in s["records"]], lr=float(s.get("lr", 0.0)),
+                     initial_loss=s.get("initial_loss"))
 
 
 def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -286,7 +320,7 @@ def make_checkpoint(run: Run, state: LoopState, status: str) -> Checkpoint:
         state={"status": status, "epoch": state.epoch, "iteration": state.iteration,
                "batch_index": state.batch_index, "sums": state.sums, "lr": state.lr,
                "best_metric": state.best_metric, "best_loss": state.best_loss,
-               "best_epoch": state.best_epoch,
+               "best_epoch": state.best_epoch, "initial_loss": state.initial_loss,
                "records": [asdict(r) for r in state.records],
                "model_rng": run.model.rng.bit_generator.state,
                "shuffle_rng": state.shuffle_rng.bit_generator.state,
@@ -298,10 +332,23 @@ def make_checkpoint(run: Run, state: LoopState, status: str) -> Checkpoint:
 
 # ---------------------------------------------------------------- one iteration
 
+# Training has diverged when a batch's loss passes this many times the first batch's
+# (at least 1): the loss of an untrained softmax classifier is about ln(classes), and a run
+# that reaches 100 times it is not coming back (Adam at lr=1e10 reached 3e20).
+DIVERGENCE_FACTOR = 100.0
+
+
 def check_finite(run: Run, state: LoopState, loss: float) -> None:
+    """Stop before the update (and so before any save) when the loss is NaN/Inf, a gradient
+    is, or the loss passes DIVERGENCE_FACTOR times its initial value."""
     what = None
+    if math.isfinite(loss) and state.initial_loss is None:
+        state.initial_loss = loss
     if not math.isfinite(loss):
         what = f"the loss is {loss}"
+    elif loss > DIVERGENCE_FACTOR * max(state.initial_loss, 1.0):
+        what = (f"the loss is {loss:.4g}, more than {DIVERGENCE_FACTOR:g} times the first "
+                f"batch's {state.initial_loss:.4g}")
     else:
         for name, g in run.model.grads.items():
             if not np.isfinite(g).all():
@@ -459,6 +506,11 @@ def finish_epoch(run: Run, state: LoopState) -> EpochRecord | None:
         state.best_metric, state.best_loss, state.best_epoch = metric, loss, record.epoch
     state.epoch, state.batch_index = state.epoch + 1, 0
     status = "completed" if state.epoch >= run.cfg.epochs else "running"
+    for name, value in run.model.params.items():  # never save weights that are not numbers
+        if not np.isfinite(value).all():
+            raise DivergedError(f"training diverged: {name} holds NaN or Inf after epoch "
+                                f"{record.epoch}; stopped without saving",
+                                state.iteration, record.epoch)
     ckpt = make_checkpoint(run, state, status)
     save_checkpoint(run.out / "last.npz", ckpt)
     if improved:
@@ -488,6 +540,7 @@ def train(model, cfg: TrainConfig, data, out_dir: str | Path, resume: bool = Fal
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)  # left by a save that was killed
     run = make_run(model, cfg, data, out, progress)
     if hasattr(model, "attach_backend"):  # a TorchModel brings the torch backend
         model.attach_backend(run, resume)
