@@ -37,13 +37,15 @@ def load(path: str, network: str | None = None, overrides: dict[str, Any] | None
 
 
 def compile(source: Any, input_shape: tuple[int, ...] | None = None, dtype: str = "float32",
-            seed: int = 0, target: str = "numpy"):
+            seed: int = 0, target: str = "numpy", allow_large: bool = False):
     """Compile a spec (a path, a bundled name like "resnet18", or a Network) for a target:
     "numpy" (default): a trainable netspec Model; "torch": an instance of the generated
-    torch.nn.Module with the NumPy model's initial weights for the same seed."""
+    torch.nn.Module with the NumPy model's initial weights for the same seed. Parameters
+    that would not fit in the machine's available memory are refused before allocating
+    (NumPy target) unless `allow_large`."""
     if target == "numpy":
         from netspec.codegen import compile as compile_numpy
-        return compile_numpy(source, input_shape, dtype, seed)
+        return compile_numpy(source, input_shape, dtype, seed, allow_large=allow_large)
     if target == "torch":
         from netspec.torchgen import compile as compile_torch
         return compile_torch(source, input_shape, dtype, seed)
