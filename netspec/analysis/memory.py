@@ -227,6 +227,10 @@ def require_memory(nbytes: int, what: str) -> None:
     MemoryError, swapping, or the kernel's OOM killer half an hour later."""
     from netspec.files import available_memory, format_bytes
 
+    try:
+        nbytes = int(nbytes)
+    except TypeError:  # a symbolic size (input x: [3, H, W]): nothing is allocated for it
+        return
     available = available_memory()
     if nbytes > available:
         raise NetspecError(Diagnostic(
