@@ -211,10 +211,16 @@ def test_ten_thousand_term_tensor_sum_lowers_to_one_add():
 
 def test_ten_thousand_stage_pipeline_lowers_in_linear_time():
     def seconds(n: int) -> float:
-        start = time.perf_counter()
-        net = netspec.parse(NET.format(body="output x" + " -> relu" * n))
+        # CPU time of this process, best of three: a busy machine delays the run (wall time)
+        # but barely changes the work it does, which is what the ratio is about.
+        text = NET.format(body="output x" + " -> relu" * n)
+        best = float("inf")
+        for _ in range(3):
+            start = time.process_time()
+            net = netspec.parse(text)
+            best = min(best, time.process_time() - start)
         assert len(net) == n + 1 and f"relu_{n - 1}" in net.graph
-        return time.perf_counter() - start
+        return best
 
     small, large = seconds(N // 10), seconds(N)
     assert large < 12 * small + 1.0  # 10x the stages, about 10x the time (was quadratic)
