@@ -21,8 +21,8 @@ import networkx as nx
 from netspec.diagnostics import Diagnostic, Span
 
 NODE_KEYS = frozenset({"op", "attrs", "inputs", "span", "path"})
-ANALYSIS_KEYS = frozenset({"shape", "params", "macs", "flops", "receptive_field",
-                           "activation_bytes", "warnings"})
+ANALYSIS_KEYS = frozenset({"shape", "params", "macs", "flops", "backward_flops",
+                           "receptive_field", "activation_bytes", "warnings"})
 
 
 @dataclass(frozen=True)

@@ -97,5 +97,5 @@ def test_count_all_adds_bias_norm_activation_pool_and_add_flops():
 
 
 def test_an_unknown_count_convention_is_a_diagnostic():
-    with pytest.raises(netspec.NetspecError, match="unknown count convention `fvcore`"):
+    with pytest.raises(netspec.NetspecError, match="unknown FLOP convention `fvcore`"):
         netspec.analyze(netspec.load("lenet5"), count="fvcore")

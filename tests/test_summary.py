@@ -51,7 +51,8 @@ def test_table_states_totals_and_the_mac_convention(capsys):
     _, out, _ = summary(capsys, "resnet50", "--depth", "0")
     assert "Params: 25,557,032 (97.49 MiB): 25,557,032 trainable, 0 frozen" in out
     assert "MACs: 4,089,184,256 (4.09G); FLOPs: 8,178,368,512 (8.18G)" in out
-    assert ("1 MAC = 1 multiply-add = 2 FLOPs; MACs count conv and linear weights, bias "
+    assert ("Convention: --flops 2mac: 1 MAC = 1 multiply-add = 2 FLOPs (PyTorch's "
+            "FlopCounterMode, DeepSpeed); MACs count conv and linear weights, bias "
             "excluded, as torchvision's `_ops`") in out
     assert "Training step estimate (batch 1, float32, sgd)" in out
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from netspec.analysis.cost import CONVENTIONS, count_cost
+from netspec.analysis.cost import CONVENTIONS, convention, count_cost
 from netspec.analysis.memory import activation_memory, itemsize, training_memory
 from netspec.analysis.params import count_params
 from netspec.analysis.receptive_field import ReceptiveField, receptive_fields
@@ -17,18 +17,25 @@ from netspec.ops.io import check_input_shape
 
 def analyze(net: Network, input_shape: Shape | None = None, *, freeze: Iterable[str] = (),
             batch: int = 1, dtype: str = "float32", optimizer: str = "sgd",
-            count: str = "torchvision") -> Analysis:
+            flops: str | None = None, count: str | None = None) -> Analysis:
     """Run every analysis pass over `net` in order, annotating its nodes in place, and
     return the per-layer records and totals.
 
-    input_shape overrides the (first) input's declared shape, per sample: (3, 32, 32).
+    input_shape overrides the (first) input's declared shape, per sample: (3, 32, 32), or
+    with size names (3, "H", "W"): every size-dependent figure is then a SymPy expression
+    and `Analysis.at(H=224, W=224)` evaluates it.
     freeze: globs of layer or parameter names (`layer1.*`, `fc.weight`) not trained.
     batch, dtype, optimizer: what the training-memory estimate assumes.
-    count: "torchvision" (FLOPs = 2 MACs, conv and linear only) or "all" (every op)."""
+    flops: the FLOP convention, "2mac" (default: 1 MAC = 2 FLOPs, as PyTorch's
+    FlopCounterMode), "mac" or "exact" (multiplies and adds apart, every op), or "all";
+    count: its former name ("torchvision" = "2mac", "all")."""
     itemsize(dtype)  # an unknown dtype fails before any pass runs
-    if count not in CONVENTIONS:
-        raise NetspecError(Diagnostic("error", f"unknown count convention `{count}`", None,
-                                      "use " + " or ".join(CONVENTIONS)))
+    wanted = flops or count or "2mac"
+    conv = convention(wanted)
+    if conv is None:
+        raise NetspecError(Diagnostic("error", f"unknown FLOP convention `{wanted}`", None,
+                                      "use " + ", ".join(CONVENTIONS)))
+    count = conv
     overrides = {net.inputs[0]: _checked(input_shape)} if input_shape is not None else None
     symbols = _size_symbols(net, overrides)
     if symbols:

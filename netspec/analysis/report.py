@@ -34,6 +34,7 @@ class LayerRecord:
     receptive_field: ReceptiveField | None
     activation_bytes: int  # the output, per sample
     attrs: dict | None = None  # the op's arguments, kept where they hold size symbols
+    backward_flops: tuple = (0, 0)  # (input gradient, weight gradient), per sample
 
     @property
     def params(self) -> int:
@@ -48,10 +49,16 @@ class Totals:
     macs: int
     flops: int
     activation_bytes: int  # per sample: the input and every layer output that owns memory
+    backward_flops: tuple = (0, 0)  # (input gradients, weight gradients), per sample
 
     @property
     def params(self) -> int:
         return self.count.params
+
+    @property
+    def training_flops(self):
+        """Forward and backward of one sample (times the batch for a step)."""
+        return self.flops + self.backward_flops[0] + self.backward_flops[1]
 
 
 @dataclass
@@ -116,12 +123,18 @@ class Analysis:
             "batch": self.batch,
             "dtype": self.dtype,
             "convention": self.convention,
+            "flops_convention": self.count_convention,
             "layers": [r.to_dict() for r in rows(self, depth) if r.leaf],
             "totals": {
                 "params": t.params, "trainable_params": t.count.trainable,
                 "frozen_params": t.count.frozen, "buffers": t.count.buffers,
                 "param_bytes": t.param_bytes, "buffer_bytes": t.buffer_bytes,
                 "macs": t.macs, "flops": t.flops,
+                "backward_flops": t.backward_flops[0] + t.backward_flops[1],
+                "backward_flops_input": t.backward_flops[0],
+                "backward_flops_weight": t.backward_flops[1],
+                "training_flops": t.training_flops,
+                "training_flops_per_step": self.batch * t.training_flops,
                 "activation_bytes_per_sample": t.activation_bytes,
             },
             "output": _output_dict(self.output),
@@ -139,6 +152,9 @@ class Analysis:
         }
         if self.sizes is not None:
             doc["sizes"] = self.sizes.to_dict()
+            if self.memory.peak_candidates:
+                doc["training_memory"]["peak_candidates"] = [
+                    {"bytes_per_sample": e, "at": w} for e, w in self.memory.peak_candidates]
         return jsonable(doc)
 
 
@@ -158,12 +174,17 @@ class Row:
     receptive_field: ReceptiveField | None
     activation_bytes: int
     leaf: bool
+    inputs: tuple[str, ...] = ()  # the tensors it reads (a block: from outside it)
+    backward_flops: tuple = (0, 0)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "depth": self.depth, "op": self.op,
+                "inputs": list(self.inputs),
                 "output_shape": list(self.output_shape), "params": self.count.params,
                 "trainable_params": self.count.trainable, "frozen_params": self.count.frozen,
                 "buffers": self.count.buffers, "macs": self.macs, "flops": self.flops,
+                "backward_flops_input": self.backward_flops[0],
+                "backward_flops_weight": self.backward_flops[1],
                 "receptive_field": field_dict(self.receptive_field),
                 "activation_bytes": self.activation_bytes}
 
@@ -192,7 +213,8 @@ def rows(analysis: Analysis, depth: int | None = None) -> list[Row]:
                                       analysis.outputs, leaf=level == depth))
         if depth is None or len(r.path) <= depth:
             out.append(Row(r.name, len(r.path), "layer", r.label, r.output_shape, r.count,
-                           r.macs, r.flops, r.receptive_field, r.activation_bytes, leaf=True))
+                           r.macs, r.flops, r.receptive_field, r.activation_bytes, leaf=True,
+                           inputs=r.inputs, backward_flops=r.backward_flops))
     return out
 
 
@@ -205,9 +227,13 @@ def _block_row(frame: Frame, level: int, layers: list[LayerRecord],
     for r in layers:
         count += r.count
     args = ", ".join(f"{k}={show_value(v)}" for k, v in frame.args)
+    entering = tuple(dict.fromkeys(i for r in layers for i in r.inputs if i not in inside))
     return Row(frame.instance, level, "block", f"{frame.block}({args})", last.output_shape,
                count, sum(r.macs for r in layers), sum(r.flops for r in layers),
-               last.receptive_field, sum(r.activation_bytes for r in layers), leaf)
+               last.receptive_field, sum(r.activation_bytes for r in layers), leaf,
+               inputs=entering,
+               backward_flops=(sum(r.backward_flops[0] for r in layers),
+                               sum(r.backward_flops[1] for r in layers)))
 
 
 
@@ -266,10 +292,13 @@ def layer_records(net: Network, frozen: frozenset[str],
             name, data["op"], op.describe(data["attrs"]), data["path"], tuple(data["inputs"]),
             data["shape"], c, c.params * itemsize, data["macs"], data["flops"],
             data["receptive_field"], data["activation_bytes"],
-            data["attrs"] if any(is_symbolic(v) for v in _flat(data["attrs"])) else None))
+            data["attrs"] if any(is_symbolic(v) for v in _flat(data["attrs"])) else None,
+            data["backward_flops"]))
     activations = sum(r.activation_bytes for r in layers if not REGISTRY[r.op].output_is_view)
     totals = Totals(total, total.params * itemsize, total.buffers * itemsize,
-                    sum(r.macs for r in layers), sum(r.flops for r in layers), activations)
+                    sum(r.macs for r in layers), sum(r.flops for r in layers), activations,
+                    (sum(r.backward_flops[0] for r in layers),
+                     sum(r.backward_flops[1] for r in layers)))
     return layers, totals
 
 

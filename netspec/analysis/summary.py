@@ -6,15 +6,16 @@ import io
 import json
 
 from netspec.analysis.receptive_field import ReceptiveField
-from netspec.analysis.report import Analysis, Row, rows
+from netspec.analysis.report import Analysis, Row, jsonable, rows
 from netspec.analysis.shapes import show as _show_concrete
 
 FORMATS = ("table", "markdown", "json", "csv")
 COLUMNS = ("Layer", "Op", "Output", "Params", "MACs", "RF", "Jump", "Start", "Activations")
 RIGHT = {"Params", "MACs", "RF", "Jump", "Start", "Activations"}
-CSV_FIELDS = ("name", "kind", "depth", "op", "output_shape", "params", "trainable_params",
-              "frozen_params", "buffers", "macs", "flops", "rf_size", "rf_jump", "rf_start",
-              "activation_bytes")
+CSV_FIELDS = ("name", "kind", "depth", "op", "inputs", "output_shape", "params",
+              "trainable_params", "frozen_params", "buffers", "macs", "flops",
+              "backward_flops_input", "backward_flops_weight", "flops_convention", "rf_size",
+              "rf_jump", "rf_start", "activation_bytes")
 
 
 def render(analysis: Analysis, fmt: str = "table", depth: int | None = None) -> str:
@@ -98,7 +99,11 @@ def _footer(a: Analysis) -> list[str]:
         (f"Params: {t.params:,} ({_bytes(t.param_bytes)}): {t.count.trainable:,} trainable, "
          f"{t.count.frozen:,} frozen; buffers {t.count.buffers:,} ({_bytes(t.buffer_bytes)})"),
         _cost_line(t.macs, t.flops),
-        f"Convention: {a.convention}",
+        (f"Backward FLOPs: {_flops(sum(t.backward_flops))} (input gradients "
+         f"{_flops(t.backward_flops[0])}, weight gradients {_flops(t.backward_flops[1])}); "
+         f"training FLOPs {_flops(t.training_flops)} per sample, "
+         f"{_flops(a.batch * t.training_flops)} per step of batch {a.batch}"),
+        f"Convention: --flops {a.convention}",
     ]
     for name in a.outputs:
         out = a.layer(name)
@@ -123,6 +128,10 @@ def _cost_line(macs, flops) -> str:
     if _symbolic(macs):
         return f"MACs: {_text(macs)}; FLOPs: {_text(flops)}"
     return f"MACs: {macs:,} ({_si(macs)}); FLOPs: {flops:,} ({_si(flops)})"
+
+
+def _flops(n) -> str:
+    return _text(n) if _symbolic(n) else f"{n:,} ({_si(n)})"
 
 
 def _memory_total(m) -> str:
@@ -159,9 +168,10 @@ def _csv(a: Analysis, depth: int | None) -> str:
     for r in rows(a, depth):
         if not r.leaf:
             continue
-        d = r.to_dict()
+        d = jsonable(r.to_dict())
         rf = d["receptive_field"] or {}
-        d.update(output_shape="x".join(map(str, r.output_shape)),
+        d.update(output_shape="x".join(map(_text, r.output_shape)),
+                 inputs=" ".join(r.inputs), flops_convention=a.count_convention,
                  rf_size=_pair(r.receptive_field.size) if rf else "",
                  rf_jump=_pair(r.receptive_field.jump) if rf else "",
                  rf_start=_pair(r.receptive_field.start) if rf else "")

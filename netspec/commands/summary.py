@@ -32,9 +32,12 @@ def add_arguments(p) -> None:
     p.add_argument("--format", choices=FORMATS, default="table")
     p.add_argument("--freeze", nargs="+", action="extend", default=[], metavar="GLOB",
                    help="layers or parameters not trained: conv1, layer1.*, fc.weight")
-    p.add_argument("--count", choices=sorted(CONVENTIONS), default="torchvision",
-                   help="torchvision: FLOPs = 2 x MACs of conv and linear layers (default); "
-                        "all: add bias, norm, activation, pooling and add FLOPs")
+    p.add_argument("--flops", choices=list(CONVENTIONS), default=None,
+                   help="FLOP convention: 2mac (default: 1 MAC = 2 FLOPs, as PyTorch's "
+                        "FlopCounterMode), mac (1 MAC = 1 FLOP), exact (multiplies and adds "
+                        "apart, every op, as torchscan), all (2mac plus every other op)")
+    p.add_argument("--count", choices=["torchvision", "all"], default=None,
+                   help="the former name of --flops: torchvision = 2mac, all")
     p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="float32")
     p.add_argument("--optimizer", choices=list(OPTIMIZER_SLOTS), default="sgd",
                    help="optimizer whose state the training-memory estimate counts (sgd)")
@@ -47,7 +50,8 @@ def run(args) -> int:
 
     net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
     analysis = netspec.analyze(net, args.input, freeze=args.freeze, batch=args.batch,
-                               dtype=args.dtype, optimizer=args.optimizer, count=args.count)
+                               dtype=args.dtype, optimizer=args.optimizer, flops=args.flops,
+                               count=args.count)
     if args.at is not None:
         if not analysis.symbolic:
             raise NetspecError(Diagnostic(

@@ -208,6 +208,22 @@ class Op:
         """FLOPs that torchvision does not count (bias, norm, activation, pooling, adds)."""
         return 0
 
+    def dot_products(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape) -> Any:
+        """How many dot products the MACs form (one per output of a conv or linear layer):
+        the `exact` convention counts K - 1 adds for K multiplies in each."""
+        return 0
+
+    def backward_macs(self, attrs: dict[str, Any], inputs: list[Shape],
+                      out: Shape) -> tuple[Any, Any]:
+        """(input-gradient, weight-gradient) multiply-accumulates of the backward. A layer
+        whose forward is one GEMM (conv, linear) has two backward GEMMs of its size."""
+        m = self.macs(attrs, inputs, out)
+        return (m, m)
+
+    def bias_elements(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape) -> Any:
+        """Adds of the bias gradient (one per output element with a bias), `exact` only."""
+        return 0
+
     def window(self, attrs: dict[str, Any], inputs: list[Shape]) -> Window | None:
         """The receptive-field step; None for ops that leave the field unchanged."""
         return None

@@ -95,6 +95,12 @@ class Conv(Op):
     def extra_flops(self, attrs, inputs, out):
         return out[0] * out[1] * out[2] if attrs["bias"] else 0
 
+    def dot_products(self, attrs, inputs, out):
+        return out[0] * out[1] * out[2]
+
+    def bias_elements(self, attrs, inputs, out):
+        return self.extra_flops(attrs, inputs, out)
+
     def window(self, attrs, inputs):
         k = tuple(d * (k - 1) + 1 for k, d in zip(attrs["k"], attrs["d"]))
         return Window(k, attrs["s"], attrs["p"])

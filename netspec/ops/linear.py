@@ -37,6 +37,12 @@ class Linear(Op):
     def extra_flops(self, attrs, inputs, out):
         return attrs["out"] if attrs["bias"] else 0
 
+    def dot_products(self, attrs, inputs, out):
+        return attrs["out"]
+
+    def bias_elements(self, attrs, inputs, out):
+        return self.extra_flops(attrs, inputs, out)
+
     def saved(self, attrs, inputs, out):
         return Saved(keeps_input=True)  # x reshaped to [N, D_in], for dw
 

@@ -1,0 +1,134 @@
+"""The analyzer's FLOPs in the `2mac` convention against PyTorch's FlopCounterMode, forward
+and forward + backward, on an equivalent torch model of every bundled spec (built here from
+the IR with torch.nn modules on the meta device: no memory, no weights, real shapes).
+
+FlopCounterMode counts the GEMM-like aten ops (mm, addmm, bmm, convolution and its
+backward); the analyzer's static backward skips the input gradient of a layer whose input
+needs none, as autograd does for the first conv."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+import netspec
+
+torch = pytest.importorskip("torch")
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+SPECS = sorted(p.stem for p in (Path(__file__).parent.parent / "specs").glob("*.net"))
+SMALL = 64  # the input size for image networks whose size is free (keeps torch quick)
+
+
+def _module(op: str, attrs: dict, ins: list[tuple]) -> nn.Module | None:
+    """The torch module of one layer; None for merges and the input."""
+    c = ins[0][0] if ins else 0
+    table = {
+        "conv": lambda: nn.Conv2d(c, attrs["out"], attrs["k"], attrs["s"], attrs["p"],
+                                  attrs["d"], attrs["groups"], attrs["bias"]),
+        "linear": lambda: nn.Sequential(nn.Flatten(), nn.Linear(math.prod(ins[0]),
+                                                                attrs["out"], attrs["bias"])),
+        "batchnorm": lambda: (nn.BatchNorm2d if len(ins[0]) == 3 else nn.BatchNorm1d)(c),
+        "relu": nn.ReLU, "tanh": nn.Tanh, "flatten": nn.Flatten,
+        "dropout": lambda: nn.Dropout(attrs["p"]),
+        "maxpool": lambda: nn.MaxPool2d(attrs["k"], attrs["s"], attrs["p"],
+                                        ceil_mode=attrs["ceil"]),
+        "avgpool": lambda: nn.AvgPool2d(attrs["k"], attrs["s"], attrs["p"],
+                                        ceil_mode=attrs["ceil"]),
+        "global_avgpool": lambda: nn.AdaptiveAvgPool2d(1),
+        "adaptive_avgpool": lambda: nn.AdaptiveAvgPool2d(attrs["out"]),
+    }
+    if op in ("input", "add", "concat"):
+        return None
+    assert op in table, f"no torch twin for op `{op}`: add it to tests/test_flops_torch.py"
+    return table[op]()
+
+
+class Twin(nn.Module):
+    """The network's layers as torch modules, run in the IR's topological order."""
+
+    def __init__(self, net: netspec.Network):
+        super().__init__()
+        self.net = net
+        self.order = net.order()
+        self.layers = nn.ModuleDict()
+        for name in self.order:
+            data = net.node(name)
+            ins = [net.node(i)["shape"] for i in data["inputs"]]
+            m = _module(data["op"], data["attrs"], ins)
+            if m is not None:
+                self.layers[name.replace(".", "__")] = m
+
+    def forward(self, x):
+        values = {}
+        for name in self.order:
+            data = self.net.node(name)
+            ins = [values[i] for i in data["inputs"]]
+            if data["op"] == "input":
+                values[name] = x
+            elif data["op"] == "add":
+                values[name] = sum(ins[1:], ins[0])
+            elif data["op"] == "concat":
+                values[name] = torch.cat(ins, dim=1)
+            else:
+                values[name] = self.layers[name.replace(".", "__")](ins[0])
+        return [values[o] for o in self.net.outputs]
+
+
+def _analysis(name: str):
+    net = netspec.load(name)
+    shape = net.node(net.inputs[0])["attrs"]["shape"]
+    if len(shape) == 3:  # the smallest convenient size the spec allows
+        try:
+            small = (shape[0], SMALL, SMALL)
+            return net, netspec.analyze(net, input_shape=small, flops="2mac"), small
+        except netspec.NetspecError:  # a fixed-size spec (a 7x7 pool before its classifier)
+            net = netspec.load(name)
+    return net, netspec.analyze(net, flops="2mac"), tuple(shape)
+
+
+def _torch_flops(net, shape) -> tuple[int, int]:
+    with torch.device("meta"):
+        model = Twin(net).train()
+        x = torch.empty((2, *shape))
+    with FlopCounterMode(display=False) as forward:
+        outs = model(x)
+    with FlopCounterMode(display=False) as both:
+        outs = model(x)
+        sum(o.sum() for o in outs).backward()
+    return forward.get_total_flops(), both.get_total_flops()
+
+
+@pytest.mark.parametrize("name", SPECS)
+def test_forward_and_training_flops_match_flop_counter_mode(name):
+    net, a, shape = _analysis(name)
+    torch_forward, torch_training = _torch_flops(net, shape)
+    batch = 2
+    assert a.totals.flops * batch == torch_forward  # equal, not only within 1%
+    assert a.totals.training_flops * batch == torch_training
+
+
+def test_the_first_layer_computes_no_input_gradient():
+    a = netspec.analyze(netspec.load("resnet18"), flops="2mac")
+    conv1, fc = a.layer("conv1"), a.layer("fc")
+    assert conv1.backward_flops == (0, 2 * conv1.macs)
+    assert fc.backward_flops == (2 * fc.macs, 2 * fc.macs)
+
+
+def test_the_conventions_relate_as_documented():
+    net = netspec.parse("network n { input x: [3, 8, 8]\n"
+                        "output x -> c: conv(4, k=3, p=1) -> bn -> relu -> flatten"
+                        " -> f: linear(5) }")
+    mac, two, exact = (netspec.analyze(net, flops=f) for f in ("mac", "2mac", "exact"))
+    c_mac = 4 * 8 * 8 * 3 * 9
+    assert mac.layer("c").flops == c_mac and two.layer("c").flops == 2 * c_mac
+    # K multiplies and K - 1 adds per output, plus the bias add: 2K per output
+    assert exact.layer("c").flops == 2 * c_mac
+    assert exact.layer("f").flops == 2 * 256 * 5
+    assert exact.layer("relu").flops == 256 and two.layer("relu").flops == 0
+    assert mac.layer("f").backward_flops == (256 * 5, 256 * 5)
+    for a, key in ((mac, "mac"), (two, "2mac"), (exact, "exact")):
+        assert a.to_dict()["flops_convention"] == key
+        assert a.convention.startswith(key + ":")
