@@ -24,7 +24,7 @@ from netspec.files import read_spec_text
 from netspec.ir import Frame, Network
 from netspec.ops import REGISTRY, ArgError, Op, all_names, lookup
 from netspec.ops.io import check_input_shape
-from netspec.parser import MAX_INT_DIGITS, parse_module
+from netspec.parser import MAX_INT_DIGITS, parse_module, paused_gc
 
 MAX_REPEAT = 10_000
 # 50,000 layers is a hundred ResNet-152s; past it, analysis and drawing take many seconds
@@ -1019,7 +1019,8 @@ def lower(module: S.Module, network: str | None = None,
             "error", f"{module.path} defines no network", None,
             "a block library is checked by the files that import it; add `network name { ... }`"))
     try:
-        return Lowerer(lib).network(chosen, overrides or {})
+        with paused_gc():
+            return Lowerer(lib).network(chosen, overrides or {})
     except RecursionError:
         # Each limit holds (blocks 32 deep, brackets 64, expressions 200 levels), but
         # together they can still exhaust Python's stack: say so instead of crashing.

