@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("NETSPEC_DEBUG"):
             raise
-        print(f"netspec: internal error: {type(exc).__name__}: {exc}\n"
+        print(f"netspec: internal error: {type(exc).__name__}: {printable(str(exc))}\n"
               "(set NETSPEC_DEBUG=1 for the traceback and please report it)", file=sys.stderr)
         return 70
 

@@ -161,6 +161,10 @@ def test_the_cli_escapes_what_it_echoes(tmp_path, capsys):
     (tmp_path / "s.net").write_text(NET.replace("[4]", '[4, "\x1b]0;pwned\x07"]'))
     assert main(["check", str(tmp_path / "s.net")]) == 1
     assert main(["check", str(tmp_path / "\x1b[2Jmissing.net")]) == 1
+    ok = tmp_path / "\x1b]0;pwned\x07ok.net"
+    ok.write_text(NET)
+    assert main(["check", str(ok)]) == 0  # the "ok" line echoes the path
+    assert main(["draw", str(ok), "-o", str(tmp_path / "\x1b[2Jd.dot")]) == 0
     assert main(["train", "mlp", "--param", "\x1b[31m=1"]) == 1
     with pytest.raises(SystemExit):
         main(["summary", "mlp", "--bogus\x1b]0;pwned\x07"])

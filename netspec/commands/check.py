@@ -6,6 +6,7 @@ import json
 import sys
 
 from netspec.commands._session import add_import_argument
+from netspec.diagnostics import printable
 
 HELP = ("check specs through the whole front end (parse, lower, shapes, train settings); "
         "print every error and warning (exit 1 on any error)")
@@ -33,7 +34,7 @@ def run(args) -> int:
         for d in result.diagnostics:
             print(d.render(), file=sys.stderr)
         if result not in failed and not args.quiet:
-            print(f"{result.path}: ok: {_summary(result)}")
+            print(f"{printable(result.path)}: ok: {_summary(result)}")
     return 1 if failed else 0
 
 

@@ -5,7 +5,7 @@ import os
 import sys
 
 from netspec.commands._session import add_import_argument
-from netspec.diagnostics import Diagnostic, NetspecError
+from netspec.diagnostics import Diagnostic, NetspecError, printable
 
 HELP = "compile a spec to a Python module that runs and trains it with NumPy (or PyTorch)"
 
@@ -62,5 +62,5 @@ def run(args) -> int:
     except OSError as exc:
         raise NetspecError(Diagnostic("error", f"{args.output}: {exc.strerror}")) from None
     what = " (standalone)" if args.standalone else " (torch)" if args.target == "torch" else ""
-    print(f"wrote {os.path.relpath(args.output)}: network `{net.name}`{what}", file=sys.stderr)
+    print(f"wrote {printable(os.path.relpath(args.output))}: network `{net.name}`{what}", file=sys.stderr)
     return 0

@@ -84,14 +84,14 @@ def run(args) -> int:
         dot_path = _dot_path(out, net.name)
         _write(dot_path, graph.source.encode("utf-8"))
         if isinstance(exc, graphviz.ExecutableNotFound):
-            print(f"netspec: Graphviz's `dot` was not found on PATH; wrote {dot_path} instead. "
+            print(f"netspec: Graphviz's `dot` was not found on PATH; wrote {printable(dot_path)} instead. "
                   f"Install Graphviz (`apt-get install graphviz`) and run again, or render it "
                   f"with `dot -T{fmt} {dot_path} -o {out}`", file=sys.stderr)
             return 1
         if isinstance(exc, subprocess.CalledProcessError):
             detail = (exc.stderr or b"").decode("utf-8", "replace").strip().splitlines()
             reason = printable(detail[-1]) if detail else f"exit {exc.returncode}"
-            print(f"netspec: dot failed ({reason}); wrote {dot_path}", file=sys.stderr)
+            print(f"netspec: dot failed ({reason}); wrote {printable(dot_path)}", file=sys.stderr)
             return 1
         raise
     _write(out, data)
@@ -133,4 +133,4 @@ def _write(path: str, data: bytes) -> None:
 
 def _report(out: str, what: str) -> None:
     if out != "-":
-        print(f"wrote {out} ({what})")
+        print(f"wrote {printable(out)} ({what})")

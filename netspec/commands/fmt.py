@@ -5,7 +5,7 @@ import difflib
 import os
 import sys
 
-from netspec.diagnostics import Diagnostic, NetspecError
+from netspec.diagnostics import Diagnostic, NetspecError, printable
 
 HELP = "format specs in the canonical style (in place); --check: print a diff, exit 1"
 
@@ -39,7 +39,7 @@ def run(args) -> int:
             status = 1
         else:
             _write(path, formatted)
-            print(f"formatted {path}", file=sys.stderr)
+            print(f"formatted {printable(path)}", file=sys.stderr)
     return status
 
 

@@ -15,7 +15,7 @@ from netspec.commands._session import (
     spec_input_shape,
     training_errors,
 )
-from netspec.diagnostics import Diagnostic, NetspecError
+from netspec.diagnostics import Diagnostic, NetspecError, printable
 
 HELP = "train a spec (default: the digits CNN on scikit-learn's bundled digits)"
 
@@ -124,7 +124,7 @@ def run(args) -> int:
     status = "" if history.status == "completed" else f" ({history.status})"
     print(f"{net.name}: test accuracy {test['accuracy']:.2%} on {test['n']} examples, "
           f"loss {test['loss']:.4f}{status}")
-    print(f"checkpoints, metrics and curves in {out}/ (best: {best.name})")
+    print(f"checkpoints, metrics and curves in {printable(str(out))}/ (best: {best.name})")
     return 0 if history.status == "completed" else 130
 
 
@@ -204,7 +204,7 @@ def train_torch(args, workers, device: str) -> int:
     status = "" if history.status == "completed" else f" ({history.status})"
     print(f"{net.name}: test accuracy {test['accuracy']:.2%} on {test['n']} examples, "
           f"loss {test['loss']:.4f}{status}")
-    print(f"checkpoints, metrics and curves in {out}/ (best: {best.name})")
+    print(f"checkpoints, metrics and curves in {printable(str(out))}/ (best: {best.name})")
     return 0 if history.status == "completed" else 130
 
 
