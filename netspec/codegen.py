@@ -577,4 +577,5 @@ def compile(source: str | os.PathLike | Network, input_shape: tuple[int, ...] | 
     module = load_source(text, f"<netspec compiled {net.name}>")
     model = module.Network(dtype=dtype, seed=seed)
     model.source = text
+    model.network = net  # for model.summary() and model.draw()
     return model

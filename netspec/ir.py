@@ -67,6 +67,19 @@ class Network:
     def __len__(self) -> int:
         return self.graph.number_of_nodes()
 
+    def __repr__(self) -> str:
+        # One line: the dataclass default would print every node's attributes.
+        return (f"<Network {self.name!r}: {len(self)} layers, inputs {self.inputs}, "
+                f"outputs {self.outputs}, from {self.path}>")
+
+    def _repr_svg_(self) -> str:
+        """The diagram (netspec.draw at its defaults, laid out by Graphviz's dot) as SVG text,
+        which Jupyter shows inline. Too large a network is refused with draw's message."""
+        from netspec import render
+
+        graph = render.draw(self, max_nodes=render.MAX_LAYOUT_NODES)
+        return graph.pipe(format="svg", quiet=True).decode("utf-8")
+
 
 def verify(net: Network) -> None:
     """Check the IR's invariants between stages (tests and debug mode)."""

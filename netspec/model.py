@@ -129,6 +129,37 @@ class Model:
     def num_params(self) -> int:
         return sum(int(v.size) for v in self.params.values())
 
+    # ---- what the network is: the analyzer's table and the diagram ---------------------
+
+    def _network(self):
+        net = getattr(self, "network", None)
+        if net is None:
+            if not self.spec or self.spec.startswith("<"):
+                raise ValueError(f"{self.name}: this model does not know its spec; compile it "
+                                 "with netspec.compile to use summary() and draw()")
+            import netspec
+
+            net = self.network = netspec.load(self.spec, self.name)
+        return net
+
+    def summary(self, batch: int = 1, optimizer: str = "sgd"):
+        """The analysis (netspec.analyze) of this model's network at its input shape and
+        dtype with its frozen parameters: print() it for the table; a notebook shows it."""
+        from netspec.analysis import analyze
+
+        return analyze(self._network(), self.input_shape, freeze=sorted(self.frozen),
+                       batch=batch, dtype=self.dtype.name, optimizer=optimizer)
+
+    def draw(self, **options):
+        """The diagram of this model's network at its input shape (a graphviz.Digraph, shown
+        inline in a notebook); options as netspec.draw's."""
+        from netspec.analysis import analyze
+        from netspec.render import draw
+
+        net = self._network()
+        analyze(net, self.input_shape)  # label the edges with this model's shapes
+        return draw(net, **options)
+
     # ---- initialization ---------------------------------------------------------------
 
     def init(self, seed: int = 0) -> None:

@@ -102,6 +102,26 @@ class Analysis:
     def layer(self, name: str) -> LayerRecord:
         return self._by_name[name]
 
+    # ---- display: print() and notebooks show the summary table, repr() stays one line ----
+
+    def __str__(self) -> str:
+        from netspec.analysis.summary import render
+
+        return render(self, "table")
+
+    def __repr__(self) -> str:
+        from netspec.analysis.summary import _si, show
+
+        inputs = ", ".join(f"{name} {show(s)}" for name, s in self.input_shapes.items())
+        return (f"<Analysis {self.network!r}: input {inputs}, {len(self.layers)} layers, "
+                f"{self.totals.params:,} params, {_si(self.totals.macs)} MACs>")
+
+    def _repr_markdown_(self) -> str:
+        # Jupyter renders this as a table (the text of `netspec summary --format markdown`).
+        from netspec.analysis.summary import render
+
+        return render(self, "markdown")
+
     @property
     def convention(self) -> str:
         return CONVENTIONS[self.count_convention]
