@@ -52,6 +52,15 @@ def compile(source: Any, input_shape: tuple[int, ...] | None = None, dtype: str 
     raise ValueError(f"unknown target {target!r}: use 'numpy' or 'torch'")
 
 
+def export(source: Any, path: Any = None, weights: Any = None,
+           input_shape: tuple[int, ...] | None = None, seed: int = 0):
+    """Export a spec's eval-mode network to ONNX (netspec.onnxgen.export): returns the
+    onnx.ModelProto and writes it to `path` if given. weights: a checkpoint/.npz path or a
+    state dict (default: the spec's initialization for `seed`)."""
+    from netspec.onnxgen import export as export_onnx
+    return export_onnx(source, path, weights, input_shape, seed)
+
+
 def __getattr__(name: str):
     # Later stages load on first use so `netspec check` stays fast and light.
     if name == "analyze":
@@ -73,6 +82,7 @@ __all__ = [
     "analyze",
     "compile",
     "draw",
+    "export",
     "load",
     "parse",
     "threads",

@@ -10,7 +10,7 @@ from netspec.diagnostics import NetspecError, printable
 
 # Each name is a module netspec.commands.<name> with HELP, add_arguments(p) and run(args).
 COMMANDS = ["check", "summary", "draw", "compile", "train", "eval", "predict", "knn", "ops",
-            "fmt", "lsp", "serve"]
+            "fmt", "lsp", "serve", "export"]
 
 
 class _Parser(argparse.ArgumentParser):

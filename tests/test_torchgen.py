@@ -15,12 +15,13 @@ import sys
 
 import numpy as np
 import pytest
+from _specs import BUNDLED, SMALL_INPUT, TEST_SPECS
+from _specs import spec_id as _id
 
 import netspec
 from netspec import torchgen
 from netspec.diagnostics import NetspecError
 from netspec.ops import REGISTRY, Op
-from netspec.specfiles import library_specs
 
 torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
@@ -29,36 +30,15 @@ HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(HERE)
 RTOL, ATOL = 1e-7, 1e-9
 
-BUNDLED = sorted(library_specs())
-TEST_SPECS = sorted(os.path.join(HERE, "specs", f) for f in os.listdir(os.path.join(HERE, "specs"))
-                    if f.endswith(".net") and f != "bad_residual.net")
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: torch's intra-op threads only contend with the NumPy side's."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def _id(spec: str) -> str:
-    return os.path.basename(spec).removesuffix(".net")
-
-
-# Cheap inputs where the spec allows a smaller image than its own (global or adaptive pooling
-# before the classifier); batch 2 everywhere (batch norm trains on 2 values per channel).
-SMALL_INPUT = {"alexnet": (3, 64, 64), "googlenet": (3, 32, 32), "googlenet_paper": (3, 32, 32),
-               "alexnet_v2_slim": (3, 96, 96)}
-SMALL_INPUT |= {n: (3, 32, 32) for n in BUNDLED if n.startswith(("resnet", "vgg"))}
 # The float64 comparison runs on the full-size networks of each family whose lowering differs
 # (ResNet-18: basic blocks and projections; GoogLeNet: concat, ceil-mode pools) and on the test
 # specs, which shrink the others to a few thousand parameters with the same layers (tiny_vgg_bn:
 # conv/bn/relu/maxpool/dropout/linear; tiny_resnet_bottleneck: bottlenecks). The wide ones
-# (VGG, AlexNet, ResNet-34 and up: 21-144M parameters; the paper GoogLeNet needs 224x224; four float64 copies each, 30-60 s a
-# network on this 2-core machine) get the structural, state-dict and ONNX tests only.
-HEAVY = {"alexnet", "googlenet_paper", "resnet34", "resnet50", "resnet101", "resnet152", "resnet_v1_paper",
-         "resnet_v1_slim"} | {n for n in BUNDLED if n.startswith("vgg")}
+# (VGG, AlexNet, ResNet-34 and up: 21-144M parameters, four float64 copies each, 30-100 s a
+# network on this loaded 2-core machine; the paper GoogLeNet only runs at 224x224) get the
+# structural and state-dict tests here; benchmarks/check_backends.py compares them all.
+HEAVY = {"alexnet", "googlenet_paper", "resnet34", "resnet50", "resnet101", "resnet152",
+         "resnet_v1_paper", "resnet_v1_slim"} | {n for n in BUNDLED if n.startswith("vgg")}
 NUMERIC = [s for s in BUNDLED + TEST_SPECS if _id(s) not in HEAVY]
 
 

@@ -18,9 +18,21 @@ def _torch_options(attrs, defaults: dict) -> str:
 
 
 def _onnx_group_norm(g, attrs, inputs, xs, groups: int) -> str:
-    """GroupNormalization (opset 21: per-channel scale and bias) over `groups` groups."""
-    return g.node("GroupNormalization", [xs[0], g.param("weight"), g.param("bias")],
-                  num_groups=groups, epsilon=attrs["eps"])
+    """Group norm from primitive ops, which onnx's shape inference follows (its
+    GroupNormalization function op leaves the output untyped): InstanceNormalization over
+    (N, groups, -1), then the per-channel affine."""
+    c, rest = inputs[0][0], list(inputs[0][1:])
+    grouped = g.node("Reshape", [xs[0], g.constant([0, groups, -1], "grouped_shape")],
+                     suffix="grouped")
+    normalized = g.node("InstanceNormalization", [grouped, g.constant([1.0] * groups, "ones"),
+                                                  g.constant([0.0] * groups, "zeros")],
+                        suffix="normalized", epsilon=attrs["eps"])
+    shaped = g.node("Reshape", [normalized, g.constant([0, c, *rest], "shape")],
+                    suffix="shaped")
+    per_channel = g.constant([c] + [1] * len(rest), "channel_shape")
+    gamma = g.node("Reshape", [g.param("weight"), per_channel], suffix="gamma")
+    beta = g.node("Reshape", [g.param("bias"), per_channel], suffix="beta")
+    return g.node("Add", [g.node("Mul", [shaped, gamma], suffix="scaled"), beta])
 
 
 class _Norm(Op):
@@ -94,7 +106,7 @@ class LayerNorm(_Norm):
         if len(inputs[0]) == 1:
             return g.node("LayerNormalization", [xs[0], g.param("weight"), g.param("bias")],
                           axis=1, epsilon=attrs["eps"])
-        return _onnx_group_norm(g, attrs, inputs, xs, 1)
+        return _onnx_group_norm(g, attrs, inputs, xs, 1)  # statistics over all of C, H, W
 
 
 class InstanceNorm(_Norm):

@@ -200,8 +200,8 @@ class AdaptiveAvgPool(Op):
         # ONNX has no adaptive pool: out = A_h @ x @ A_w^T, the kernel's averaging matrices
         from netspec.runtime.layers import _adaptive_weights
 
-        rows = g.constant(_adaptive_weights(hw[0], out[0], "float32"), "rows")
-        cols = g.constant(_adaptive_weights(hw[1], out[1], "float32").T, "cols")
+        rows = g.constant(_adaptive_weights(hw[0], out[0], "float32"), "A_h")
+        cols = g.constant(_adaptive_weights(hw[1], out[1], "float32").T, "A_w_T")
         return g.node("MatMul", [g.node("MatMul", [rows, xs[0]], suffix="rows"), cols])
 
 

@@ -1,0 +1,148 @@
+"""Benchmark: a training step of the generated torch ResNet-18 against a hand-written one.
+
+    python benchmarks/bench_torchgen.py [--batch 8] [--size 112] [--repeats 7] [--burst 2]
+                                        [--threads N] [--compile]
+
+`netspec compile resnet18 --target torch` should add nothing to what torch does: both sides
+are the same network (torchvision's ResNet-18 layout, the hand-written one below), start from
+the same weights (the generated module's state dict loaded strictly into the hand-written
+one) and run the same step: forward, cross-entropy, backward, SGD with momentum. The first
+step's losses are compared as a check that they are the same network. Bursts of K steps of
+each alternate (ABBA order) after warm-up; each side's median time per step over the repeats
+is reported with the ratio generated / hand-written (the issue's target: within 1.05).
+
+--compile: also compile the generated module with torch.compile (inductor, CPU), check its
+output against eager and time its step the same way.
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import netspec
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in, c, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.downsample = None
+        if stride != 1 or c_in != c:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c, 1, stride, bias=False),
+                                            nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return F.relu(out + shortcut)
+
+
+class ResNet18(nn.Module):
+    """torchvision.models.resnet18, written out by hand."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        c_in = 64
+        for i, c in enumerate((64, 128, 256, 512)):
+            stride = 1 if i == 0 else 2
+            self.add_module(f"layer{i + 1}", nn.Sequential(BasicBlock(c_in, c, stride),
+                                                           BasicBlock(c, c)))
+            c_in = c
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(F.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def make_step(model, x, y):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def burst(step, k):
+    start = time.perf_counter()
+    for _ in range(k):
+        step()
+    return (time.perf_counter() - start) / k
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--size", type=int, default=112, help="input height and width")
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--burst", type=int, default=2, help="steps per timed burst")
+    p.add_argument("--threads", type=int, default=torch.get_num_threads())
+    p.add_argument("--compile", action="store_true", help="also time torch.compile (inductor)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+
+    shape = (3, args.size, args.size)
+    generated = netspec.compile("resnet18", input_shape=shape, target="torch").train()
+    hand = ResNet18()
+    hand.load_state_dict(generated.state_dict(), strict=True)
+    hand.train()
+    x = torch.randn(args.batch, *shape)
+    y = torch.randint(0, 1000, (args.batch,))
+    sides = {"generated": make_step(generated, x, y), "hand-written": make_step(hand, x, y)}
+    first = {name: step() for name, step in sides.items()}
+    if abs(first["generated"] - first["hand-written"]) > 1e-4 * abs(first["hand-written"]):
+        print(f"not the same network: first losses {first}", file=sys.stderr)
+        return 1
+    if args.compile:
+        compiled_module = netspec.compile("resnet18", input_shape=shape, target="torch")
+        compiled_module.load_state_dict(generated.state_dict())
+        compiled = torch.compile(compiled_module)
+        start = time.perf_counter()
+        with torch.no_grad():
+            compiled_module.eval()
+            got, want = compiled(x), compiled_module(x)
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+        print(f"torch.compile (inductor) eval output equals eager; first call "
+              f"{time.perf_counter() - start:.1f} s")
+        compiled_module.train()
+        sides["generated, torch.compile"] = make_step(compiled, x, y)
+    for step in sides.values():  # warm-up
+        step()
+    samples = {name: [] for name in sides}
+    order = list(sides)
+    for r in range(args.repeats):
+        for name in (order if r % 2 == 0 else order[::-1]):  # ABBA
+            samples[name].append(burst(sides[name], args.burst))
+    median = {name: statistics.median(s) for name, s in samples.items()}
+    print(f"ResNet-18 training step, batch {args.batch}, input {args.size}x{args.size}, "
+          f"{args.threads} threads, median of {args.repeats} bursts of {args.burst}:")
+    for name, t in median.items():
+        print(f"  {name:26s} {1000 * t:8.1f} ms/step")
+    ratio = median["generated"] / median["hand-written"]
+    print(f"ratio generated / hand-written: {ratio:.3f} (target <= 1.05)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

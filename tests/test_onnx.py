@@ -1,0 +1,209 @@
+"""ONNX export against onnx's checker and shape inference and onnxruntime's output.
+
+For each spec: the exported model passes onnx.checker; onnx.shape_inference (strict) gives
+every layer's output tensor the analyzer's shape with the dynamic batch axis; initializers are
+named as the state dict; onnxruntime's output on random input equals the NumPy model's eval
+output from the same weights (float32, rtol 1e-4).
+"""
+import os
+import sys
+
+import networkx as nx
+import numpy as np
+import pytest
+from _specs import BUNDLED, SMALL_INPUT, TEST_SPECS
+from _specs import spec_id as _id
+
+import netspec
+from netspec import onnxgen
+from netspec.diagnostics import NetspecError
+from netspec.ops import REGISTRY, Op
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+HERE = os.path.dirname(__file__)
+
+# The widest specs are left to the torch tests' structural checks: the VGGs and AlexNet
+# (61-144M float32 parameters) and ResNet-101/152 take 30-100 s each here to draw, serialize and
+# run, and repeat the layers of tiny_vgg_bn and ResNet-50; ResNet-34 repeats ResNet-18's,
+# googlenet_paper GoogLeNet's at 224x224, the TF-Slim ResNets ResNet-50's at 224x224.
+HEAVY = {"alexnet", "resnet34", "resnet101", "resnet152", "googlenet_paper", "resnet_v1_paper",
+         "resnet_v1_slim"} | {n for n in BUNDLED if n.startswith("vgg")}
+SPECS = [s for s in BUNDLED + TEST_SPECS if _id(s) not in HEAVY]
+RTOL = 1e-4
+
+
+def session(model):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def inferred_shapes(model) -> dict[str, list]:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    values = list(inferred.graph.value_info) + list(inferred.graph.output)
+    return {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in values}
+
+
+def assert_matches_numpy(model_proto, model, n=2, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n,) + tuple(model.input_shape))
+    x = x.astype(np.float32)
+    sess = session(model_proto)
+    (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
+    expected = model.forward(x)
+    scale = float(np.abs(expected).max())
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=RTOL * scale * 1e-2)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=_id)
+def test_export_checks_infers_the_analyzers_shapes_and_equals_numpy(spec):
+    shape = SMALL_INPUT.get(_id(spec))
+    net = netspec.load(spec)
+    proto = onnxgen.export(net, input_shape=shape, seed=3)  # checked by onnx.checker inside
+    onnx.checker.check_model(proto)
+    shapes = inferred_shapes(proto)
+    g = net.graph
+    live = nx.ancestors(g, net.outputs[0]) | {net.outputs[0]}
+    for name in net.order():
+        if name in net.inputs or name not in live or g.nodes[name]["op"] == "dropout":
+            continue
+        assert shapes[name] == ["N", *g.nodes[name]["shape"]], name
+    model = netspec.compile(netspec.load(spec), input_shape=shape, seed=3)
+    initializers = {t.name: tuple(t.dims) for t in proto.graph.initializer}
+    assert initializers == {k: v.shape for k, v in model.state_dict().items()
+                            if k.rsplit(".", 1)[0] in live}
+    assert {node.name for node in proto.graph.node} >= \
+        {n for n in live if n not in net.inputs and g.nodes[n]["op"] != "dropout"}
+    assert_matches_numpy(proto, model)
+
+
+def test_every_op_outside_the_specs(tmp_path):
+    """Norms on images and vectors, every activation, maxout, ceil-mode average pool,
+    dilated grouped conv, uneven adaptive pooling, batch norm on vectors, trailing dropout."""
+    text = """network zoo {
+        input x: [4, 9, 9]
+        a = x -> c1: conv(8, k=3, p=2, d=2, groups=2) -> ln: layernorm -> e: elu(alpha = 0.7)
+        b = x -> c2: conv(8, k=1, bias=false) -> inn: instancenorm -> l: leaky_relu(0.2)
+        c = x -> c3: conv(8, k=3, p="same") -> inn2: instancenorm(affine = false) -> s: sigmoid
+        output (a, b, c) -> add -> gn: groupnorm(4) -> mo: maxout(2) -> t: tanh
+            -> ap: avgpool(3, s=2, p=1, ceil=true) -> ad: adaptive_avgpool([3, 2])
+            -> mp: maxpool(2, s=1, ceil=true) -> sm: softmax -> id: identity
+            -> f: flatten -> fc1: linear(12) -> bnv: bn(momentum = 0.3) -> lnv: layernorm
+            -> r: relu -> fc2: linear(5) -> d: dropout(0.5)
+    }"""
+    model = netspec.compile(netspec.parse(text), seed=2)
+    rng = np.random.default_rng(0)
+    state = {k: v + 0.1 * rng.standard_normal(v.shape).astype(np.float32)
+             for k, v in model.state_dict().items()}
+    state = {k: np.abs(v) if k.endswith("running_var") else v for k, v in state.items()}
+    model.load_state_dict(state)
+    weights = tmp_path / "zoo.npz"
+    model.save(weights)
+    proto = onnxgen.export(netspec.parse(text), tmp_path / "zoo.onnx", weights=weights)
+    assert onnx.load(str(tmp_path / "zoo.onnx")) == proto
+    assert "Dropout" not in {n.op_type for n in proto.graph.node}
+    net = netspec.parse(text)
+    netspec.analyze(net)
+    shapes = inferred_shapes(proto)
+    for name in net.order():
+        if name in shapes:
+            assert shapes[name] == ["N", *net.graph.nodes[name]["shape"]], name
+    assert_matches_numpy(proto, model, n=3)
+
+
+def test_dynamic_batch_axis_and_eval_mode_batch_norm():
+    proto = onnxgen.export(os.path.join(HERE, "specs", "tiny_vgg_bn.net"))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param == "N" and [d.dim_value for d in dims[1:]] == [3, 16, 16]
+    assert proto.opset_import[0].version == onnxgen.OPSET
+    model = netspec.compile(os.path.join(HERE, "specs", "tiny_vgg_bn.net"))
+    for n in (1, 5):  # one sample: batch norm must use running statistics, not the batch's
+        assert_matches_numpy(proto, model, n=n, seed=n)
+
+
+def test_weights_from_a_training_checkpoint(tmp_path):
+    from netspec.train.checkpoint import Checkpoint, save_checkpoint
+
+    model = netspec.compile("softmax", seed=9)
+    params = {k: v for k, v in model.params.items()}
+    save_checkpoint(tmp_path / "ckpt.npz", Checkpoint(params, dict(model.buffers)))
+    proto = onnxgen.export("softmax", weights=tmp_path / "ckpt.npz")
+    fresh = netspec.compile("softmax", seed=0)
+    fresh.load_state_dict(model.state_dict())
+    assert_matches_numpy(proto, fresh)
+
+
+def test_weights_that_do_not_fit_are_a_diagnostic(tmp_path):
+    np.savez(tmp_path / "w.npz", **{"fc.weight": np.zeros((3, 3), np.float32)})
+    with pytest.raises(NetspecError, match="do not fit network `softmax`.*missing fc.bias"):
+        onnxgen.export("softmax", weights=tmp_path / "w.npz")
+
+
+def test_a_corrupt_weights_file_names_the_flag(tmp_path):
+    (tmp_path / "w.npz").write_bytes(b"not a zip")
+    with pytest.raises(NetspecError, match="--weights"):
+        onnxgen.export("softmax", weights=tmp_path / "w.npz")
+
+
+class _Unlowered(Op):
+    name = "unlowered"
+    family = "activation"
+
+
+def test_an_op_without_a_lowering_names_op_layer_and_target(monkeypatch):
+    monkeypatch.setitem(REGISTRY, "unlowered", _Unlowered())
+    net = netspec.parse("network n { input x: [3]\n output x -> fc: linear(2) -> act: relu }")
+    net.graph.nodes["act"]["op"] = "unlowered"
+    with pytest.raises(NetspecError) as info:
+        onnxgen.export(net)
+    message = info.value.diagnostics[0].message
+    assert "layer `act`" in message and "op `unlowered`" in message and "onnx" in message
+
+
+@pytest.mark.parametrize("op", sorted(n for n in REGISTRY if n != "input"))
+def test_every_op_has_an_onnx_lowering(op):
+    assert type(REGISTRY[op]).onnx is not Op.onnx, \
+        f"op `{op}` has no ONNX lowering (onnx in netspec/ops/)"
+
+
+# ---- the command line -------------------------------------------------------------------------
+
+def test_cli_exports_a_file_onnxruntime_runs(tmp_path, capsys):
+    from netspec.cli import main
+
+    out = tmp_path / "lenet5.onnx"
+    assert main(["export", "lenet5", "-o", str(out), "--seed", "4"]) == 0
+    assert f"opset {onnxgen.OPSET}" in capsys.readouterr().err
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto)
+    assert_matches_numpy(proto, netspec.compile("lenet5", seed=4))
+
+
+def test_cli_missing_weights_file(tmp_path, capsys):
+    from netspec.cli import main
+
+    assert main(["export", "lenet5", "-o", str(tmp_path / "m.onnx"),
+                 "--weights", str(tmp_path / "nope.npz")]) == 1
+    err = capsys.readouterr().err
+    assert "--weights" in err and "no such checkpoint file" in err
+    assert not (tmp_path / "m.onnx").exists()
+
+
+def test_cli_without_onnx_names_the_extra(tmp_path, capsys, monkeypatch):
+    from netspec.cli import main
+
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx raises ImportError
+    assert main(["export", "lenet5", "-o", str(tmp_path / "m.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "netspec[onnx]" in err and "Traceback" not in err
+
+
+def test_cli_compile_torch_without_torch_names_the_extra(tmp_path, capsys, monkeypatch):
+    """Writing torch source needs no torch; the API that builds the module does."""
+    from netspec.cli import main
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert main(["compile", "lenet5", "--target", "torch", "-o", str(tmp_path / "m.py")]) == 0
+    with pytest.raises(NetspecError) as info:
+        netspec.compile("lenet5", target="torch")
+    assert "netspec[torch]" in info.value.diagnostics[0].hint
