@@ -7,10 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench setup
 
-$(STAMP): pyproject.toml editors/vscode/package-lock.json
+$(STAMP): pyproject.toml constraints.txt editors/vscode/package-lock.json
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -c constraints.txt
 	@command -v dot >/dev/null 2>&1 || { \
 	  echo "installing Graphviz (dot) with apt-get"; \
 	  (apt-get update -qq && apt-get install -y -qq graphviz >/dev/null) || \

@@ -54,14 +54,14 @@ def splits_batch(net) -> bool:
 def blas_threads(threads: int | None) -> Iterator[None]:
     """Run the block with at most `threads` BLAS threads (None: leave the BLAS alone).
 
-    threadpoolctl comes with scikit-learn, a netspec dependency; without it this does nothing.
+    threadpoolctl is a declared dependency; should it be missing this does nothing.
     """
     if threads is None:
         yield
         return
     try:
         from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - scikit-learn depends on it
+    except ImportError:  # pragma: no cover - a declared dependency
         yield
         return
     with threadpool_limits(limits=threads, user_api="blas"):
