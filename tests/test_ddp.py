@@ -176,10 +176,23 @@ def test_two_gloo_workers_from_the_documented_torchrun_commands_match_one_proces
         assert words[words.index("-m"):words.index("-m") + 3] == ["-m", "netspec", "train"]
         train_args = [str(spec), "--backend", "torch", "--epochs", "1", "--no-progress",
                       "--threads", "1", "-o", str(tmp_path / "two")]
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "netspec",
-             "train", *train_args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    results = [p.communicate(timeout=300) for p in procs]
+        node = len(procs)
+        # files, not pipes: a launcher blocked on a full pipe would hold the other node
+        with open(tmp_path / f"node{node}.out", "w") as out, \
+                open(tmp_path / f"node{node}.err", "w") as err:
+            procs.append(subprocess.Popen(
+                [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "netspec",
+                 "train", *train_args], stdout=out, stderr=err, text=True))
+    try:
+        for proc in procs:
+            proc.wait(timeout=600)
+    finally:
+        for proc in procs:  # never leave a launcher behind
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    results = [((tmp_path / f"node{i}.out").read_text(), (tmp_path / f"node{i}.err").read_text())
+               for i in range(2)]
     assert [p.returncode for p in procs] == [0, 0], results
     out, err = results[0]  # node 0 holds rank 0, which alone reports
     assert "2 workers" in err and out.count("test accuracy") == 1

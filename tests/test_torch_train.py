@@ -187,6 +187,18 @@ def test_torch_resume_after_an_epoch_equals_the_uninterrupted_run_with_dropout(t
                                       value, err_msg=name)
 
 
+def test_a_diverging_torch_run_stops_before_saving_as_numpy_does(net, data, tmp_path):
+    from netspec.train import DivergedError
+
+    cfg = config({"type": "sgd", "lr": 1e4}, l1=0.0, l2=0.0, max_norm=None)
+    with pytest.raises(DivergedError, match="training diverged: the loss is") as torch_error:
+        train(torch_model(net, 3), cfg, data, tmp_path / "torch", progress=False)
+    with pytest.raises(DivergedError) as numpy_error:
+        train(numpy_model(net, 3), cfg, data, tmp_path / "numpy", progress=False)
+    assert torch_error.value.iteration == numpy_error.value.iteration
+    assert not (tmp_path / "torch" / "last.npz").exists()
+
+
 @pytest.fixture(scope="module")
 def spec_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("spec") / "tiny_cnn.net"

@@ -176,7 +176,11 @@ def train_torch(args, workers, device: str) -> int:
             torch.set_num_threads(args.threads or auto_threads(
                 [d.get("macs", 0) for _, d in net.graph.nodes(data=True)],
                 cfg.batch // workers.world))
-        model = TorchModel.from_spec(net, cfg.seed, device, args.precision or "fp32")
+        if not args.allow_large and not device.startswith("cuda"):
+            from netspec.analysis.memory import require_training_memory
+            require_training_memory(net, cfg.batch // workers.world, cfg.optimizer.type)
+        model = TorchModel.from_spec(net, cfg.seed, device, args.precision or "fp32",
+                                     allow_large=args.allow_large)
         out = out_dir(args, net)
         procs = f", {workers.world} workers" if workers.distributed else ""
         say(f"training {net.name} ({model.num_params:,} parameters) on {data.name or 'data'} "

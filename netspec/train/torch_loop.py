@@ -31,7 +31,15 @@ from typing import Any
 
 import numpy as np
 
-from netspec.train.loop import Backend, InterruptFlag, LoopState, Run, TrainError, diverged
+from netspec.train.loop import (
+    DIVERGENCE_FACTOR,
+    Backend,
+    InterruptFlag,
+    LoopState,
+    Run,
+    TrainError,
+    diverged,
+)
 
 TORCH_HINT = "install the torch extra: pip install 'netspec[torch]'"
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -128,12 +136,14 @@ class TorchModel:
 
     @classmethod
     def from_spec(cls, net, seed: int = 0, device: str = "cpu", precision: str = "fp32",
-                  dtype: str = "float32", channels_last: bool | None = None) -> TorchModel:
-        """Compile ``net`` (a Network, path or bundled name) to torch and to NumPy."""
+                  dtype: str = "float32", channels_last: bool | None = None,
+                  allow_large: bool = False) -> TorchModel:
+        """Compile ``net`` (a Network, path or bundled name) to torch and to NumPy (the
+        reference; ``allow_large`` as for netspec.compile)."""
         import netspec
 
         import_torch()
-        reference = netspec.compile(net, seed=seed, dtype=dtype)
+        reference = netspec.compile(net, seed=seed, dtype=dtype, allow_large=allow_large)
         module = netspec.compile(net, target="torch", seed=seed)
         return cls(module, reference, device, precision, channels_last)
 
@@ -456,8 +466,16 @@ class TorchSteps:
         return len(self.local_share(idx))
 
     def check_finite(self, run: Run, state: LoopState, loss: float) -> None:
+        """NaN/Inf loss or gradients, or a loss past DIVERGENCE_FACTOR times the first
+        batch's (this worker's), stop the run before the update, as on NumPy."""
+        if math.isfinite(loss) and state.initial_loss is None:
+            state.initial_loss = loss
         if not math.isfinite(loss):
             raise diverged(run, state, f"the loss is {loss}")
+        if loss > DIVERGENCE_FACTOR * max(state.initial_loss, 1.0):
+            raise diverged(run, state, f"the loss is {loss:.4g}, more than "
+                           f"{DIVERGENCE_FACTOR:g} times the first batch's "
+                           f"{state.initial_loss:.4g}")
         if self.scaler is not None:  # fp16: GradScaler skips steps with Inf/NaN gradients
             return
         torch = self.torch
