@@ -146,7 +146,8 @@ def add_trained_arguments(p) -> None:
     """Arguments of the commands that run trained weights (eval, predict)."""
     add_spec_arguments(p)
     add_data_arguments(p)
-    p.add_argument("--weights", required=True, metavar="CKPT", help="a checkpoint (.npz)")
+    p.add_argument("--weights", required=True, metavar="CKPT",
+                   help="a checkpoint, or a state dict: .npz of named arrays, .pt/.pth")
     p.add_argument("--split", choices=("test", "val", "train"), default="test")
     p.add_argument("--format", choices=("text", "json"), default="text")
     p.add_argument("--threads", type=int, metavar="N",

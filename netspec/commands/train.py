@@ -37,7 +37,8 @@ def add_arguments(p) -> None:
     p.add_argument("--augment", help="none, crop, flip, crop_flip")
     p.add_argument("--freeze", action="append", metavar="GLOB",
                    help="freeze parameters of matching layers (repeatable): conv1, layer1.*")
-    p.add_argument("--init-from", metavar="CKPT", help="load matching weights from a checkpoint")
+    p.add_argument("--init-from", metavar="CKPT", help="load matching weights from a "
+                   "checkpoint or a state dict (.npz of named arrays, PyTorch .pt/.pth)")
     p.add_argument("--reinit", action="append", metavar="LAYER",
                    help="re-initialize a layer after --init-from (the head gets the data's "
                         "class count)")

@@ -9,6 +9,7 @@ from netspec.train.checkpoint import (
     load_checkpoint,
     load_matching,
     load_weights,
+    read_weights,
     save_checkpoint,
 )
 from netspec.train.config import ConfigError, TrainConfig, apply_overrides
@@ -49,6 +50,7 @@ __all__ = [
     "loss_function",
     "make_optimizer",
     "predict",
+    "read_weights",
     "run_knn",
     "save_checkpoint",
     "train",

@@ -229,9 +229,76 @@ class TransferReport:
         return "\n".join(lines)
 
 
+TORCH_SUFFIXES = (".pt", ".pth")
+
+
+def read_weights(path: str | Path) -> Checkpoint:
+    """The weights of `--init-from` and `--weights`: a netspec training checkpoint, or a plain
+    state dict of named arrays, i.e. an .npz (`Model.save()`, `np.savez`) or a PyTorch
+    .pt/.pth file (torch.load with weights_only=True: tensors only, never code). A plain
+    state dict comes back as a Checkpoint with only `params`; PyTorch's
+    `num_batches_tracked` counters are dropped. Errors are CheckpointErrors naming the file."""
+    if Path(path).suffix.lower() in TORCH_SUFFIXES:
+        state = _read_torch(path)
+    else:
+        arrays = read_arrays(path)
+        if "format_version" in arrays:
+            return load_checkpoint(path)
+        state = arrays
+    state = {k: v for k, v in state.items() if k.rsplit(".", 1)[-1] != "num_batches_tracked"}
+    if not state:
+        raise CheckpointError(path, "holds no arrays")
+    for name, value in state.items():
+        check_tensor(path, name, value)
+    return Checkpoint(params=state)
+
+
+def _read_torch(path: str | Path) -> dict[str, np.ndarray]:
+    """A PyTorch state dict (a dict of tensors, or one under "state_dict"/"model") as arrays,
+    after refusing what is not a regular file or declares more than memory holds."""
+    from netspec.files import FileLimitError, check_fits, open_regular
+
+    try:
+        import torch
+    except ImportError:
+        raise CheckpointError(path, "reading a PyTorch file needs torch: pip install "
+                                    "'netspec[torch]' (or save the weights as an .npz of "
+                                    "named arrays)") from None
+    if not Path(path).exists():
+        raise CheckpointError(path, "no such weights file")
+    try:
+        with open_regular(path, "weights file") as f:
+            if zipfile.is_zipfile(f):
+                with zipfile.ZipFile(f) as archive:
+                    declared = sum(i.file_size for i in archive.infolist())
+                check_fits(path, declared, "weights file (unpacked members)")
+            f.seek(0)
+            obj = torch.load(f, map_location="cpu", weights_only=True)
+    except FileLimitError as e:
+        raise CheckpointError(path, e.message) from None
+    except Exception as e:  # noqa: BLE001 - torch's unpickler refusing code, a foreign file
+        raise CheckpointError(path, f"not a PyTorch state dict torch.load can read with "
+                                    f"weights_only=True ({type(e).__name__}: "
+                                    f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    if isinstance(obj, dict) and len(obj) == 1 and isinstance(
+            obj.get("state_dict", obj.get("model")), dict):
+        obj = next(iter(obj.values()))
+    if not isinstance(obj, dict):
+        raise CheckpointError(path, f"holds a {type(obj).__name__}, not a state dict (a dict "
+                                    "of tensors by name, as model.state_dict() returns)")
+    out = {}
+    for name, value in obj.items():
+        if not isinstance(value, torch.Tensor):
+            raise CheckpointError(path, f"'{name}' is a {type(value).__name__}, not a tensor")
+        value = value.detach().cpu()
+        out[str(name)] = (value.float() if value.dtype == torch.bfloat16 else value).numpy()
+    return out
+
+
 def load_matching(model, path: str | Path) -> TransferReport:
-    """Load every tensor whose name and shape match the model's (``--init-from``)."""
-    source = load_checkpoint(path).model_state()
+    """Load every tensor whose name and shape match the model's (``--init-from``), from a
+    checkpoint or a plain state dict (read_weights)."""
+    source = read_weights(path).model_state()
     target = model.state_dict()
     report = TransferReport(str(path))
     matching = {}
@@ -249,11 +316,12 @@ def load_matching(model, path: str | Path) -> TransferReport:
 
 
 def load_weights(model, path: str | Path) -> Checkpoint:
-    """Load a checkpoint's params and buffers into ``model`` (``netspec eval --weights``).
+    """Load a checkpoint's (or a plain state dict's, read_weights) params and buffers into
+    ``model`` (``netspec eval --weights``).
 
     Every name and shape must match; otherwise CheckpointError lists the differences.
     """
-    ckpt = load_checkpoint(path)
+    ckpt = read_weights(path)
     source, target = ckpt.model_state(), model.state_dict()
     problems = [f"missing {n}" for n in target if n not in source]
     problems += [f"unexpected {n}" for n in source if n not in target]
