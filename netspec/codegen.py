@@ -86,7 +86,7 @@ def plan(net: Network) -> Plan:
     g = net.graph
     (inp,), (out,) = net.inputs, net.outputs
     live = nx.ancestors(g, out) | {out}
-    order = net.order()
+    order = net.live()  # a layer reaching no output has no statement and no tensors
     vars_ = _layer_identifiers(order)
     layers, tensors = [], []
     for name in order:
@@ -94,7 +94,7 @@ def plan(net: Network) -> Plan:
         op = REGISTRY[data["op"]]
         specs = op.params(data["attrs"], [g.nodes[i]["shape"] for i in data["inputs"]])
         tensors += [(f"{name}.{s.name}", s) for s in specs]
-        if name != inp and name in live:
+        if name != inp:
             layers.append(_layer(name, op, data, specs, vars_[name]))
     kernels = {f"{layer.kernel}_{d}" for layer in layers for d in ("forward", "backward")}
     loss = _loss(net)
@@ -188,30 +188,46 @@ def _runtime_function(name: str):
     return fn if inspect.isfunction(fn) else None
 
 
+# Every name the generated code binds for a layer starts with one of these prefixes, and no
+# other name in the generated module does (_reserved() checks it): a layer's output is
+# `t_<label>`, its gradient `d_<label>`. Whatever the labels, they cannot shadow a kernel, a
+# builtin (`float`), an import (`np`) or a method local, nor be mangled as a private name
+# (`__a` inside a class becomes `_Net__a`; `t___a` is left alone).
+TENSOR_PREFIX = "t_"
+GRAD_PREFIX = "d_"
+
+
 @lru_cache(maxsize=1)
 def _reserved() -> frozenset[str]:
-    """Names a layer identifier must not take: keywords, the methods' locals, and every
-    module-level name of the generated file (kernels, imports, Model)."""
+    """Names the generated module binds or reads besides the layers' own: keywords,
+    builtins, the methods' locals, and every module-level name of the generated file
+    (kernels, imports, Model). None of them may start with a layer prefix."""
     module_names = {n for m in INLINED_MODULES for n in _module_definitions(m)[0]}
     module_names |= {n for m in INLINED_MODULES for n in _module_imports(m)}
     module_names |= set(importlib.import_module(RUNTIME).__all__) | {"Network"}
-    return frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | METHOD_LOCALS \
-        | frozenset(module_names)
+    reserved = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | METHOD_LOCALS \
+        | frozenset(module_names) | frozenset(dir(builtins))
+    clash = sorted(n for n in reserved if n.startswith((TENSOR_PREFIX, GRAD_PREFIX)))
+    if clash:  # a runtime change broke the naming scheme: a bug in netspec, not in the spec
+        raise RuntimeError(f"generated-code names {clash} use a layer-variable prefix")
+    return reserved
 
 
 def sanitize(name: str, reserved: frozenset[str] = frozenset()) -> str:
-    """A Python identifier for a layer id: ASCII letters, digits and _ (everything else
-    becomes _), never a keyword or a name the generated module uses (or `reserved`, the
-    names another target's module uses)."""
-    ident = re.sub(r"[^0-9A-Za-z_]", "_", name) or "layer"
-    if ident[0].isdigit():
-        ident = "_" + ident
-    return ident + "_" if ident in _reserved() or ident in reserved else ident
+    """The Python identifier of a layer's output: `t_` + the layer id with every character
+    but ASCII letters, digits and _ replaced by _ ("layer1.0.conv1" -> "t_layer1_0_conv1").
+    `reserved`: the names another target's module uses (torchgen's), which must leave the
+    prefixes free as well."""
+    clash = [n for n in reserved | _reserved() if n.startswith((TENSOR_PREFIX, GRAD_PREFIX))]
+    if clash:  # a bug in netspec, not in the spec
+        raise RuntimeError(f"generated-code names {sorted(clash)} use a layer-variable prefix")
+    return TENSOR_PREFIX + re.sub(r"[^0-9A-Za-z_]", "_", name)
 
 
 def _layer_identifiers(names: list[str], reserved: frozenset[str] = frozenset()
                        ) -> dict[str, str]:
-    """Unique identifiers for the layers; a clash gets _2, _3, ... in layer order."""
+    """Unique identifiers for the layers; a clash (`a.b` and `a_b`) gets _2, _3, ... in
+    layer order, skipping any identifier already taken."""
     taken: set[str] = set()
     out = {}
     for name in names:
@@ -353,7 +369,7 @@ def _backward(p: Plan) -> list[str]:
         targets, after = [], []
         for k, name in enumerate(layer.inputs):
             if name not in grad:
-                grad[name] = "d_" + p.vars[name]
+                grad[name] = GRAD_PREFIX + p.vars[name].removeprefix(TENSOR_PREFIX)
                 targets.append(grad[name])
             else:  # a tensor that fans out: sum the gradients of its consumers
                 part = "part" if len(layer.inputs) == 1 else f"part_{k}"

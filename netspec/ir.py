@@ -61,6 +61,15 @@ class Network:
                 self._order = list(nx.lexicographical_topological_sort(self.graph, key=seq.get))
         return self._order
 
+    def live(self) -> list[str]:
+        """The layers that compute something: the inputs and every layer an output depends
+        on, in order. The others (a branch whose result is never used, which lowering warns
+        about) are dropped by compile and not counted by the analyzer's totals."""
+        alive = set(self.inputs) | set(self.outputs)
+        for out in self.outputs:
+            alive |= nx.ancestors(self.graph, out)
+        return [name for name in self.order() if name in alive]
+
     def node(self, name: str) -> dict[str, Any]:
         return self.graph.nodes[name]
 

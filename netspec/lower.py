@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -39,10 +40,15 @@ MAX_STRING = 10_000
 MAX_LIST_ITEMS = 100_000
 _INT_LIMIT = 10 ** MAX_INT_DIGITS
 REPEAT_INDEX = "i"  # bound to 0, 1, ... inside the arguments of a repeated stage
+# What a computed label's expressions may give, and what the whole label must be.
+_LABEL_TEXT = re.compile(r"[A-Za-z0-9_]+")
+_LABEL = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*")
 # PyTorch's argument names, which users type from habit, and netspec's short ones.
 _TORCH_ARG_NAMES = {"kernel_size": "k", "kernel": "k", "stride": "s", "padding": "p",
                     "dilation": "d", "out_channels": "out", "out_features": "out",
-                    "negative_slope": "slope", "num_groups": "groups"}
+                    "negative_slope": "slope", "num_groups": "groups",
+                    "output_padding": "out_pad", "ceil_mode": "ceil",
+                    "count_include_pad": "count_pad", "scale_factor": "scale"}
 
 
 # ---- modules and imports -----------------------------------------------------------
@@ -612,10 +618,14 @@ class Lowerer:
             if not _is_int(count) or not 1 <= count <= MAX_REPEAT:
                 raise error(f"a repeat count must be an integer from 1 to {MAX_REPEAT}, "
                             f"not {show_value(count)}", stage.repeat.span)
-        label = namer.label(stage.label, stage.span) if stage.label else None
+        computed = isinstance(stage.label, S.LabelTemplate)
+        label = namer.label(stage.label, stage.span) if stage.label and not computed else None
         for k in range(count):
             local_values = values if stage.repeat is None else {**values, REPEAT_INDEX: k}
-            name = None if label is None else (f"{label}.{k}" if stage.repeat else label)
+            if computed:  # each copy names itself: no `.k` suffix
+                name = namer.label(self.computed_label(stage.label, local_values), stage.span)
+            else:
+                name = None if label is None else (f"{label}.{k}" if stage.repeat else label)
             before = self.graph.number_of_nodes()
             current = self.core(scope, local_values, current, stage.core, name, namer)
             if k == 0 and count > 1:
@@ -627,6 +637,29 @@ class Lowerer:
                                 f"layers, more than the limit of {MAX_LAYERS:,}",
                                 stage.repeat.span, "check the repeat counts")
         return current
+
+    def computed_label(self, template: S.LabelTemplate, values: dict[str, Any]) -> str:
+        """`denselayer{i + 1}` -> "denselayer1": each expression must give a non-negative
+        integer or a string of letters, digits and _, so the label stays a layer name."""
+        text = []
+        for piece in template.pieces:
+            if isinstance(piece, str):
+                text.append(piece)
+                continue
+            v = self.value(piece, values)
+            if _is_int(v) and v >= 0:
+                text.append(str(v))
+            elif isinstance(v, str) and _LABEL_TEXT.fullmatch(v):
+                text.append(v)
+            else:
+                raise error(f"a computed label needs a non-negative integer or a name here, "
+                            f"not {show_value(v)}", piece.span,
+                            "labels are letters, digits, _ and dots: denselayer{i + 1}")
+        label = "".join(text)
+        if not _LABEL.fullmatch(label):
+            raise error(f"computed label `{label}` is not a layer name", template.span,
+                        "labels are dot-separated parts of letters, digits and _")
+        return label
 
     def core(self, scope: Scope, values: dict[str, Any], current: list[str],
              core: S.Call | S.Group, name: str | None, namer: FreeNamer | SeqNamer) -> list[str]:

@@ -735,7 +735,17 @@ class ToAst(Transformer):
         return S.Group(tuple(stages), self._s(meta))
 
     def label(self, meta, *parts):
-        return ".".join(str(p) for p in parts)
+        if not any(isinstance(p, S.LabelTemplate) for p in parts):
+            return ".".join(str(p) for p in parts)
+        pieces: list = []
+        for k, part in enumerate(parts):
+            pieces += ["."] if k else []
+            pieces += part.pieces if isinstance(part, S.LabelTemplate) else [str(part)]
+        return S.LabelTemplate(tuple(pieces), self._s(meta))
+
+    def label_template(self, meta, *parts):
+        return S.LabelTemplate(tuple(str(p) if isinstance(p, Token) else p
+                                     for p in parts if p is not None), self._s(meta))
 
     def arg_list(self, meta, *args):
         return tuple(a for a in args if a is not None)

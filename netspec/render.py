@@ -48,6 +48,7 @@ FAMILY_COLORS = {
     "conv": "#a6cee3",
     "linear": "#b2df8a",
     "pool": "#fdbf6f",
+    "resample": "#fdbf6f",
     "norm": "#cab2d6",
     "activation": "#ffff99",
     "merge": "#fb9a99",

@@ -96,8 +96,16 @@ class Group:
 
 
 @dataclass(frozen=True)
+class LabelTemplate:
+    """A computed label, `denselayer{i + 1}`: text pieces and expressions, joined per copy."""
+
+    pieces: tuple[str | Expr, ...]
+    span: Span
+
+
+@dataclass(frozen=True)
 class Stage:
-    label: str | None  # "conv1", "downsample.0"
+    label: str | LabelTemplate | None  # "conv1", "downsample.0", denselayer{i + 1}
     core: Call | Group
     repeat: Expr | None
     span: Span

@@ -106,12 +106,25 @@ def normal(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> np.ndar
     return scale * rng.standard_normal(shape)
 
 
-def conv_inputs(x_shape, w_shape, bias=True):
+def away_from(*kinks, scale=4.0):
+    """Normals times scale, pushed at least 0.05 away from each kink (relu6 at 0 and 6)."""
+
+    def make(rng: np.random.Generator, *shape: int) -> np.ndarray:
+        x = scale * rng.standard_normal(shape)
+        for k in kinks:
+            near = np.abs(x - k) < 0.05
+            x[near] = k + 0.05 * np.where(x[near] >= k, 1, -1)
+        return x
+
+    return make
+
+
+def conv_inputs(x_shape, w_shape, bias=True, bias_size=None):
     def make(rng):
         return {
             "x": normal(rng, *x_shape),
             "w": normal(rng, *w_shape, scale=0.5),
-            "b": normal(rng, w_shape[0]) if bias else None,
+            "b": normal(rng, bias_size or w_shape[0]) if bias else None,
         }
 
     return make
@@ -215,6 +228,32 @@ KERNEL_CASES = [
         "make": conv_inputs((2, 2, 4, 5), (3, 2, 1, 2)),
         "kwargs": {"padding": (1, 1)},
     },
+    # transposed convolution (weight: C_in, C_out/groups, KH, KW)
+    {
+        "id": "conv_transpose2d-k3-s2-p1-outpad1",
+        "op": "conv_transpose2d",
+        "make": conv_inputs((2, 3, 4, 5), (3, 4, 3, 3), bias_size=4),
+        "kwargs": {"stride": (2, 2), "padding": (1, 1), "output_padding": (1, 1)},
+    },
+    {
+        "id": "conv_transpose2d-k2-s2-unet-up",
+        "op": "conv_transpose2d",
+        "make": conv_inputs((2, 4, 3, 3), (4, 2, 2, 2), bias_size=2),
+        "kwargs": {"stride": (2, 2)},
+    },
+    {
+        "id": "conv_transpose2d-groups2-dilation2-stride1x2-no-bias",
+        "op": "conv_transpose2d",
+        "make": conv_inputs((2, 4, 3, 4), (4, 3, 3, 2), bias=False),
+        "kwargs": {"stride": (1, 2), "padding": (2, 0), "dilation": (2, 1), "groups": 2,
+                   "output_padding": (1, 1)},
+    },
+    {
+        "id": "conv_transpose2d-k4-s3-p2-nonsquare",
+        "op": "conv_transpose2d",
+        "make": conv_inputs((1, 2, 3, 2), (2, 3, 4, 4), bias_size=3),
+        "kwargs": {"stride": (3, 3), "padding": (2, 1), "output_padding": (2, 0)},
+    },
     # pooling
     {
         "id": "maxpool2d-2x2-stride2",
@@ -270,6 +309,26 @@ KERNEL_CASES = [
         "make": x_only((2, 2, 8, 7)),
         "kwargs": {"kernel": (3, 2), "stride": (2, 2), "padding": (1, 1), "ceil_mode": True},
     },
+    {
+        "id": "maxpool2d-dilation2-ceil-overhang",
+        "op": "maxpool2d",
+        "make": x_only((2, 2, 7, 6), distinct),
+        "kwargs": {"kernel": (2, 3), "stride": (2, 2), "padding": (1, 1), "dilation": (2, 2),
+                   "ceil_mode": True},
+    },
+    {  # the window is larger than the 1-row input: ceil_mode keeps the overhanging window
+        "id": "maxpool2d-ceil-window-past-a-1-row-input",
+        "op": "maxpool2d",
+        "make": x_only((2, 2, 1, 5), distinct),
+        "kwargs": {"kernel": (2, 2), "stride": (2, 2), "ceil_mode": True},
+    },
+    {
+        "id": "avgpool2d-ceil-pad1-count-pad-false",
+        "op": "avgpool2d",
+        "make": x_only((2, 2, 6, 7)),
+        "kwargs": {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1), "ceil_mode": True,
+                   "count_include_pad": False},
+    },
     {"id": "global_avgpool", "op": "global_avgpool", "make": x_only((2, 3, 4, 5))},
     {
         "id": "adaptive_avgpool-5x7-to-3x2-uneven-windows",
@@ -282,6 +341,55 @@ KERNEL_CASES = [
         "op": "adaptive_avgpool",
         "make": x_only((2, 2, 2, 2)),
         "kwargs": {"output_size": (3, 3)},
+    },
+    # resampling
+    {
+        "id": "upsample-nearest-x2",
+        "op": "upsample",
+        "make": x_only((2, 3, 3, 4)),
+        "kwargs": {"scale": (2.0, 2.0), "mode": "nearest"},
+    },
+    {
+        "id": "upsample-nearest-x1.5x3-noninteger",
+        "op": "upsample",
+        "make": x_only((2, 2, 4, 3)),
+        "kwargs": {"scale": (1.5, 3.0), "mode": "nearest"},
+    },
+    {
+        "id": "upsample-nearest-to-size-down",
+        "op": "upsample",
+        "make": x_only((2, 2, 7, 5)),
+        "kwargs": {"size": (3, 8), "mode": "nearest"},
+    },
+    {
+        "id": "upsample-bilinear-x2",
+        "op": "upsample",
+        "make": x_only((2, 3, 3, 4)),
+        "kwargs": {"scale": (2.0, 2.0), "mode": "bilinear"},
+    },
+    {
+        "id": "upsample-bilinear-to-size-align-corners",
+        "op": "upsample",
+        "make": x_only((2, 2, 4, 3)),
+        "kwargs": {"size": (7, 5), "mode": "bilinear", "align_corners": True},
+    },
+    {
+        "id": "upsample-bilinear-x0.5x2.5",
+        "op": "upsample",
+        "make": x_only((1, 2, 6, 3)),
+        "kwargs": {"scale": (0.5, 2.5), "mode": "bilinear"},
+    },
+    {
+        "id": "pad-asymmetric",
+        "op": "pad",
+        "make": x_only((2, 3, 3, 4)),
+        "kwargs": {"pads": (1, 0, 2, 3)},
+    },
+    {
+        "id": "pad-crop-and-constant",
+        "op": "pad",
+        "make": x_only((2, 2, 5, 4)),
+        "kwargs": {"pads": (-1, 2, 0, -2), "value": 1.5},
     },
     # shape ops
     {"id": "flatten", "op": "flatten", "make": x_only((2, 3, 2, 2))},
@@ -298,6 +406,8 @@ KERNEL_CASES = [
     },
     # activations
     {"id": "relu", "op": "relu", "make": x_only((3, 4, 2, 2), off_zero)},
+    {"id": "relu6", "op": "relu6", "make": x_only((3, 4, 3, 3), away_from(0, 6))},
+    {"id": "hardswish", "op": "hardswish", "make": x_only((3, 4, 3, 3), away_from(-3, 3))},
     {
         "id": "leaky_relu-slope0.2",
         "op": "leaky_relu",

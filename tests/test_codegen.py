@@ -251,9 +251,9 @@ def test_identifiers_are_safe_and_unique():
                if isinstance(s, ast.Assign) and isinstance(s.value, ast.Call)]
     assert len(set(targets)) == len(targets) == len(HOSTILE) - 1
     assert all(t.isidentifier() and t.isascii() and not keyword.iskeyword(t) for t in targets)
-    assert sanitize("class") == "class_" and sanitize("1st") == "_1st"
-    assert sanitize("relu_forward") == "relu_forward_" and sanitize("layer1.0.conv1") == \
-        "layer1_0_conv1"
+    assert sanitize("class") == "t_class" and sanitize("1st") == "t_1st"
+    assert sanitize("relu_forward") == "t_relu_forward" and sanitize("layer1.0.conv1") == \
+        "t_layer1_0_conv1"
 
 
 def test_compile_needs_one_input_and_one_output():

@@ -21,6 +21,14 @@ def _pool_args(kw):
     }
 
 
+def _maxpool_args(kw):
+    return dict(_pool_args(kw), dilation=kw.get("dilation", 1))
+
+
+def _avgpool_args(kw):
+    return dict(_pool_args(kw), count_include_pad=kw.get("count_include_pad", True))
+
+
 def _layernorm(t, kw):
     x = t["x"]
     if x.ndim == 2:
@@ -34,19 +42,36 @@ def _maxout(t, kw):
     return x.unflatten(1, (x.shape[1] // pieces, pieces)).max(dim=2).values
 
 
+def _upsample(t, kw):
+    size, scale = kw.get("size"), kw.get("scale")
+    mode = kw.get("mode", "nearest")
+    extra = {"align_corners": kw.get("align_corners", False)} if mode == "bilinear" else {}
+    return F.interpolate(t["x"], size=size, scale_factor=scale, mode=mode, **extra)
+
+
+def _pad(t, kw):
+    top, bottom, left, right = kw["pads"]
+    return F.pad(t["x"], (left, right, top, bottom), value=kw.get("value", 0.0))
+
+
 # op -> (tensors by input name, forward kwargs incl. fresh state as tensors) -> torch output
 TORCH_OPS = {
     "linear": lambda t, kw: F.linear(t["x"].flatten(1), t["w"], t["b"]),
     "conv2d": lambda t, kw: F.conv2d(t["x"], t["w"], t["b"], **kw),
-    "maxpool2d": lambda t, kw: F.max_pool2d(t["x"], **_pool_args(kw)),
-    "avgpool2d": lambda t, kw: F.avg_pool2d(t["x"], **_pool_args(kw)),
+    "conv_transpose2d": lambda t, kw: F.conv_transpose2d(t["x"], t["w"], t["b"], **kw),
+    "maxpool2d": lambda t, kw: F.max_pool2d(t["x"], **_maxpool_args(kw)),
+    "avgpool2d": lambda t, kw: F.avg_pool2d(t["x"], **_avgpool_args(kw)),
     "global_avgpool": lambda t, kw: F.adaptive_avg_pool2d(t["x"], 1),
     "adaptive_avgpool": lambda t, kw: F.adaptive_avg_pool2d(t["x"], kw["output_size"]),
+    "upsample": _upsample,
+    "pad": _pad,
     "flatten": lambda t, kw: torch.flatten(t["x"], 1),
     "identity": lambda t, kw: t["x"] * 1,
     "concat": lambda t, kw: torch.cat(t["xs"], dim=1),
     "add": lambda t, kw: torch.stack(t["xs"]).sum(0),
     "relu": lambda t, kw: F.relu(t["x"]),
+    "relu6": lambda t, kw: F.relu6(t["x"]),
+    "hardswish": lambda t, kw: F.hardswish(t["x"]),
     "leaky_relu": lambda t, kw: F.leaky_relu(t["x"], kw.get("slope", 0.01)),
     "elu": lambda t, kw: F.elu(t["x"], kw.get("alpha", 1.0)),
     "sigmoid": lambda t, kw: torch.sigmoid(t["x"]),

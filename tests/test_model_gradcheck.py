@@ -23,7 +23,11 @@ network every_op(loss_kind = "svm") {
     c = a -> ln: layernorm -> sigmoid
     d = (b, c, a) -> cat: concat
     e = x -> inorm: instancenorm -> conv2: conv(12, k=1, init="xavier") -> tanh
-    output (d, e, e) -> sum: add -> mo: maxout(3) -> pool: avgpool(2, s=2)
+    f = x -> ct: conv_transpose(12, k=3, s=2, p=1, out_pad=1) -> relu6
+        -> mp: maxpool(3, s=2, p=1, d=2, ceil=true) -> hardswish
+    g = x -> up: upsample(2, mode="bilinear") -> pd: pad([0, 1, 1, 0], value=0.5)
+        -> cg: conv(3, k=3, s=2) -> un: upsample(size=[9, 9]) -> cg2: conv(12, k=4)
+    output (d, e, e, f, g) -> sum: add -> mo: maxout(3) -> pool: avgpool(2, s=2)
         -> apool: adaptive_avgpool([2, 4]) -> flatten
         -> fc: linear(5, init="normal") -> identity -> softmax
     train { loss = svm(delta = 1.0, squared = true) }

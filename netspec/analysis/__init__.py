@@ -49,8 +49,10 @@ def analyze(net: Network, input_shape: Shape | None = None, *, freeze: Iterable[
     layers, totals = layer_records(net, frozen, itemsize(dtype))
     memory = training_memory(net, totals.count, batch, dtype, optimizer)
     inputs = {name: net.node(name)["shape"] for name in net.inputs}
+    live = set(net.live())
+    dead = [name for name in net.order() if name not in live]
     return Analysis(net.name, inputs, list(net.outputs), batch, dtype, count, layers, totals,
-                    memory, frozen, warnings)
+                    memory, frozen, warnings, dead)
 
 
 def _size_symbols(net: Network, overrides: dict | None) -> list:

@@ -96,7 +96,7 @@ def training_memory(net: Network, count: ParamCount, batch: int, dtype: str,
     if batch < 1:
         raise NetspecError(Diagnostic("error", f"batch size must be at least 1, not {batch}"))
     fwd, bwd, saved_end = _activation_timelines(net, size)
-    order = net.order()
+    order = net.live()
     if minimum is not None:
         candidates = _symbolic_peak(fwd, bwd, order, minimum)
         peak_bytes, where = _peak_of(candidates)
@@ -139,7 +139,7 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
     held for the backward when the forward ends. Every tensor and cache lives over an
     interval of steps, summed with difference arrays (linear in the number of layers)."""
     nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
-    order = net.order()
+    order = net.live()
     n = len(order)
     index = {name: k for k, name in enumerate(order)}
     storage: dict[str, str] = {}  # tensor -> the tensor whose memory it is

@@ -42,7 +42,7 @@ def count_params(net: Network, freeze: Iterable[str] = ()) -> frozenset[str]:
 def param_names(net: Network, kind: str = "param") -> list[str]:
     """Full names of the network's parameters (or buffers), in layer order."""
     nodes = dict(net.graph.nodes(data=True))
-    return [f"{name}.{p.name}" for name in net.order()
+    return [f"{name}.{p.name}" for name in net.live()
             for p in nodes[name]["params"] if p.kind == kind]
 
 

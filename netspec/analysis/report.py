@@ -81,6 +81,9 @@ class Analysis:
     # concrete analysis. Shapes, MACs, FLOPs, bytes and the memory estimate are then SymPy
     # expressions in the size symbols; `at(H=224, W=224)` evaluates them.
     sizes: SizeConditions | None = None
+    # Layers whose output reaches no output: compile drops them, so no row, total or memory
+    # figure counts them (the lowering warned about each branch).
+    dead: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._by_name = {r.name: r for r in self.layers}
@@ -169,6 +172,7 @@ class Analysis:
                 "total": self.memory.total, "peak_at": self.memory.peak_at,
             },
             "warnings": [w.message for w in self.warnings],
+            "dead_layers": list(self.dead),
         }
         if self.sizes is not None:
             doc["sizes"] = self.sizes.to_dict()
@@ -328,4 +332,4 @@ def _flat(attrs: dict) -> list:
 
 def _in_order(net: Network):
     nodes = dict(net.graph.nodes(data=True))
-    return ((name, nodes[name]) for name in net.order())
+    return ((name, nodes[name]) for name in net.live())

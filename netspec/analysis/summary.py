@@ -121,6 +121,10 @@ def _footer(a: Analysis) -> list[str]:
     ]
     if a.sizes is not None:
         lines += _size_lines(a)
+    if a.dead:
+        names = ", ".join(a.dead[:5]) + (", ..." if len(a.dead) > 5 else "")
+        lines.append(f"Not counted: {len(a.dead)} layer{'s' if len(a.dead) > 1 else ''} "
+                     f"reaching no output, which compile drops ({names})")
     return lines + [f"warning: {w.message}" for w in a.warnings]
 
 

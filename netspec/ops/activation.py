@@ -29,6 +29,26 @@ class ReLU(_Activation):
         return g.node("Relu", xs)
 
 
+class ReLU6(_Activation):
+    name = "relu6"
+    doc = "min(max(0, x), 6) (MobileNetV2)"
+    kernel = "relu6"
+
+    def saved(self, attrs, inputs, out):
+        return Saved(index_bytes=math.prod(out))  # the boolean mask 0 < x < 6
+
+
+class HardSwish(_Activation):
+    name = "hardswish"
+    aliases = ("hard_swish",)
+    doc = "x * relu6(x + 3) / 6 (MobileNetV3)"
+    kernel = "hardswish"
+    flops_per_element = 4
+
+    def saved(self, attrs, inputs, out):
+        return Saved(keeps_input=True)  # the derivative is a function of the input
+
+
 class LeakyReLU(_Activation):
     name = "leaky_relu"
     aliases = ("lrelu",)
@@ -139,4 +159,4 @@ class Maxout(_Activation):
         return g.node("ReduceMax", [grouped], axes=[2], keepdims=0)  # axes: an attribute in 17
 
 
-OPS = [ReLU(), LeakyReLU(), ELU(), Sigmoid(), Tanh(), Softmax(), Maxout()]
+OPS = [ReLU(), ReLU6(), HardSwish(), LeakyReLU(), ELU(), Sigmoid(), Tanh(), Softmax(), Maxout()]

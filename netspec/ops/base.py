@@ -68,14 +68,40 @@ def _pair(name: str, v: Any, minimum: int) -> tuple[int, int]:
                    f"not {show_value(v)}", arg=name)
 
 
+def _is_number(v: Any) -> bool:
+    return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
+
+
+def _scale_pair(name: str, v: Any) -> tuple[float, float]:
+    pair = (v, v) if _is_number(v) else v
+    if isinstance(pair, (list, tuple)) and len(pair) == 2 \
+            and all(_is_number(x) and x > 0 for x in pair):
+        return (float(pair[0]), float(pair[1]))
+    raise ArgError(f"`{name}` must be a positive number or a pair [h, w] of them, "
+                   f"not {show_value(v)}", arg=name)
+
+
+def _sides(name: str, v: Any) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from n, [h, w] or [top, bottom, left, right]."""
+    if _is_int(v):
+        return (v, v, v, v)
+    if isinstance(v, (list, tuple)) and all(_is_int(x) for x in v):
+        if len(v) == 2:
+            return (v[0], v[0], v[1], v[1])
+        if len(v) == 4:
+            return tuple(v)  # type: ignore[return-value]
+    raise ArgError(f"`{name}` must be an integer, [h, w] or [top, bottom, left, right], "
+                   f"not {show_value(v)}", arg=name)
 
 
 @dataclass(frozen=True)
 class Arg:
     """One argument of an op: its name, type, default and meaning.
 
-    Types: int, posint (>= 1), float, prob (0 <= p < 1), bool, pair (int or [h, w], >= 1),
-    pad (int or [h, w] >= 0, or "same"), choice (one of `choices`).
+    Types: int, posint (>= 1), float (finite), prob (0 <= p < 1), bool, pair (int or
+    [h, w], >= 1), pad (int or [h, w] >= 0, or "same"), scale (a positive number or [h, w]
+    of them), sides (int, [h, w] or [top, bottom, left, right], any sign), choice (one of
+    `choices`).
     """
 
     name: str
@@ -99,7 +125,7 @@ class Arg:
             return v
         if t == "posint" and _is_int(v) and v >= 1:
             return v
-        if t == "float" and (_is_int(v) or isinstance(v, float)):
+        if t == "float" and (_is_int(v) or isinstance(v, float)) and math.isfinite(v):
             return float(v)
         if t == "prob" and (_is_int(v) or isinstance(v, float)) and 0 <= v < 1:
             return float(v)
@@ -111,8 +137,12 @@ class Arg:
             return "same" if v == "same" else _pair(self.name, v, 0)
         if t == "choice" and v in self.choices:
             return v
+        if t == "scale":
+            return _scale_pair(self.name, v)
+        if t == "sides":
+            return _sides(self.name, v)
         expected = {
-            "int": "an integer", "posint": "a positive integer", "float": "a number",
+            "int": "an integer", "posint": "a positive integer", "float": "a finite number",
             "prob": "a probability in [0, 1)", "bool": "true or false",
             "choice": " or ".join(f'"{c}"' for c in self.choices),
         }[t]
@@ -172,7 +202,8 @@ class Op:
 
     name: ClassVar[str]
     aliases: ClassVar[tuple[str, ...]] = ()
-    family: ClassVar[str]  # input conv linear pool norm activation regularization merge reshape
+    family: ClassVar[str]  # input conv linear pool resample norm activation regularization
+    # merge reshape
     args: ClassVar[tuple[Arg, ...]] = ()
     doc: ClassVar[str] = ""
     min_inputs: ClassVar[int] = 1

@@ -1,5 +1,8 @@
-"""Op `conv`: 2-D convolution with stride, padding (or "same"), dilation, groups and bias."""
+"""Ops `conv` (2-D convolution with stride, padding or "same", dilation, groups and bias) and
+`conv_transpose` (its transpose, PyTorch's ConvTranspose2d)."""
 from __future__ import annotations
+
+import math
 
 from netspec.ops.base import (
     Arg,
@@ -219,4 +222,113 @@ def _dropped_rows(k, s, p, d, hw, ceil_mode=False):
     return messages
 
 
-OPS = [Conv()]
+class ConvTranspose(Op):
+    name = "conv_transpose"
+    aliases = ("conv_transpose2d", "convtranspose2d", "deconv")
+    family = "conv"
+    doc = ("Transposed 2-D convolution (PyTorch ConvTranspose2d, the gradient of conv): "
+           "OH = (H - 1)*S - 2P + D*(K - 1) + out_pad + 1; weight [C, out/groups, kh, kw].")
+    args = (
+        Arg("out", "posint", doc="output channels"),
+        Arg("k", "pair", doc="kernel size"),
+        Arg("s", "pair", 1, doc="stride (the upsampling factor)"),
+        Arg("p", "pad", 0, doc="rows and columns cropped from each side of the output"),
+        Arg("out_pad", "pad", 0, doc="rows/columns added at the bottom/right (output_padding)"),
+        Arg("d", "pair", 1, doc="dilation"),
+        Arg("groups", "posint", 1, doc="channel groups; must divide in and out channels"),
+        Arg("bias", "bool", True, doc="learn a per-channel bias"),
+        Arg("init", "choice", "auto", doc="weight init; auto = he",
+            choices=("auto", "he", "xavier", "normal")),
+    )
+    kernel = "conv_transpose2d"
+    spatial = True
+
+    def normalize(self, attrs):
+        for name in ("p", "out_pad"):
+            if attrs[name] == "same":
+                raise ArgError(f'`{name}` of conv_transpose takes a number, not "same"',
+                               arg=name)
+        if any(o >= s and o >= d for o, s, d in zip(attrs["out_pad"], attrs["s"], attrs["d"])):
+            raise ArgError("`out_pad` must be smaller than the stride or the dilation "
+                           "(PyTorch's rule)", arg="out_pad")
+        if attrs["out"] % attrs["groups"]:
+            raise ArgError(f"groups={attrs['groups']} does not divide out={attrs['out']}",
+                           arg="groups")
+        return attrs
+
+    def shape(self, attrs, inputs):
+        c, h, w = spatial_input(self, inputs)
+        if c % attrs["groups"]:
+            raise ShapeError(f"groups={attrs['groups']} does not divide the {c} input channels")
+        oh, ow = ((n - 1) * s - 2 * p + d * (k - 1) + o + 1 for n, k, s, p, o, d in
+                  zip((h, w), attrs["k"], attrs["s"], attrs["p"], attrs["out_pad"], attrs["d"]))
+        if oh < 1 or ow < 1:
+            raise ShapeError(f"padding {fmt_pair(attrs['p'])} crops the whole {oh + 2 * attrs['p'][0]}"
+                             f"x{ow + 2 * attrs['p'][1]} output of the {h}x{w} input",
+                             "use less padding")
+        return (attrs["out"], oh, ow)
+
+    def params(self, attrs, inputs):
+        c_in = inputs[0][0]
+        kh, kw = attrs["k"]
+        g = attrs["groups"]
+        # Each output sees about C/groups * K*K / S*S inputs: He's fan-in.
+        fan_in = max(1, c_in // g * kh * kw // (attrs["s"][0] * attrs["s"][1]))
+        fan_out = attrs["out"] // g * kh * kw
+        out = [ParamSpec("weight", (c_in, attrs["out"] // g, kh, kw), "param",
+                         "he" if attrs["init"] == "auto" else attrs["init"], fan_in, fan_out)]
+        if attrs["bias"]:
+            out.append(ParamSpec("bias", (attrs["out"],), "param", "zeros", fan_in, fan_out))
+        return out
+
+    def macs(self, attrs, inputs, out):
+        # Every input pixel times every weight of its group (fvcore's count): C*out/g*K*K*H*W.
+        c, h, w = inputs[0]
+        kh, kw = attrs["k"]
+        return c * (attrs["out"] // attrs["groups"]) * kh * kw * h * w
+
+    def extra_flops(self, attrs, inputs, out):
+        return math.prod(out) if attrs["bias"] else 0
+
+    def window(self, attrs, inputs):
+        # Output unit y sums the inputs x with x*S + i*D = y + P: at most ceil(K_eff / S)
+        # of them, centred at (y + P - (K_eff - 1)/2) / S input units. As a window on the
+        # input grid: that many taps, a stride of 1/S, and the padding that puts unit 0's
+        # centre there (an upper bound where S does not divide K_eff, as for adaptive pools).
+        kernel, stride, padding = [], [], []
+        for k, s, p, d in zip(attrs["k"], attrs["s"], attrs["p"], attrs["d"]):
+            eff = d * (k - 1) + 1
+            taps = -(-eff // s)
+            kernel.append(taps)
+            stride.append(1 / s)
+            padding.append((taps - 1) / 2 - (p - (eff - 1) / 2) / s)
+        return Window(tuple(kernel), tuple(stride), tuple(padding))
+
+    def saved(self, attrs, inputs, out):
+        return Saved(keeps_input=True)  # x, for the weight gradient
+
+    def workspace(self, attrs, inputs, out, need_dx=True):
+        # dout padded to the uncropped output, its im2col [out*K*K, H*W], x channels first.
+        c, h, w = inputs[0]
+        kh, kw = attrs["k"]
+        full = [max((n - 1) * s + d * (k - 1) + 1, o + p) + p for n, s, d, k, o, p in
+                zip((h, w), attrs["s"], attrs["d"], attrs["k"], out[1:], attrs["p"])]
+        return attrs["out"] * (full[0] * full[1] + kh * kw * h * w) + c * h * w
+
+    def kernel_args(self, attrs):
+        return {"stride": attrs["s"], "padding": attrs["p"], "output_padding": attrs["out_pad"],
+                "dilation": attrs["d"], "groups": attrs["groups"]}
+
+    def describe(self, attrs):
+        text = f"conv_transpose {kernel_label(attrs['k'])}"
+        if attrs["s"] != (1, 1):
+            text += f"/{fmt_pair(attrs['s'])}"
+        text += f", {attrs['out']}"
+        if attrs["d"] != (1, 1):
+            text += f" d{fmt_pair(attrs['d'])}"
+        if attrs["groups"] != 1:
+            text += f" g{attrs['groups']}"
+        return text
+
+
+OPS = [Conv(), ConvTranspose()]

@@ -42,23 +42,28 @@ class _Pool(Op):
             attrs["p"] = (attrs["k"][0] // 2, attrs["k"][1] // 2)
         return attrs
 
+    def dilation(self, attrs) -> tuple[int, int]:
+        return attrs.get("d", (1, 1))
+
     def shape(self, attrs, inputs):
         c, h, w = spatial_input(self, inputs)
         if any(2 * p > k for p, k in zip(attrs["p"], attrs["k"])):
             raise ShapeError("padding must be at most half the window size",
                              f"with k={kernel_label(attrs['k'])} use p <= {attrs['k'][0] // 2}")
-        oh, ow = (window_out(n, k, s, p, 1, attrs["ceil"]) for n, k, s, p in
-                  zip((h, w), attrs["k"], attrs["s"], attrs["p"]))
+        # With ceil=true the last window may overhang the input (PyTorch's rule, window_out).
+        oh, ow = (window_out(n, k, s, p, d, attrs["ceil"]) for n, k, s, p, d in
+                  zip((h, w), attrs["k"], attrs["s"], attrs["p"], self.dilation(attrs)))
         require(lambda: ShapeError(f"a {kernel_label(attrs['k'])} window does not fit the "
                                    f"{h}x{w} input"), oh >= 1, ow >= 1)
         return (c, oh, ow)
 
     def shape_warnings(self, attrs, inputs):
-        return _dropped_rows(attrs["k"], attrs["s"], attrs["p"], (1, 1), inputs[0][1:],
-                             attrs["ceil"])
+        return _dropped_rows(attrs["k"], attrs["s"], attrs["p"], self.dilation(attrs),
+                             inputs[0][1:], attrs["ceil"])
 
     def window(self, attrs, inputs):
-        return Window(attrs["k"], attrs["s"], attrs["p"])
+        k = tuple(d * (k - 1) + 1 for k, d in zip(attrs["k"], self.dilation(attrs)))
+        return Window(k, attrs["s"], attrs["p"])
 
     def extra_flops(self, attrs, inputs, out):
         return math.prod(out) * attrs["k"][0] * attrs["k"][1]
@@ -75,7 +80,14 @@ class _Pool(Op):
 
     torch_function: ClassVar[str]  # F.max_pool2d, F.avg_pool2d
     onnx_op: ClassVar[str]  # MaxPool, AveragePool
-    onnx_options: ClassVar[dict] = {}
+
+    def torch_options(self, attrs) -> list[str]:
+        """Keyword arguments of torch_function beyond the shared ones (dilation, ...)."""
+        return []
+
+    def onnx_attributes(self, attrs) -> dict:
+        """Attributes of the ONNX node beyond the shared ones."""
+        return {}
 
     def torch_forward(self, attrs, inputs, xs, module):
         args = [xs[0], torch_pair(attrs["k"]), f"stride={torch_pair(attrs['s'])}"]
@@ -83,13 +95,14 @@ class _Pool(Op):
             args.append(f"padding={torch_pair(attrs['p'])}")
         if attrs["ceil"]:
             args.append("ceil_mode=True")
-        return f"{self.torch_function}({', '.join(args)})"
+        return f"{self.torch_function}({', '.join(args + self.torch_options(attrs))})"
 
     def onnx(self, g, attrs, inputs, xs):
         ph, pw = attrs["p"]
         return g.node(self.onnx_op, xs, kernel_shape=list(attrs["k"]), strides=list(attrs["s"]),
                       pads=[ph, pw, ph, pw], ceil_mode=int(attrs["ceil"]),
-                      **self.onnx_options)
+                      **self.onnx_attributes(attrs))
+
     def describe(self, attrs):
         text = f"{self.name} {kernel_label(attrs['k'])}"
         return text + (f"/{fmt_pair(attrs['s'])}" if attrs["s"] != (1, 1) else "")
@@ -102,6 +115,20 @@ class MaxPool(_Pool):
     kernel = "maxpool2d"
     torch_function = "F.max_pool2d"
     onnx_op = "MaxPool"
+    args = _Pool.args + (Arg("d", "pair", 1, doc="dilation (spacing of the window's taps)"),)
+
+    def kernel_args(self, attrs):
+        return dict(super().kernel_args(attrs), dilation=attrs["d"])
+
+    def torch_options(self, attrs):
+        return [f"dilation={torch_pair(attrs['d'])}"] if attrs["d"] != (1, 1) else []
+
+    def onnx_attributes(self, attrs):
+        return {"dilations": list(attrs["d"])} if attrs["d"] != (1, 1) else {}
+
+    def describe(self, attrs):
+        text = super().describe(attrs)
+        return text + (f" d{fmt_pair(attrs['d'])}" if attrs["d"] != (1, 1) else "")
 
     def saved(self, attrs, inputs, out):
         # The winning tap of every output: uint8 up to 256 taps.
@@ -112,11 +139,22 @@ class MaxPool(_Pool):
 class AvgPool(_Pool):
     name = "avgpool"
     aliases = ("avg_pool", "avgpool2d")
-    doc = "Average pooling; zero padding is counted in the average (PyTorch's default)."
+    doc = ("Average pooling; zero padding is counted in the average unless count_pad=false "
+           "(PyTorch's count_include_pad).")
     kernel = "avgpool2d"
-    torch_function = "F.avg_pool2d"  # count_include_pad=True, as the kernel
+    torch_function = "F.avg_pool2d"
     onnx_op = "AveragePool"
-    onnx_options: ClassVar[dict] = {"count_include_pad": 1}
+    args = _Pool.args + (Arg("count_pad", "bool", True,
+                             doc="count zero padding in the divisor (count_include_pad)"),)
+
+    def kernel_args(self, attrs):
+        return dict(super().kernel_args(attrs), count_include_pad=attrs["count_pad"])
+
+    def torch_options(self, attrs):
+        return [] if attrs["count_pad"] else ["count_include_pad=False"]
+
+    def onnx_attributes(self, attrs):
+        return {"count_include_pad": int(attrs["count_pad"])}
 
 
 class GlobalAvgPool(Op):

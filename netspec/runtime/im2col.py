@@ -9,20 +9,23 @@ def conv_output_size(
 ) -> int:
     """Output length along one axis, PyTorch's rule for conv and pooling.
 
-    floor((H + 2P - D*(K-1) - 1) / S) + 1, or ceil(...) + 1 with ceil_mode, in which case a
-    last window that would start past the input and its left padding is dropped.
+    floor((H + 2P - D*(K-1) - 1) / S) + 1, or ceil(...) + 1 with ceil_mode, in which case the
+    last window may hang past the right padding (even past a short input) but a window that
+    would start in the right padding, at or past H + P, is dropped. Raises ValueError when no
+    window fits.
     """
     span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if span < 0:
+    if not ceil_mode:
+        out = span // stride + 1
+    else:  # PyTorch: floor((span + S - 1) / S) + 1, then drop a window starting in the right pad
+        out = -(-span // stride) + 1
+        if (out - 1) * stride >= size + padding:
+            out -= 1
+    if out < 1:
         raise ValueError(
             f"kernel {kernel} (dilation {dilation}) is larger than the padded input "
             f"{size} + 2*{padding}"
         )
-    if not ceil_mode:
-        return span // stride + 1
-    out = -(-span // stride) + 1
-    if (out - 1) * stride >= size + padding:
-        out -= 1
     return out
 
 

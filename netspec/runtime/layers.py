@@ -16,7 +16,14 @@ Conventions, shared by every pair below:
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from netspec.runtime.im2col import col2im, conv_output_size, im2col, offset_slices, pad2d
+from netspec.runtime.im2col import (
+    col2im,
+    conv_output_size,
+    im2col,
+    offset_slices,
+    pad2d,
+    window_view,
+)
 from netspec.runtime.parallel import (
     Shards,
     batchwise_backward,
@@ -208,22 +215,116 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     return dx, dw, db
 
 
+def _transposed_frame(in_size, kernel, stride, padding, output_padding, dilation):
+    """Output size of a transposed conv, (H - 1)*S - 2P + D*(K - 1) + out_pad + 1, and the
+    size of the uncropped frame every tap lands in (the output plus P on each side, grown
+    to hold the last tap)."""
+    out, frame = [], []
+    for n, k, s, p, o, d in zip(in_size, kernel, stride, padding, output_padding, dilation):
+        size = (n - 1) * s - 2 * p + d * (k - 1) + o + 1
+        if size < 1:
+            raise ValueError(f"conv_transpose2d: padding {p} crops the whole output")
+        out.append(size)
+        frame.append(max((n - 1) * s + d * (k - 1) + 1, size + p))
+    return tuple(out), tuple(frame)
+
+
+@batchwise_forward
+def conv_transpose2d_forward(
+    x: np.ndarray,
+    w: np.ndarray,
+    b: np.ndarray | None,
+    stride: tuple[int, int] = (1, 1),
+    padding: tuple[int, int] = (0, 0),
+    output_padding: tuple[int, int] = (0, 0),
+    dilation: tuple[int, int] = (1, 1),
+    groups: int = 1,
+):
+    """Transposed convolution, torch.nn.functional.conv_transpose2d: the adjoint of conv2d.
+
+    x: (N, C_in, H, W); w: (C_in, C_out/groups, KH, KW) (PyTorch's layout); b: (C_out,) or
+    None -> out: (N, C_out, OH, OW), OH = (H - 1)*S - 2P + D*(KH - 1) + out_pad + 1.
+    One GEMM per group makes every input pixel's KH*KW output taps (the column matrix of
+    conv2d's backward), then one strided add per tap scatters them into the uncropped
+    frame, from which P rows and columns are cropped on each side. The cache keeps x.
+    """
+    stride, padding, dilation = _pair(stride), _pair(padding), _pair(dilation)
+    output_padding = _pair(output_padding)
+    n, c_in, h, wd = x.shape
+    if c_in != w.shape[0] or c_in % groups:
+        raise ValueError(f"conv_transpose2d: input has {c_in} channels, weight {w.shape} "
+                         f"with groups={groups}")
+    _, cg_out, kh, kw = w.shape
+    c_out = cg_out * groups
+    out_size, frame = _transposed_frame((h, wd), (kh, kw), stride, padding, output_padding,
+                                        dilation)
+    x_cn = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).reshape(groups, c_in // groups, -1)
+    w_g = w.reshape(groups, c_in // groups, cg_out * kh * kw)
+    # (G, C_out/G*KH*KW, C_in/G) @ (G, C_in/G, N*H*W): row (g, c, i, j) = channel g*C/G + c
+    cols = np.matmul(w_g.transpose(0, 2, 1), x_cn).reshape(c_out, kh, kw, n, h, wd)
+    full = np.zeros((n, c_out) + frame, dtype=np.result_type(x, w))
+    for i in range(kh):
+        for j in range(kw):
+            full[offset_slices(i, j, stride, dilation, (h, wd))] += cols[:, i, j].transpose(
+                1, 0, 2, 3)
+    (ph, pw), (oh, ow) = padding, out_size
+    out = full[:, :, ph:ph + oh, pw:pw + ow]
+    out = out + b.reshape(1, -1, 1, 1) if b is not None else out.copy()
+    return out, (x_cn, x.shape, w, b is not None, stride, padding, dilation, groups, frame)
+
+
+@batchwise_backward
+def conv_transpose2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
+    """dout: (N, C_out, OH, OW) -> dx (N, C_in, H, W; None unless need_dx), dw (w's shape),
+    db (C_out,) or None.
+
+    Both are conv2d's forward in disguise: the taps each input pixel fed are the im2col of
+    dout (placed back in the uncropped frame) with the layer's kernel, stride and dilation;
+    dx = w @ taps and dw = x @ taps^T, one GEMM per group each.
+    """
+    x_cn, x_shape, w, has_bias, stride, padding, dilation, groups, frame = cache
+    n, c_in, h, wd = x_shape
+    _, cg_out, kh, kw = w.shape
+    (ph, pw), (oh, ow) = padding, dout.shape[2:]
+    full = np.zeros(dout.shape[:2] + frame, dtype=dout.dtype)
+    full[:, :, ph:ph + oh, pw:pw + ow] = dout
+    taps = window_view(full, (kh, kw), stride, dilation, (h, wd))  # (C_out, KH, KW, N, H, W)
+    taps = taps.reshape(groups, cg_out * kh * kw, n * h * wd)
+    dw = np.matmul(x_cn, taps.transpose(0, 2, 1)).reshape(w.shape)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
+    if not need_dx:
+        return None, dw, db
+    dx = np.matmul(w.reshape(groups, c_in // groups, -1), taps)  # (G, C_in/G, N*H*W)
+    dx = np.ascontiguousarray(dx.reshape(c_in, n, h, wd).transpose(1, 0, 2, 3))
+    return dx, dw, db
+
+
 # ----------------------------------------------------------------------------------------------
 # Pooling
 
 
-def _pool_geometry(x_shape, kernel, stride, padding, ceil_mode):
-    """Output size and (top, bottom, left, right) pads, bottom/right grown for ceil_mode windows."""
+def _pool_geometry(x_shape, kernel, stride, padding, ceil_mode, dilation=(1, 1)):
+    """Output size and (top, bottom, left, right) pads, bottom/right grown for ceil_mode windows.
+
+    PyTorch's rule: padding at most half the kernel; with ceil_mode the last window may hang
+    past the right padding (and past an input shorter than the kernel) as long as it starts
+    inside the input or the left padding.
+    """
     _, _, h, w = x_shape
-    (kh, kw), (sh, sw), (ph, pw) = kernel, stride, padding
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = kernel, stride, padding, dilation
     if 2 * ph > kh or 2 * pw > kw:
         raise ValueError(f"pool padding {padding} must be at most half the kernel {kernel}")
-    oh = conv_output_size(h, kh, sh, ph, 1, ceil_mode)
-    ow = conv_output_size(w, kw, sw, pw, 1, ceil_mode)
-    # A ceil_mode window may hang past the bottom/right padding: pad further so it is in range.
-    bottom = max(ph, (oh - 1) * sh + kh - h - ph)
-    right = max(pw, (ow - 1) * sw + kw - w - pw)
+    oh = conv_output_size(h, kh, sh, ph, dh, ceil_mode)
+    ow = conv_output_size(w, kw, sw, pw, dw, ceil_mode)
+    # Pad far enough that the last window's last tap is in range: (O-1)*S + D*(K-1) + 1.
+    bottom = max(ph, (oh - 1) * sh + dh * (kh - 1) + 1 - h - ph)
+    right = max(pw, (ow - 1) * sw + dw * (kw - 1) + 1 - w - pw)
     return (oh, ow), (ph, bottom, pw, right)
+
+
+def _disjoint_windows(kernel, stride, dilation) -> bool:
+    """Each input pixel falls in at most one window: the stride covers the dilated window."""
+    return all(s >= d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation))
 
 
 @batchwise_forward
@@ -233,32 +334,36 @@ def maxpool2d_forward(
     stride: tuple[int, int],
     padding: tuple[int, int] = (0, 0),
     ceil_mode: bool = False,
+    dilation: tuple[int, int] = (1, 1),
 ):
-    """Max pooling, torch.nn.functional.max_pool2d semantics (padding is -inf, ceil_mode).
+    """Max pooling, torch.nn.functional.max_pool2d semantics (padding is -inf, ceil_mode,
+    dilation).
 
     x: (N, C, H, W) -> out: (N, C, OH, OW). The cache keeps the winning tap index per output
     pixel (first maximum wins, as in PyTorch).
     """
     kernel, stride, padding = _pair(kernel), _pair(stride), _pair(padding)
-    out_size, pads = _pool_geometry(x.shape, kernel, stride, padding, ceil_mode)
+    dilation = _pair(dilation)
+    out_size, pads = _pool_geometry(x.shape, kernel, stride, padding, ceil_mode, dilation)
     xp = pad2d(x, pads, -np.inf)
     kh, kw = kernel
+    dh, dw = dilation
     oh, ow = out_size
     if stride == (1, 1):
         # Stride 1: on the flattened padded image, tap (i, j) of every output is ONE contiguous
-        # run starting at i*Wp + j, a long inner loop instead of OH rows of OW (1.5x faster on
-        # GoogLeNet's 14x14 maps, the same on 28x28 where the passes are memory-bound).
+        # run starting at i*D*Wp + j*D, a long inner loop instead of OH rows of OW (1.5x faster
+        # on GoogLeNet's 14x14 maps, the same on 28x28 where the passes are memory-bound).
         # Outputs then sit in rows of Wp, with Wp - OW junk columns each.
         n, c, hp, wp = xp.shape
         flat = xp.reshape(n, c, hp * wp)
         length = (oh - 1) * wp + ow
 
         def window(tap):
-            start = (tap // kw) * wp + tap % kw
+            start = (tap // kw) * dh * wp + (tap % kw) * dw
             return flat[:, :, start:start + length]
     else:
         def window(tap):
-            return xp[offset_slices(tap // kw, tap % kw, stride, (1, 1), out_size)]
+            return xp[offset_slices(tap // kw, tap % kw, stride, dilation, out_size)]
     out = window(0).copy()
     argmax = np.zeros(out.shape, dtype=np.min_scalar_type(kh * kw - 1))
     for tap in range(1, kh * kw):
@@ -271,19 +376,19 @@ def maxpool2d_forward(
         out, argmax = (as_strided(a, (n, c, oh, ow), a.strides[:2] + (wp * a.itemsize,
                                                                        a.itemsize)).copy()
                        for a in (out, argmax))
-    return out, (argmax, x.shape, kernel, stride, pads)
+    return out, (argmax, x.shape, kernel, stride, pads, dilation)
 
 
 @batchwise_backward
 def maxpool2d_backward(dout: np.ndarray, cache):
     """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each output's gradient goes to its argmax."""
-    argmax, x_shape, kernel, stride, (top, bottom, left, right) = cache
+    argmax, x_shape, kernel, stride, (top, bottom, left, right), dilation = cache
     n, c, h, w = x_shape
     dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=dout.dtype)
     kh, kw = kernel
-    disjoint = stride[0] >= kh and stride[1] >= kw  # each input pixel in at most one window
+    disjoint = _disjoint_windows(kernel, stride, dilation)
     for tap in range(kh * kw):
-        target = dxp[offset_slices(tap // kw, tap % kw, stride, (1, 1), dout.shape[2:])]
+        target = dxp[offset_slices(tap // kw, tap % kw, stride, dilation, dout.shape[2:])]
         if disjoint:
             np.multiply(dout, argmax == tap, out=target)
         else:
@@ -298,11 +403,14 @@ def avgpool2d_forward(
     stride: tuple[int, int],
     padding: tuple[int, int] = (0, 0),
     ceil_mode: bool = False,
+    count_include_pad: bool = True,
 ):
-    """Average pooling, torch AvgPool2d defaults (zero padding counted: count_include_pad=True).
+    """Average pooling, torch.nn.functional.avg_pool2d semantics.
 
-    x: (N, C, H, W) -> out: (N, C, OH, OW). The divisor of a window is its size clipped to the
-    padded input [-P, H + P): a ceil_mode window's overhang past the padding is not counted.
+    x: (N, C, H, W) -> out: (N, C, OH, OW). With count_include_pad (torch's default) the
+    divisor of a window is its size clipped to the padded input [-P, H + P): a ceil_mode
+    window's overhang past the padding is not counted; without it, only the input pixels the
+    window covers are counted.
     """
     kernel, stride, padding = _pair(kernel), _pair(stride), _pair(padding)
     out_size, pads = _pool_geometry(x.shape, kernel, stride, padding, ceil_mode)
@@ -311,17 +419,22 @@ def avgpool2d_forward(
     out = np.zeros((x.shape[0], x.shape[1]) + out_size, dtype=x.dtype)
     for tap in range(kh * kw):
         out += xp[offset_slices(tap // kw, tap % kw, stride, (1, 1), out_size)]
-    divisor = _avgpool_divisor(x.shape[2:], kernel, stride, padding, out_size).astype(x.dtype)
+    divisor = _avgpool_divisor(x.shape[2:], kernel, stride, padding, out_size,
+                               count_include_pad).astype(x.dtype)
     out /= divisor
     return out, (divisor, x.shape, kernel, stride, pads)
 
 
-def _avgpool_divisor(in_size, kernel, stride, padding, out_size) -> np.ndarray:
-    """(OH, OW) window sizes: min(start + K, H + P) - start, start = o*S - P (PyTorch)."""
+def _avgpool_divisor(in_size, kernel, stride, padding, out_size, count_include_pad=True):
+    """(OH, OW) window sizes, PyTorch's: start = o*S - P, end = min(start + K, H + P); the
+    count is end - start, or with count_include_pad=False the part inside [0, H)."""
     counts = []
     for size, k, s, p, o in zip(in_size, kernel, stride, padding, out_size):
         start = np.arange(o) * s - p
-        counts.append(np.minimum(start + k, size + p) - start)
+        end = np.minimum(start + k, size + p)
+        if not count_include_pad:
+            start, end = np.maximum(start, 0), np.minimum(end, size)
+        counts.append(end - start)
     return np.outer(counts[0], counts[1])
 
 
@@ -333,7 +446,7 @@ def avgpool2d_backward(dout: np.ndarray, cache):
     dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=dout.dtype)
     share = dout / divisor
     kh, kw = kernel
-    disjoint = stride[0] >= kh and stride[1] >= kw  # each input pixel in at most one window
+    disjoint = _disjoint_windows(kernel, stride, (1, 1))
     for tap in range(kh * kw):
         target = dxp[offset_slices(tap // kw, tap % kw, stride, (1, 1), dout.shape[2:])]
         if disjoint:
@@ -386,6 +499,94 @@ def adaptive_avgpool_backward(dout: np.ndarray, cache):
     """dout: (N, C, OH, OW) -> dx: (N, C, H, W) = A_h^T @ dout @ A_w."""
     rows, cols = cache
     return rows.T @ dout @ cols
+
+
+# ----------------------------------------------------------------------------------------------
+# Resampling
+
+
+def _interpolation_matrix(size: int, out: int, scale: float | None, mode: str,
+                          align_corners: bool, dtype) -> np.ndarray:
+    """(out, size): row y holds the weights output y gives each input pixel, PyTorch's
+    upsample index rules. nearest: pixel min(floor(y * r), size - 1), r = 1/scale in float32
+    as PyTorch computes it (size/out when no scale); bilinear: source s = r*(y + 0.5) - 0.5
+    clamped at 0 (s = y*(size-1)/(out-1) with align_corners), split between floor(s) and the
+    next pixel."""
+    rows = np.arange(out)
+    weights = np.zeros((out, size), dtype=np.float64)
+    if mode == "nearest":
+        if out == size:  # PyTorch copies the input, whatever the scale
+            return np.eye(size, dtype=dtype)
+        ratio = np.float32(1 / scale) if scale else np.float32(size) / np.float32(out)
+        src = np.minimum(np.floor(rows.astype(np.float32) * ratio).astype(np.int64), size - 1)
+        weights[rows, src] = 1
+        return weights.astype(dtype)
+    if align_corners:
+        src = rows * ((size - 1) / (out - 1)) if out > 1 else np.zeros(out)
+    else:
+        ratio = 1 / scale if scale else size / out
+        src = np.maximum(ratio * (rows + 0.5) - 0.5, 0)
+    low = src.astype(np.int64)
+    high = low + (low < size - 1)
+    frac = src - low
+    weights[rows, low] += 1 - frac
+    weights[rows, high] += frac
+    return weights.astype(dtype)
+
+
+@batchwise_forward
+def upsample_forward(x: np.ndarray, scale=None, size=None, mode: str = "nearest",
+                     align_corners: bool = False):
+    """torch.nn.functional.interpolate (nearest or bilinear) by scale or to size.
+
+    x: (N, C, H, W) -> out: (N, C, OH, OW), OH = floor(H * scale) or size[0]. Both modes
+    are separable linear maps: out = A_h @ x @ A_w^T with (OH, H) and (OW, W) matrices."""
+    h, w = x.shape[2:]
+    scales = (None, None) if scale is None else tuple(float(f) for f in _scales(scale))
+    out_hw = _pair(size) if size is not None else \
+        tuple(int(np.floor(n * f)) for n, f in zip((h, w), scales))
+    rows = _interpolation_matrix(h, out_hw[0], scales[0], mode, align_corners, x.dtype)
+    cols = _interpolation_matrix(w, out_hw[1], scales[1], mode, align_corners, x.dtype)
+    return rows @ x @ cols.T, (rows, cols)
+
+
+def _scales(scale) -> tuple:
+    return (scale, scale) if isinstance(scale, (int, float)) else tuple(scale)
+
+
+@batchwise_backward
+def upsample_backward(dout: np.ndarray, cache):
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W) = A_h^T @ dout @ A_w."""
+    rows, cols = cache
+    return rows.T @ dout @ cols
+
+
+@batchwise_forward
+def pad_forward(x: np.ndarray, pads: tuple[int, int, int, int], value: float = 0.0):
+    """Constant padding per side, torch.nn.functional.pad(x, (left, right, top, bottom)):
+    pads = (top, bottom, left, right); a negative pad crops. x: (N, C, H, W) ->
+    out: (N, C, H + top + bottom, W + left + right)."""
+    top, bottom, left, right = pads
+    n, c, h, w = x.shape
+    out = np.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype)
+    out[_pad_window(top, bottom, left, right)] = x[_pad_window(-top, -bottom, -left, -right)]
+    return out, pads
+
+
+def _pad_window(top: int, bottom: int, left: int, right: int):
+    """The slice of a padded array holding the input: positive pads skip the border; a
+    negative pad (a crop) starts at the edge (the crop is on the other side's slice)."""
+    return (slice(None), slice(None), slice(max(top, 0), -bottom if bottom > 0 else None),
+            slice(max(left, 0), -right if right > 0 else None))
+
+
+@batchwise_backward
+def pad_backward(dout: np.ndarray, cache):
+    """dout: the padded shape -> dx: x's shape, the border's gradient dropped (a cropped
+    border gets zeros)."""
+    top, bottom, left, right = cache
+    dx, _ = pad_forward(dout, (-top, -bottom, -left, -right), 0.0)
+    return dx
 
 
 # ----------------------------------------------------------------------------------------------
@@ -458,6 +659,34 @@ def relu_forward(x: np.ndarray):
 def relu_backward(dout: np.ndarray, cache):
     """dx = dout where x > 0, else 0."""
     return dout * (cache > 0)
+
+
+@batchwise_forward
+def relu6_forward(x: np.ndarray):
+    """out = min(max(x, 0), 6), any shape (torch.nn.ReLU6)."""
+    inside = (x > 0) & (x < 6)
+    return np.clip(x, 0, 6), inside
+
+
+@batchwise_backward
+def relu6_backward(dout: np.ndarray, cache):
+    """dx = dout where 0 < x < 6, else 0 (torch's choice at the kinks)."""
+    return dout * cache
+
+
+@batchwise_forward
+def hardswish_forward(x: np.ndarray):
+    """out = x * relu6(x + 3) / 6, any shape (torch.nn.Hardswish)."""
+    return x * (np.clip(x + 3, 0, 6) / 6), x
+
+
+@batchwise_backward
+def hardswish_backward(dout: np.ndarray, cache):
+    """dx = dout * (0 for x < -3, 1 for x > 3, (2x + 3) / 6 between), torch's derivative
+    (at x = -3 it takes the middle branch's value, at x = 3 the right one's)."""
+    x = cache
+    slope = np.where(x < -3, 0, np.where(x <= 3, (2 * x + 3) / 6, 1)).astype(dout.dtype, copy=False)
+    return dout * slope
 
 
 @batchwise_forward

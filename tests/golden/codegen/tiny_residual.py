@@ -52,48 +52,48 @@ class TinyResidual(Model):
         Tensor('fc.bias', (3,), 'param', 'zeros', 4, 3),
     )
 
-    def _forward(self, x, train, c):
+    def _forward(self, t_x, train, c):
         """The layers in topological order; c[layer] keeps what its backward needs."""
         p, buf, rng = self.params, self.buffers, self.rng
-        conv1, c['conv1'] = conv2d_forward(
-            x, p['conv1.weight'], None, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
-        del x
-        bn1, c['bn1'] = batchnorm_forward(
-            conv1, p['bn1.weight'], p['bn1.bias'], buf['bn1.running_mean'], buf['bn1.running_var'],
-            momentum=0.1, eps=1e-05, train=train)
-        del conv1
-        relu, c['relu'] = relu_forward(bn1)
-        del bn1
-        layer1_conv1, c['layer1.conv1'] = conv2d_forward(
-            relu, p['layer1.conv1.weight'], None, stride=(1, 1), padding=(1, 1), dilation=(1, 1),
+        t_conv1, c['conv1'] = conv2d_forward(
+            t_x, p['conv1.weight'], None, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
+        del t_x
+        t_bn1, c['bn1'] = batchnorm_forward(
+            t_conv1, p['bn1.weight'], p['bn1.bias'], buf['bn1.running_mean'],
+            buf['bn1.running_var'], momentum=0.1, eps=1e-05, train=train)
+        del t_conv1
+        t_relu, c['relu'] = relu_forward(t_bn1)
+        del t_bn1
+        t_layer1_conv1, c['layer1.conv1'] = conv2d_forward(
+            t_relu, p['layer1.conv1.weight'], None, stride=(1, 1), padding=(1, 1), dilation=(1, 1),
             groups=1)
-        layer1_bn1, c['layer1.bn1'] = batchnorm_forward(
-            layer1_conv1, p['layer1.bn1.weight'], p['layer1.bn1.bias'],
+        t_layer1_bn1, c['layer1.bn1'] = batchnorm_forward(
+            t_layer1_conv1, p['layer1.bn1.weight'], p['layer1.bn1.bias'],
             buf['layer1.bn1.running_mean'], buf['layer1.bn1.running_var'], momentum=0.1, eps=1e-05,
             train=train)
-        del layer1_conv1
-        layer1_relu, c['layer1.relu'] = relu_forward(layer1_bn1)
-        del layer1_bn1
-        layer1_conv2, c['layer1.conv2'] = conv2d_forward(
-            layer1_relu, p['layer1.conv2.weight'], None, stride=(1, 1), padding=(1, 1),
+        del t_layer1_conv1
+        t_layer1_relu, c['layer1.relu'] = relu_forward(t_layer1_bn1)
+        del t_layer1_bn1
+        t_layer1_conv2, c['layer1.conv2'] = conv2d_forward(
+            t_layer1_relu, p['layer1.conv2.weight'], None, stride=(1, 1), padding=(1, 1),
             dilation=(1, 1), groups=1)
-        del layer1_relu
-        layer1_bn2, c['layer1.bn2'] = batchnorm_forward(
-            layer1_conv2, p['layer1.bn2.weight'], p['layer1.bn2.bias'],
+        del t_layer1_relu
+        t_layer1_bn2, c['layer1.bn2'] = batchnorm_forward(
+            t_layer1_conv2, p['layer1.bn2.weight'], p['layer1.bn2.bias'],
             buf['layer1.bn2.running_mean'], buf['layer1.bn2.running_var'], momentum=0.1, eps=1e-05,
             train=train)
-        del layer1_conv2
-        layer1_add, c['layer1.add'] = add_forward([layer1_bn2, relu])
-        del layer1_bn2, relu
-        layer1_relu_1, c['layer1.relu_1'] = relu_forward(layer1_add)
-        del layer1_add
-        avgpool, c['avgpool'] = global_avgpool_forward(layer1_relu_1)
-        del layer1_relu_1
-        dropout, c['dropout'] = dropout_forward(avgpool, p=0.2, train=train, rng=rng)
-        del avgpool
-        fc, c['fc'] = linear_forward(dropout, p['fc.weight'], p['fc.bias'])
-        del dropout
-        return fc
+        del t_layer1_conv2
+        t_layer1_add, c['layer1.add'] = add_forward([t_layer1_bn2, t_relu])
+        del t_layer1_bn2, t_relu
+        t_layer1_relu_1, c['layer1.relu_1'] = relu_forward(t_layer1_add)
+        del t_layer1_add
+        t_avgpool, c['avgpool'] = global_avgpool_forward(t_layer1_relu_1)
+        del t_layer1_relu_1
+        t_dropout, c['dropout'] = dropout_forward(t_avgpool, p=0.2, train=train, rng=rng)
+        del t_avgpool
+        t_fc, c['fc'] = linear_forward(t_dropout, p['fc.weight'], p['fc.bias'])
+        del t_dropout
+        return t_fc
 
     def _backward(self, dout, c, g, input_grad):
         """The layers in reverse order; g[param] = dL/dparam; caches freed as used;

@@ -1,0 +1,121 @@
+"""Ops `upsample` (nearest or bilinear, PyTorch nn.Upsample) and `pad` (zero or constant
+padding, per side, PyTorch ZeroPad2d / ConstantPad2d) over [C, H, W] inputs."""
+from __future__ import annotations
+
+import math
+
+from netspec.ops.base import Arg, ArgError, Op, Saved, ShapeError, Window, spatial_input
+
+
+class Upsample(Op):
+    name = "upsample"
+    aliases = ("interpolate", "resize")
+    family = "resample"
+    spatial = True
+    doc = ("Resize by `scale` (output floor(H*scale)) or to `size`, as PyTorch nn.Upsample: "
+           'mode "nearest" copies input pixel floor(y/scale); "bilinear" interpolates the '
+           "two nearest rows and columns (align_corners=false by default, PyTorch's default).")
+    args = (
+        Arg("scale", "scale", None, doc="scale factor: a number or [h, w]"),
+        Arg("size", "pair", None, doc="output size [h, w] (instead of scale)"),
+        Arg("mode", "choice", "nearest", choices=("nearest", "bilinear")),
+        Arg("align_corners", "bool", False,
+            doc="bilinear: map corner pixels onto corner pixels"),
+    )
+    kernel = "upsample"
+
+    def normalize(self, attrs):
+        if (attrs["scale"] is None) == (attrs["size"] is None):
+            raise ArgError("upsample needs exactly one of `scale` and `size`",
+                           "e.g. upsample(2) or upsample(size=[28, 28])", arg="scale")
+        if attrs["align_corners"] and attrs["mode"] != "bilinear":
+            raise ArgError("`align_corners` applies to bilinear mode only", arg="align_corners")
+        return attrs
+
+    def _out_hw(self, attrs, h, w):
+        if attrs["size"] is not None:
+            return attrs["size"]
+        return tuple(math.floor(n * f) for n, f in zip((h, w), attrs["scale"]))
+
+    def shape(self, attrs, inputs):
+        c, h, w = spatial_input(self, inputs)
+        oh, ow = self._out_hw(attrs, h, w)
+        if oh < 1 or ow < 1:
+            raise ShapeError(f"scale {attrs['scale']} leaves nothing of the {h}x{w} input")
+        return (c, oh, ow)
+
+    def window(self, attrs, inputs):
+        # Output unit y reads one input pixel (nearest) or two neighbours (bilinear), about
+        # y/scale; adjacent outputs are 1/scale input pixels apart.
+        taps = 2 if attrs["mode"] == "bilinear" else 1
+        _, h, w = inputs[0]
+        out = self._out_hw(attrs, h, w)
+        jump = tuple(n / o for n, o in zip((h, w), out)) if attrs["size"] is not None else \
+            tuple(1 / f for f in attrs["scale"])
+        return Window((taps, taps), jump, (0, 0))
+
+    def extra_flops(self, attrs, inputs, out):
+        # bilinear: two multiplies and an add per axis per output; nearest copies
+        return 6 * math.prod(out) if attrs["mode"] == "bilinear" else 0
+
+    def saved(self, attrs, inputs, out):
+        _, h, w = inputs[0]
+        return Saved(values=out[1] * h + out[2] * w)  # the two interpolation matrices
+
+    def workspace(self, attrs, inputs, out, need_dx=True):
+        c, h, _ = inputs[0]
+        return c * h * out[2]  # A_h^T @ dout before it meets A_w
+
+    def kernel_args(self, attrs):
+        return {"scale": attrs["scale"], "size": attrs["size"], "mode": attrs["mode"],
+                "align_corners": attrs["align_corners"]}
+
+    def describe(self, attrs):
+        how = (f"x{_num(attrs['scale'])}" if attrs["scale"] is not None
+               else f"to {attrs['size'][0]}x{attrs['size'][1]}")
+        return f"upsample {how} {attrs['mode']}"
+
+
+def _num(pair) -> str:
+    a, b = (f"{v:g}" for v in pair)
+    return a if a == b else f"{a}x{b}"
+
+
+class Pad(Op):
+    name = "pad"
+    aliases = ("zeropad", "zero_pad")
+    family = "reshape"
+    spatial = True
+    doc = ("Pad the borders: p = n (every side), [h, w] (top and bottom, left and right) or "
+           "[top, bottom, left, right]; negative values crop. PyTorch's ZeroPad2d((left, "
+           "right, top, bottom)) is pad([top, bottom, left, right]); value != 0 is "
+           "ConstantPad2d.")
+    args = (
+        Arg("p", "sides", doc="n, [h, w] or [top, bottom, left, right]"),
+        Arg("value", "float", 0.0, doc="the constant written into the border"),
+    )
+    kernel = "pad"
+
+    def shape(self, attrs, inputs):
+        c, h, w = spatial_input(self, inputs)
+        top, bottom, left, right = attrs["p"]
+        oh, ow = h + top + bottom, w + left + right
+        if oh < 1 or ow < 1:
+            raise ShapeError(f"padding {list(attrs['p'])} crops all of the {h}x{w} input")
+        return (c, oh, ow)
+
+    def window(self, attrs, inputs):
+        top, _, left, _ = attrs["p"]
+        return Window((1, 1), (1, 1), (top, left))
+
+    def kernel_args(self, attrs):
+        return {"pads": attrs["p"], "value": attrs["value"]}
+
+    def describe(self, attrs):
+        top, bottom, left, right = attrs["p"]
+        if top == bottom == left == right:
+            return f"pad {top}"
+        return f"pad {top},{bottom},{left},{right}"
+
+
+OPS = [Upsample(), Pad()]
