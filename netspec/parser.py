@@ -465,6 +465,8 @@ def _check_depth(tree: lark.Tree, source: Source) -> None:
 def _describe_expected(expected: set[str]) -> str:
     """Terminal names -> words: {"RPAR", "COMMA", "ADD_OP", ...} -> "`)`, `,` or an operator"."""
     expected, groups = set(expected), []
+    if "LABEL_OPEN" in expected:  # a computed label's `name{`: where it fits, so does a name
+        expected = (expected - {"LABEL_OPEN"}) | {"NAME"}
     if expected == {"NAME", "LSQB"}:  # after `->`
         return "a layer or block, or a `[` sequence"
     if expected == {"NAME", "LPAR"}:  # where a tensor expression starts
@@ -744,7 +746,8 @@ class ToAst(Transformer):
         return S.LabelTemplate(tuple(pieces), self._s(meta))
 
     def label_template(self, meta, *parts):
-        return S.LabelTemplate(tuple(str(p) if isinstance(p, Token) else p
+        # LABEL_OPEN tokens carry their `{`: keep the text before it.
+        return S.LabelTemplate(tuple(str(p).removesuffix("{") if isinstance(p, Token) else p
                                      for p in parts if p is not None), self._s(meta))
 
     def arg_list(self, meta, *args):

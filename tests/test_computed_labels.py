@@ -30,15 +30,21 @@ def test_repeat_index_names_each_copy_without_a_suffix():
 def test_computed_parts_mix_with_dots_text_and_sequences():
     text = """network n { input x: [4, 8, 8]
         output x -> features: [conv(4, k=1) -> block{i}_{2 * i}x.conv: conv(4, k=1) * 2]
-                 -> head.{1 + 1}: flatten }"""
+                 -> head.part{1 + 1}: flatten }"""
     assert names(text) == ["features.0", "features.block0_0x.conv", "features.block1_2x.conv",
-                           "head.2"]
+                           "head.part2"]
 
 
 def test_block_parameters_and_strings_can_build_a_label():
-    text = """block b(n, kind = "conv") { input x  output x -> {kind}{n}: conv(n, k=1) }
+    text = """block b(n, kind = "conv") { input x  output x -> the_{kind}{n}: conv(n, k=1) }
         network n { input x: [4, 8, 8] output x -> b(8) -> up: b(16, kind = "proj") }"""
-    assert names(text) == ["b.conv8", "up.proj16"]
+    assert names(text) == ["b.the_conv8", "up.the_proj16"]
+
+
+def test_a_computed_part_is_glued_to_its_text():
+    # `denselayer {i}` (a space before the brace) is not a label: the brace must touch.
+    with pytest.raises(NetspecError):
+        netspec.parse("network n { input x: [4] output x -> fc {i}: linear(4) * 2 }")
 
 
 @pytest.mark.parametrize("label, message", [
