@@ -467,7 +467,7 @@ def _describe_expected(expected: set[str]) -> str:
     expected, groups = set(expected), []
     if "LABEL_OPEN" in expected:  # a computed label's `name{`: where it fits, so does a name
         expected = (expected - {"LABEL_OPEN"}) | {"NAME"}
-    if expected == {"NAME", "LSQB"}:  # after `->`
+    if expected in ({"NAME", "LSQB"}, {"NAME", "INT", "LSQB"}):  # after `->` (INT: a label)
         return "a layer or block, or a `[` sequence"
     if expected == {"NAME", "LPAR"}:  # where a tensor expression starts
         return "a tensor name or `(`"

@@ -22,6 +22,7 @@ TORCHVISION_GMACS = {
     "resnet18": 1.814, "resnet34": 3.664, "resnet50": 4.089, "resnet101": 7.801,
     "resnet152": 11.514,
     "googlenet": 1.498,
+    "mobilenet_v2": 0.301,
 }
 
 # He et al. 2015 (arXiv:1512.03385), Table 1, "FLOPs" = multiply-adds (§3.3), for the paper's

@@ -175,7 +175,10 @@ network every_op {
     a = x -> conv(6, k=3, p=1, groups=3) -> batchnorm -> relu -> maxpool(3, s=1, p=1)
     b = x -> conv(6, k=1) -> groupnorm(2) -> leaky_relu -> avgpool(3, s=1, p=1)
     c = (a, b) -> concat -> conv(6, k=1) -> instancenorm -> elu
-    d = c + a
+    e = x -> conv_transpose(6, k=3, s=2, p=1, out_pad=1) -> relu6 -> maxpool(2, s=2, d=1)
+        -> hardswish -> upsample(2, mode="bilinear") -> pad([0, 0, 1, -1])
+        -> upsample(size=[8, 8])
+    d = c + a + e
     output d -> layernorm -> tanh -> adaptive_avgpool(2) -> flatten -> maxout(2)
              -> dropout(0.3) -> linear(10) -> sigmoid -> identity -> linear(4) -> softmax
 }

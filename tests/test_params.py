@@ -28,6 +28,7 @@ TORCHVISION_NUM_PARAMS = {
     "vgg19_bn": 143_678_248,
     "alexnet": 61_100_840,
     "googlenet": 6_624_904,
+    "mobilenet_v2": 3_504_872,
 }
 
 # Szegedy et al. 2014 (arXiv:1409.4842), the network of Table 1 (5x5 convs, biases, no batch
@@ -49,6 +50,14 @@ HAND_COUNTS = {
     # and a linear layer on the 64x2x2 map.
     "digits_cnn": 9 * (1 * 32 + 32 * 32 + 32 * 64 + 64 * 64) + 2 * (32 + 32 + 64 + 64)
     + (64 * 4 * 10 + 10),
+    # U-Net at width 16: double convs (two bias-free 3x3 convs, two batch norms) down
+    # 3->16->32->64->128->256, 2x2 transposed convs with bias halving the channels, double
+    # convs on the concatenations, a 1x1 conv to 2 classes. (At width 64 it is
+    # milesial/Pytorch-UNet's 31,037,698: tests/test_specs_mobilenet_unet.py.)
+    "unet": sum(9 * a * b + 9 * b * b + 4 * b for a, b in
+                [(3, 16), (16, 32), (32, 64), (64, 128), (128, 256),
+                 (256, 128), (128, 64), (64, 32), (32, 16)])
+    + sum(a * (a // 2) * 4 + a // 2 for a in (256, 128, 64, 32)) + (16 * 2 + 2),
 }
 
 

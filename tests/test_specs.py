@@ -9,6 +9,7 @@ real state_dict keys and shapes and real per-module output shapes.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,7 @@ from netspec import verify
 from netspec.ops import REGISTRY
 
 torch = pytest.importorskip("torch")
-nn = torch.nn
+nn, F = torch.nn, torch.nn.functional
 
 SPECS = Path(__file__).parent.parent / "specs"
 ALL_SPECS = sorted(SPECS.glob("*.net"))
@@ -53,7 +54,7 @@ PARAMS = {
     "vgg16": 138_357_544, "vgg16_bn": 138_365_992, "vgg19": 143_667_240,
     "resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
     "resnet101": 44_549_160, "resnet152": 60_192_808, "googlenet": 6_624_904,
-    "googlenet_paper": 6_998_552,
+    "googlenet_paper": 6_998_552, "mobilenet_v2": 3_504_872,
 }
 
 
@@ -277,6 +278,49 @@ class GoogLeNet(nn.Module):
         return self.fc(self.dropout(torch.flatten(self.avgpool(x), 1)))
 
 
+class ConvBNReLU6(nn.Sequential):
+    """torchvision's Conv2dNormActivation with MobileNetV2's ReLU6."""
+
+    def __init__(self, c_in, c_out, k=3, stride=1, groups=1):
+        super().__init__(nn.Conv2d(c_in, c_out, k, stride, (k - 1) // 2, groups=groups,
+                                   bias=False), nn.BatchNorm2d(c_out), nn.ReLU6(inplace=True))
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, c_in, c_out, stride, t):
+        super().__init__()
+        hidden = c_in * t
+        self.use_res_connect = stride == 1 and c_in == c_out
+        layers = [ConvBNReLU6(c_in, hidden, k=1)] if t != 1 else []
+        layers += [ConvBNReLU6(hidden, hidden, stride=stride, groups=hidden),
+                   nn.Conv2d(hidden, c_out, 1, bias=False), nn.BatchNorm2d(c_out)]
+        self.conv = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return x + self.conv(x) if self.use_res_connect else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """torchvision's mobilenet_v2 (width_mult 1.0, round_nearest 8)."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        settings = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                    (6, 160, 3, 2), (6, 320, 1, 1)]
+        features, c_in = [ConvBNReLU6(3, 32, stride=2)], 32
+        for t, c, n, s in settings:
+            for k in range(n):
+                features.append(InvertedResidual(c_in, c, s if k == 0 else 1, t))
+                c_in = c
+        features.append(ConvBNReLU6(c_in, 1280, k=1))
+        self.features = nn.Sequential(*features)
+        self.classifier = nn.Sequential(nn.Dropout(0.2), nn.Linear(1280, num_classes))
+
+    def forward(self, x):
+        x = F.adaptive_avg_pool2d(self.features(x), (1, 1))
+        return self.classifier(torch.flatten(x, 1))
+
+
 TORCHVISION = {
     "resnet18": lambda: ResNet(BasicBlock, [2, 2, 2, 2]),
     "resnet34": lambda: ResNet(BasicBlock, [3, 4, 6, 3]),
@@ -288,12 +332,14 @@ TORCHVISION = {
        for name, cfg in VGG_CFGS.items()},
     "alexnet": AlexNet,
     "googlenet": GoogLeNet,
+    "mobilenet_v2": MobileNetV2,
 }
 
 # Layers a spec has that torchvision computes with a function, not a module: the
 # residual add, the second ReLU of a block (torchvision calls one ReLU module several
-# times: see test_reused_modules_match_numbered_layers), GoogLeNet's F.relu and torch.cat.
-FUNCTIONAL = {"add", "concat", "relu"}
+# times: see test_reused_modules_match_numbered_layers), GoogLeNet's F.relu and torch.cat,
+# MobileNetV2's F.adaptive_avg_pool2d and torch.flatten.
+FUNCTIONAL = {"add", "concat", "relu", "global_avgpool", "flatten"}
 
 
 def torchvision_model(name: str) -> nn.Module:
@@ -343,7 +389,8 @@ def test_state_dict_keys_and_shapes_match_torchvision(pair):
 def test_every_torchvision_module_is_a_spec_layer_of_the_same_op(pair):
     _, net, model = pair
     op_of = {nn.Conv2d: "conv", nn.BatchNorm2d: "batchnorm", nn.ReLU: "relu",
-             nn.MaxPool2d: "maxpool", nn.Linear: "linear", nn.Dropout: "dropout"}
+             nn.MaxPool2d: "maxpool", nn.Linear: "linear", nn.Dropout: "dropout",
+             nn.ReLU6: "relu6"}
     for mod_name, module in model.named_modules():
         if list(module.children()):
             continue
@@ -370,7 +417,7 @@ def test_spec_layers_beyond_torchvision_modules_are_functional_ones(pair):
     assert {REGISTRY[net.node(n)["op"]].name for n in extra} <= FUNCTIONAL
     # numbered repeats of a reused module (relu_1) and torchvision's functional relus,
     # adds and concats are the only additions
-    assert all(n.rsplit(".", 1)[-1].split("_")[0] in FUNCTIONAL for n in extra), extra
+    assert all(re.sub(r"_\d+$", "", n.rsplit(".", 1)[-1]) in FUNCTIONAL for n in extra), extra
 
 
 def test_layer_hyperparameters_match_torchvision(pair):
