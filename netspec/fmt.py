@@ -91,6 +91,8 @@ class _Formatter:
         self.lines: list[str] = []
         self.level = 0
         self.glue = False  # the next statement continues the last line (after `else`)
+        self.label_depth = 0  # open braces of a computed label
+        self.label_closed_at: Token | None = None  # the `}` that closed one
 
     # ---- driver: split the token stream into statements, comments and braces
     def run(self) -> str:
@@ -108,6 +110,11 @@ class _Formatter:
                     statement.append(_Piece(text, "  ", 0, False, comment=True))
                 else:  # after `{` or `}`
                     self.lines[-1] += "  " + text
+                prev = tok
+                continue
+            label_part = self.label_part(tok, prev)
+            if label_part is not None:  # a computed label, `denselayer{i + 1}`: glued
+                statement.append(label_part)
                 prev = tok
                 continue
             starts_line = tok.start_pos in self.starts or text == "}" or (
@@ -141,6 +148,25 @@ class _Formatter:
         if statement:
             self.flush(statement)
         return "\n".join(self.lines).rstrip() + "\n"
+
+    def label_part(self, tok: Token, prev: Token | None) -> _Piece | None:
+        """A token of a computed label's text or braces (`name{`, its `}`, a `{` or a name
+        right after that `}`), written without spaces; None for every other token. The
+        first token inside a brace is glued to it too."""
+        text, after_close = str(tok), self.label_closed_at is prev and prev is not None
+        glued = self.label_depth > 0 or after_close
+        if tok.type == "LABEL_OPEN" or (after_close and text == "{"):
+            self.label_depth += 1
+        elif text == "}" and self.label_depth:
+            self.label_depth -= 1
+            self.label_closed_at = tok
+        elif not (after_close and tok.type in ("NAME", "INT")):
+            if prev is not None and (prev.type == "LABEL_OPEN" or (
+                    str(prev) == "{" and self.label_depth)):
+                return _Piece(text, "", 0, False)
+            return None
+        tight = glued or prev is None or prev.type == "LABEL_OPEN" or str(prev) in ("(", "[", ".")
+        return _Piece(text, "" if tight else " ", 0, False)
 
     def indent(self) -> str:
         return INDENT * self.level

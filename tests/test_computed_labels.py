@@ -101,3 +101,15 @@ def test_densenet_block_matches_torchvision_names_shapes_and_outputs():
     with torch.no_grad():
         expected = twin.eval().denseblock1(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(model.forward(x), expected, rtol=1e-9, atol=1e-9)
+
+
+def test_fmt_keeps_computed_labels_glued():
+    from netspec.fmt import format_text
+
+    text = ("block b(n) { input x\n output x -> the_{ n }{n}x.conv{n}: conv(n, k=1)"
+            " -> features: [ l{n}: relu ] -> 0: relu }\n"
+            "network n { input x: [4, 2, 2]\n output x -> fc{i + 1}: b(3) * 2 }\n")
+    out = format_text(text)
+    assert "the_{n}{n}x.conv{n}: conv(n, k=1)" in out
+    assert "[l{n}: relu]" in out and "-> 0: relu" in out and "fc{i + 1}: b(3) * 2" in out
+    assert format_text(out) == out
