@@ -87,7 +87,10 @@ class _Formatter:
         tree = lark_parser().parse(text)
         self.starts = {t.meta.start_pos for t in tree.iter_subtrees()
                        if t.data in _STATEMENTS and not t.meta.empty}
-        self.tokens = [t for t in lex(text) if t.type != "WS"]
+        labels = {t.start_pos for t in tree.scan_values(
+            lambda v: isinstance(v, Token) and v.type == "LABEL_OPEN")}
+        self.tokens = [piece for t in lex(text) if t.type != "WS"
+                       for piece in _split_label_open(t, labels)]
         self.lines: list[str] = []
         self.level = 0
         self.glue = False  # the next statement continues the last line (after `else`)
@@ -284,6 +287,16 @@ class _Formatter:
                 break
             width += len(p.space) + len(p.text)
         return width
+
+
+def _split_label_open(tok: Token, labels: set[int]) -> list[Token]:
+    """The lexer alone, without the parser's context, reads `network n{` as a computed
+    label's `n{`: split such a token back into the name and the brace."""
+    if tok.type != "LABEL_OPEN" or tok.start_pos in labels:
+        return [tok]
+    name = Token.new_borrow_pos("NAME", str(tok)[:-1], tok)
+    brace = Token("LBRACE", "{", start_pos=tok.end_pos - 1, end_pos=tok.end_pos)
+    return [name, brace]
 
 
 def _split_comment(line: str, last: _Piece) -> tuple[str, str]:
