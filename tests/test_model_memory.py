@@ -12,12 +12,15 @@ from netspec.train.optim import make_optimizer
 SPECS = os.path.join(os.path.dirname(__file__), "specs")
 
 # spec, per-sample input (None: the spec's), batch, optimizer: a plain chain, a residual
-# stack, an Inception module, and a real network where parameters dominate.
+# stack, an Inception module, a real network where parameters dominate, and an
+# encoder-decoder.
 CASES = [
     ("lenet5", None, 64, "momentum"),
     (os.path.join(SPECS, "tiny_resnet_bottleneck.net"), None, 64, "sgd"),
     (os.path.join(SPECS, "tiny_inception.net"), None, 64, "adam"),
     ("resnet18", (3, 32, 32), 16, "adam"),
+    # transposed conv, resizes, padding, ceil-mode pooling, relu6 and hardswish
+    (os.path.join(SPECS, "tiny_decoder.net"), None, 32, "momentum"),
 ]
 
 
