@@ -24,6 +24,9 @@ _IMPORTS = {"import"}
 _PUNCTUATION = set("{}()[],;:.")
 _REGEX_CLASSES = {"COMMENT": "comment", "STRING": "string", "FLOAT": "float", "INT": "integer",
                   "NAME": "name", "WS": "whitespace"}
+# Terminals whose text other terminals already highlight: a computed label's `name{` is a
+# NAME and a `{`.
+_COVERED = {"LABEL_OPEN"}
 
 # class -> (Pygments token name, TextMate scope)
 CLASSES = {
@@ -52,6 +55,8 @@ def token_classes() -> list[tuple[str, str, str]]:
     out = []
     for term in lark_parser().terminals:
         pattern = term.pattern
+        if term.name in _COVERED:
+            continue
         if isinstance(pattern, lark.lexer.PatternStr):
             out.append((term.name, re.escape(pattern.value), _string_class(pattern.value)))
         elif term.name in _REGEX_CLASSES:
