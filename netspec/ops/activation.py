@@ -37,6 +37,12 @@ class ReLU6(_Activation):
     def saved(self, attrs, inputs, out):
         return Saved(index_bytes=math.prod(out))  # the boolean mask 0 < x < 6
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.relu6({xs[0]})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Clip", [xs[0], g.constant(0.0, "min"), g.constant(6.0, "max")])
+
 
 class HardSwish(_Activation):
     name = "hardswish"
@@ -47,6 +53,12 @@ class HardSwish(_Activation):
 
     def saved(self, attrs, inputs, out):
         return Saved(keeps_input=True)  # the derivative is a function of the input
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.hardswish({xs[0]})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("HardSwish", xs)
 
 
 class LeakyReLU(_Activation):

@@ -182,7 +182,7 @@ class Conv(Op):
 def _torch_options(attrs, **names: str) -> list[str]:
     """`stride=2`-style keyword arguments for the pair-valued attrs that are not torch's
     default (stride 1, padding 0, dilation 1)."""
-    defaults = {"s": (1, 1), "p": (0, 0), "d": (1, 1)}
+    defaults = {"s": (1, 1), "p": (0, 0), "d": (1, 1), "out_pad": (0, 0)}
     return [f"{torch_name}={torch_pair(attrs[key])}" for key, torch_name in names.items()
             if attrs[key] != defaults[key]]
 
@@ -318,6 +318,27 @@ class ConvTranspose(Op):
     def kernel_args(self, attrs):
         return {"stride": attrs["s"], "padding": attrs["p"], "output_padding": attrs["out_pad"],
                 "dilation": attrs["d"], "groups": attrs["groups"]}
+
+    def torch_module(self, attrs, inputs):
+        args = [str(inputs[0][0]), str(attrs["out"]), torch_pair(attrs["k"])]
+        args += _torch_options(attrs, s="stride", p="padding", out_pad="output_padding")
+        if attrs["groups"] != 1:
+            args.append(f"groups={attrs['groups']}")
+        if not attrs["bias"]:
+            args.append("bias=False")
+        args += _torch_options(attrs, d="dilation")
+        return f"nn.ConvTranspose2d({', '.join(args)})"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{module}({xs[0]})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        ph, pw = attrs["p"]
+        params = [g.param("weight")] + ([g.param("bias")] if attrs["bias"] else [])
+        return g.node("ConvTranspose", [xs[0], *params], kernel_shape=list(attrs["k"]),
+                      strides=list(attrs["s"]), pads=[ph, pw, ph, pw],
+                      output_padding=list(attrs["out_pad"]), dilations=list(attrs["d"]),
+                      group=attrs["groups"])
 
     def describe(self, attrs):
         text = f"conv_transpose {kernel_label(attrs['k'])}"

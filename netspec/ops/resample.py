@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import math
 
-from netspec.ops.base import Arg, ArgError, Op, Saved, ShapeError, Window, spatial_input
+from netspec.ops.base import (
+    Arg,
+    ArgError,
+    Op,
+    Saved,
+    ShapeError,
+    Window,
+    spatial_input,
+)
 
 
 class Upsample(Op):
@@ -70,6 +78,32 @@ class Upsample(Op):
         return {"scale": attrs["scale"], "size": attrs["size"], "mode": attrs["mode"],
                 "align_corners": attrs["align_corners"]}
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        # F.interpolate computes what the kernel does: nearest's floor(y / scale) in float32,
+        # bilinear's half-pixel sources (or corners), from scale_factor or size.
+        args = [xs[0]]
+        if attrs["size"] is not None:
+            args.append(f"size={tuple(attrs['size'])!r}")
+        else:
+            args.append(f"scale_factor={tuple(attrs['scale'])!r}")
+        args.append(f"mode={attrs['mode']!r}")
+        if attrs["mode"] == "bilinear":
+            args.append(f"align_corners={attrs['align_corners']!r}")
+        return f"F.interpolate({', '.join(args)})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        if attrs["mode"] == "nearest":  # PyTorch's legacy nearest: floor(y / scale)
+            options = {"mode": "nearest", "coordinate_transformation_mode": "asymmetric",
+                       "nearest_mode": "floor"}
+        else:
+            options = {"mode": "linear", "coordinate_transformation_mode":
+                       "align_corners" if attrs["align_corners"] else "pytorch_half_pixel"}
+        if attrs["size"] is not None:
+            sizes = g.constant(list(attrs["size"]), "sizes")
+            return g.node("Resize", [xs[0], "", "", sizes], axes=[2, 3], **options)
+        scales = g.constant([1.0, 1.0, *attrs["scale"]], "scales")
+        return g.node("Resize", [xs[0], "", scales], **options)
+
     def describe(self, attrs):
         how = (f"x{_num(attrs['scale'])}" if attrs["scale"] is not None
                else f"to {attrs['size'][0]}x{attrs['size'][1]}")
@@ -110,6 +144,17 @@ class Pad(Op):
 
     def kernel_args(self, attrs):
         return {"pads": attrs["p"], "value": attrs["value"]}
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        top, bottom, left, right = attrs["p"]
+        value = f", value={attrs['value']!r}" if attrs["value"] else ""
+        return f"F.pad({xs[0]}, ({left}, {right}, {top}, {bottom}){value})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        top, bottom, left, right = attrs["p"]  # ONNX: begins of every axis, then ends
+        pads = g.constant([0, 0, top, left, 0, 0, bottom, right], "pads")
+        value = g.constant(attrs["value"], "value")
+        return g.node("Pad", [xs[0], pads, value], mode="constant")
 
     def describe(self, attrs):
         top, bottom, left, right = attrs["p"]
