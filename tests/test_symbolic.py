@@ -52,7 +52,12 @@ def test_symbolic_analysis_evaluates_to_the_concrete_one(name):
         return
     a = symbolic(name)
     for h, w in _sizes(name):
-        got = a.at(H=h, W=w).to_dict()
+        try:
+            got = a.at(H=h, W=w).to_dict()
+        except NetspecError:  # a size the spec rejects (U-Net's skips: H % 16 == 0): so
+            with pytest.raises(NetspecError):  # does the concrete analysis
+                concrete(name, h, w)
+            continue
         want = concrete(name, h, w).to_dict()
         got.pop("warnings"), want.pop("warnings")
         assert got == want, (name, h, w)

@@ -49,10 +49,14 @@ def analyze(net: Network, input_shape: Shape | None = None, *, freeze: Iterable[
     layers, totals = layer_records(net, frozen, itemsize(dtype))
     memory = training_memory(net, totals.count, batch, dtype, optimizer)
     inputs = {name: net.node(name)["shape"] for name in net.inputs}
-    live = set(net.live())
-    dead = [name for name in net.order() if name not in live]
     return Analysis(net.name, inputs, list(net.outputs), batch, dtype, count, layers, totals,
-                    memory, frozen, warnings, dead)
+                    memory, frozen, warnings, dead=_dead(net))
+
+
+def _dead(net: Network) -> list[str]:
+    """The layers reaching no output, which compile drops and no figure counts."""
+    live = set(net.live())
+    return [name for name in net.order() if name not in live]
 
 
 def _size_symbols(net: Network, overrides: dict | None) -> list:
@@ -99,7 +103,7 @@ def _symbolic(net: Network, overrides, symbols, freeze, batch, dtype, optimizer,
     memory = training_memory(net, totals.count, batch, dtype, optimizer, sizes.minimum)
     inputs = {name: net.node(name)["shape"] for name in net.inputs}
     return Analysis(net.name, inputs, list(net.outputs), batch, dtype, count, layers, totals,
-                    memory, frozen, warnings, sizes)
+                    memory, frozen, warnings, sizes, dead=_dead(net))
 
 
 def _checked(shape) -> Shape:

@@ -179,6 +179,11 @@ class Conv(Op):
         return text
 
 
+def _larger(a, b):
+    """max(a, b) of sizes that may be SymPy expressions."""
+    return select(a >= b, a, b)
+
+
 def _torch_options(attrs, **names: str) -> list[str]:
     """`stride=2`-style keyword arguments for the pair-valued attrs that are not torch's
     default (stride 1, padding 0, dilation 1)."""
@@ -262,10 +267,9 @@ class ConvTranspose(Op):
             raise ShapeError(f"groups={attrs['groups']} does not divide the {c} input channels")
         oh, ow = ((n - 1) * s - 2 * p + d * (k - 1) + o + 1 for n, k, s, p, o, d in
                   zip((h, w), attrs["k"], attrs["s"], attrs["p"], attrs["out_pad"], attrs["d"]))
-        if oh < 1 or ow < 1:
-            raise ShapeError(f"padding {fmt_pair(attrs['p'])} crops the whole {oh + 2 * attrs['p'][0]}"
-                             f"x{ow + 2 * attrs['p'][1]} output of the {h}x{w} input",
-                             "use less padding")
+        require(lambda: ShapeError(f"padding {fmt_pair(attrs['p'])} crops the whole output "
+                                   f"of the {h}x{w} input", "use less padding"),
+                oh >= 1, ow >= 1)
         return (attrs["out"], oh, ow)
 
     def params(self, attrs, inputs):
@@ -311,7 +315,7 @@ class ConvTranspose(Op):
         # dout padded to the uncropped output, its im2col [out*K*K, H*W], x channels first.
         c, h, w = inputs[0]
         kh, kw = attrs["k"]
-        full = [max((n - 1) * s + d * (k - 1) + 1, o + p) + p for n, s, d, k, o, p in
+        full = [_larger((n - 1) * s + d * (k - 1) + 1, o + p) + p for n, s, d, k, o, p in
                 zip((h, w), attrs["s"], attrs["d"], attrs["k"], out[1:], attrs["p"])]
         return attrs["out"] * (full[0] * full[1] + kh * kw * h * w) + c * h * w
 

@@ -11,6 +11,8 @@ from netspec.ops.base import (
     Saved,
     ShapeError,
     Window,
+    floordiv,
+    require,
     spatial_input,
 )
 
@@ -43,13 +45,13 @@ class Upsample(Op):
     def _out_hw(self, attrs, h, w):
         if attrs["size"] is not None:
             return attrs["size"]
-        return tuple(math.floor(n * f) for n, f in zip((h, w), attrs["scale"]))
+        return tuple(_scaled(n, f) for n, f in zip((h, w), attrs["scale"]))
 
     def shape(self, attrs, inputs):
         c, h, w = spatial_input(self, inputs)
         oh, ow = self._out_hw(attrs, h, w)
-        if oh < 1 or ow < 1:
-            raise ShapeError(f"scale {attrs['scale']} leaves nothing of the {h}x{w} input")
+        require(lambda: ShapeError(f"scale {list(attrs['scale'])} leaves nothing of the "
+                                   f"{h}x{w} input"), oh >= 1, ow >= 1)
         return (c, oh, ow)
 
     def window(self, attrs, inputs):
@@ -110,6 +112,13 @@ class Upsample(Op):
         return f"upsample {how} {attrs['mode']}"
 
 
+def _scaled(n, f: float):
+    """floor(n * f), PyTorch's output size, for an int or SymPy size n: exact, as the scale's
+    float value (1.5 = 3/2) times n."""
+    num, den = f.as_integer_ratio()
+    return floordiv(n * num, den)
+
+
 def _num(pair) -> str:
     a, b = (f"{v:g}" for v in pair)
     return a if a == b else f"{a}x{b}"
@@ -134,8 +143,8 @@ class Pad(Op):
         c, h, w = spatial_input(self, inputs)
         top, bottom, left, right = attrs["p"]
         oh, ow = h + top + bottom, w + left + right
-        if oh < 1 or ow < 1:
-            raise ShapeError(f"padding {list(attrs['p'])} crops all of the {h}x{w} input")
+        require(lambda: ShapeError(f"padding {list(attrs['p'])} crops all of the {h}x{w} input"),
+                oh >= 1, ow >= 1)
         return (c, oh, ow)
 
     def window(self, attrs, inputs):
