@@ -73,6 +73,10 @@ class Graph:
         from onnx import helper, numpy_helper
 
         array = np.asarray(value)
+        if array.dtype.kind not in "iuf":
+            raise NetspecError(Diagnostic(
+                "error", f"layer `{self.layer}`: its ONNX form needs concrete sizes, not "
+                f"{value}", hint="give a concrete input size: --input 3x224x224"))
         array = array.astype(np.int64 if array.dtype.kind in "iu" else np.float32)
         name = self._unique(f"{self.layer}/{suffix}")
         self.nodes.append(helper.make_node("Constant", [], [name], name=name,
@@ -105,13 +109,14 @@ def build(net: Network, state: dict | None = None, input_shape: tuple[int, ...] 
     from onnx import TensorProto, helper, numpy_helper
 
     from netspec.analysis import analyze
-    from netspec.torchgen import initial_state
+    from netspec.torchgen import concrete, initial_state
 
     verify(net)
     analyze(net, input_shape=tuple(input_shape) if input_shape else None)
     if len(net.inputs) != 1 or len(net.outputs) != 1:
         raise _error(f"network `{net.name}` has {len(net.inputs)} inputs and "
                      f"{len(net.outputs)} outputs; export needs exactly one of each")
+    concrete(net, TARGET)
     g_ir = net.graph
     (inp,), (out,) = net.inputs, net.outputs
     tensors = {}
@@ -148,8 +153,9 @@ def build(net: Network, state: dict | None = None, input_shape: tuple[int, ...] 
     for p in graph.params:
         graph._unique(p)
     elem = TensorProto.FLOAT
-    in_shape = [BATCH, *g_ir.nodes[inp]["shape"]]
-    out_shape = [BATCH, *g_ir.nodes[out]["shape"]]
+    # a symbolic input size (H, W) stays a named axis, like the batch
+    in_shape = [BATCH, *(d if isinstance(d, int) else str(d) for d in g_ir.nodes[inp]["shape"])]
+    out_shape = [BATCH, *(d if isinstance(d, int) else str(d) for d in g_ir.nodes[out]["shape"])]
     initializers = [numpy_helper.from_array(np.asarray(state[p], dtype=np.float32), p)
                     for p in graph.params]
     onnx_graph = helper.make_graph(

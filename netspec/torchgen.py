@@ -104,6 +104,27 @@ def _module_path(name: str, data: dict) -> list[str]:
     return parts
 
 
+def concrete(net: Network, target: str) -> None:
+    """Every tensor's shape is a number: a symbolic input size (`input x: [3, H, W]`) may
+    reach activations, not parameters."""
+    g = net.graph
+    for name in net.order():
+        data = g.nodes[name]
+        shapes = [g.nodes[i]["shape"] for i in data["inputs"]]
+        for s in REGISTRY[data["op"]].params(data["attrs"], shapes):
+            if not all(isinstance(d, int) for d in s.shape):
+                raise _error(f"layer `{name}`: the shape of its {s.name} "
+                             f"[{', '.join(map(str, s.shape))}] depends on the input size "
+                             f"(target {target})", data,
+                             "give a concrete input size: --input 3x224x224 (input_shape=...)")
+
+
+def _shape(shape: tuple) -> str:
+    """A shape as source: sizes as numbers, symbolic ones (H, W) as their names' strings."""
+    items = [str(d) if isinstance(d, int) else _str(str(d)) for d in shape]
+    return "(" + ", ".join(items) + ("," if len(items) == 1 else "") + ")"
+
+
 def _str(text: str) -> str:
     """A string literal: repr() (which escapes anything), in double quotes where it can be."""
     r = repr(text)
@@ -160,6 +181,7 @@ def plan(net: Network) -> TorchPlan:
     if len(net.inputs) != 1 or len(net.outputs) != 1:
         raise _error(f"network `{net.name}` has {len(net.inputs)} inputs and "
                      f"{len(net.outputs)} outputs; compile needs exactly one of each")
+    concrete(net, TARGET)
     g = net.graph
     (inp,), (out,) = net.inputs, net.outputs
     live = nx.ancestors(g, out) | {out}
@@ -284,8 +306,8 @@ def _class(p: TorchPlan) -> list[str]:
            "",
            f"    name = {_str(p.name)}",
            f"    spec = {_str(p.path)}",
-           f"    input_shape = {p.input_shape!r}",
-           f"    output_shape = {p.output_shape!r}",
+           f"    input_shape = {_shape(p.input_shape)}",
+           f"    output_shape = {_shape(p.output_shape)}",
            "    data_loss = staticmethod(loss)",
            "",
            "    def __init__(self, init: bool = True) -> None:",

@@ -207,3 +207,43 @@ def test_cli_compile_torch_without_torch_names_the_extra(tmp_path, capsys, monke
     with pytest.raises(NetspecError) as info:
         netspec.compile("lenet5", target="torch")
     assert "netspec[torch]" in info.value.diagnostics[0].hint
+
+
+# ---- symbolic input sizes ---------------------------------------------------------------------
+
+SYMBOLIC = """network symnet {
+    input x: [3, H, W]
+    output x -> c: conv(4, k=3, s=2, p=1) -> bn -> relu -> gap: global_avgpool -> fc: linear(2)
+}"""
+
+
+def test_symbolic_sizes_stay_named_axes_in_onnx_and_torch():
+    """`input x: [3, H, W]`: the ONNX input has axes N, H, W and runs at any size; the torch
+    module too; both equal the NumPy model compiled for the size."""
+    proto = onnxgen.export(netspec.parse(SYMBOLIC), seed=1)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["N", 3, "H", "W"]
+    module = None
+    try:
+        module = netspec.compile(netspec.parse(SYMBOLIC), seed=1, target="torch").eval()
+    except NetspecError as exc:  # torch not installed
+        assert "netspec[torch]" in exc.diagnostics[0].hint
+    for size in ((9, 12), (16, 16)):
+        model = netspec.compile(netspec.parse(SYMBOLIC), input_shape=(3, *size), seed=1)
+        assert_matches_numpy(proto, model)
+        if module is not None:
+            import torch
+
+            x = np.random.default_rng(0).standard_normal((2, 3, *size)).astype(np.float32)
+            np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(),
+                                       model.forward(x), rtol=1e-4, atol=1e-5)
+
+
+def test_a_parameter_sized_by_a_symbolic_input_is_a_diagnostic():
+    text = "network n { input x: [3, H, W]\n output x -> flatten -> fc: linear(2) }"
+    with pytest.raises(NetspecError, match="fc.weight.*depends on the input size"):
+        onnxgen.export(netspec.parse(text))
+    from netspec import torchgen
+
+    with pytest.raises(NetspecError, match="fc.weight.*depends on the input size"):
+        torchgen.generate(netspec.parse(text))

@@ -36,7 +36,7 @@ RTOL, ATOL = 1e-7, 1e-9
 # conv/bn/relu/maxpool/dropout/linear; tiny_resnet_bottleneck: bottlenecks). The wide ones
 # (VGG, AlexNet, ResNet-34 and up: 21-144M parameters, four float64 copies each, 30-100 s a
 # network on this loaded 2-core machine; the paper GoogLeNet only runs at 224x224) get the
-# structural and state-dict tests here; benchmarks/check_backends.py compares them all.
+# structural, state-dict and torchvision-layout tests here.
 HEAVY = {"alexnet", "googlenet_paper", "resnet34", "resnet50", "resnet101", "resnet152",
          "resnet_v1_paper", "resnet_v1_slim"} | {n for n in BUNDLED if n.startswith("vgg")}
 NUMERIC = [s for s in BUNDLED + TEST_SPECS if _id(s) not in HEAVY]
