@@ -11,7 +11,7 @@ TEST_SPECS = sorted(os.path.join(HERE, "specs", f) for f in os.listdir(os.path.j
 # Cheap inputs where the spec allows a smaller image than its own (global or adaptive pooling
 # before the classifier); batch 2 everywhere (batch norm trains on 2 values per channel).
 SMALL_INPUT = {"alexnet": (3, 64, 64), "googlenet": (3, 32, 32),
-               "alexnet_v2_slim": (3, 96, 96)}
+               "alexnet_v2_slim": (3, 96, 96), "mobilenet_v2": (3, 32, 32)}
 SMALL_INPUT |= {n: (3, 32, 32) for n in BUNDLED if n.startswith(("resnet", "vgg"))}
 
 

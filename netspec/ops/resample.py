@@ -2,6 +2,7 @@
 padding, per side, PyTorch ZeroPad2d / ConstantPad2d) over [C, H, W] inputs."""
 from __future__ import annotations
 
+import fractions
 import math
 
 from netspec.ops.base import (
@@ -100,11 +101,20 @@ class Upsample(Op):
         else:
             options = {"mode": "linear", "coordinate_transformation_mode":
                        "align_corners" if attrs["align_corners"] else "pytorch_half_pixel"}
+        scales = attrs["scale"]
         if attrs["size"] is not None:
-            sizes = g.constant(list(attrs["size"]), "sizes")
-            return g.node("Resize", [xs[0], "", "", sizes], axes=[2, 3], **options)
-        scales = g.constant([1.0, 1.0, *attrs["scale"]], "scales")
-        return g.node("Resize", [xs[0], "", scales], **options)
+            exact = [fractions.Fraction(o, n) for o, n in zip(attrs["size"], inputs[0][1:])]
+            if all(float(f) == f for f in exact):  # a binary fraction: the scale is exact
+                scales = tuple(float(f) for f in exact)
+        if scales is None:  # sizes of all four axes: the input's N, C, then ours
+            shape = g.node("Shape", [xs[0]], suffix="shape")
+            n_c = g.node("Slice", [shape, g.constant([0], "start"), g.constant([2], "end")],
+                         suffix="n_c")
+            sizes = g.node("Concat", [n_c, g.constant(list(attrs["size"]), "hw")], axis=0,
+                           suffix="sizes")
+            return g.node("Resize", [xs[0], "", "", sizes], **options)
+        return g.node("Resize", [xs[0], "", g.constant([1.0, 1.0, *scales], "scales")],
+                      **options)
 
     def describe(self, attrs):
         how = (f"x{_num(attrs['scale'])}" if attrs["scale"] is not None
