@@ -36,7 +36,8 @@ INDENT = "        "  # a statement inside a method
 
 # What --standalone copies into the generated file, in this order (each module's imports of
 # netspec itself are dropped: the copied definitions stand in for them).
-INLINED_MODULES = ("netspec.runtime.parallel", "netspec.runtime.im2col", "netspec.runtime.layers",
+INLINED_MODULES = ("netspec.runtime.parallel", "netspec.runtime.im2col",
+                   "netspec.runtime.sequence", "netspec.runtime.layers",
                    "netspec.runtime.losses", "netspec.model")
 RUNTIME = "netspec.runtime"
 
@@ -75,6 +76,7 @@ class Plan:
     head: str | None
     loss: tuple[str, list[str]]  # runtime loss function, its literal keyword arguments
     kernels: list[str] = field(default_factory=list)  # runtime names the class calls
+    input_dtype: str = "float"  # "int": token ids
 
 
 def plan(net: Network) -> Plan:
@@ -100,7 +102,7 @@ def plan(net: Network) -> Plan:
     loss = _loss(net)
     return Plan(net.name, net.path, _class_name(net.name), inp, out, tuple(g.nodes[inp]["shape"]),
                 tuple(g.nodes[out]["shape"]), vars_, layers, tensors, _head(net, live),
-                loss, sorted(kernels | {loss[0]}))
+                loss, sorted(kernels | {loss[0]}), g.nodes[inp]["attrs"].get("dtype", "float"))
 
 
 def _layer(name: str, op: Op, data: dict, specs: list[ParamSpec], var: str) -> Layer:
@@ -122,12 +124,15 @@ def _layer(name: str, op: Op, data: dict, specs: list[ParamSpec], var: str) -> L
         raise NetspecError(Diagnostic("error", f"{name}: kernel {forward.__name__} takes no "
                                       f"argument {', '.join(unknown)}", data["span"]))
     n_slots = 0
+    trainable = [s for s in specs if s.kind == "param"]
+    buffers = [s for s in specs if s.kind == "buffer"]
     for p in params:
+        if p.kind is p.VAR_POSITIONAL:  # `*weights`: as many as the op declares (lstm layers)
+            n_slots += len(trainable) + len(buffers)
+            break
         if p.name in kwargs or p.name in flags or p.default is not p.empty:
             break
         n_slots += 1
-    trainable = [s for s in specs if s.kind == "param"]
-    buffers = [s for s in specs if s.kind == "buffer"]
     n_trainable = n_slots - len(buffers)
     if n_trainable < len(trainable) or (n_slots and not n_trainable):
         raise NetspecError(Diagnostic(
@@ -406,6 +411,7 @@ def _class(p: Plan) -> list[str]:
            f"    name = {p.name!r}",
            f"    spec = {p.path!r}",
            f"    input_shape = {_literal(p.input_shape)}",
+           *([f"    input_dtype = {p.input_dtype!r}"] if p.input_dtype != "float" else []),
            f"    output_shape = {_literal(p.output_shape)}",
            f"    head = {_literal(p.head)}",
            "    # name, shape, kind, init, fan_in, fan_out"]

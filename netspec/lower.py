@@ -501,7 +501,7 @@ class Lowerer:
             raise error(exc.message, st.shape.span) from None
         if st.name in self.graph:
             raise error(f"`{st.name}` is already a layer name", st.span)
-        attrs: dict[str, Any] = {"shape": shape}
+        attrs: dict[str, Any] = {"shape": shape, "dtype": st.dtype}
         if st.where:
             attrs["where"] = tuple(self.size_condition(c, scope.values, shape)
                                    for c in st.where)

@@ -37,6 +37,7 @@ INIT_STD = {
     "he": lambda fan_in, fan_out: math.sqrt(2.0 / max(fan_in, 1)),  # He et al. 2015
     "xavier": lambda fan_in, fan_out: math.sqrt(2.0 / max(fan_in + fan_out, 1)),  # Glorot 2010
     "normal": lambda fan_in, fan_out: 0.01,  # the CS231n "small random numbers"
+    "unit": lambda fan_in, fan_out: 1.0,  # N(0, 1), nn.Embedding's
 }
 CONSTANT_INIT = {"zeros": 0.0, "ones": 1.0}
 
@@ -106,6 +107,7 @@ class Model:
     name = ""  # the spec's network name
     spec = ""  # the spec file it was compiled from
     input_shape: tuple = ()  # one sample's shape, the batch axis excluded
+    input_dtype = "float"  # "int": the input is token ids (`input x: [T] int`)
     output_shape: tuple = ()
     tensors: tuple = ()  # Tensor records, in layer order
     head = None  # the layer reinit(num_outputs=...) may resize, if any
@@ -210,7 +212,7 @@ class Model:
         keep_cache: keep what backward needs (default: only when training); a forward that
         keeps nothing also drops the caches of the one before it.
         """
-        x = np.asarray(x, dtype=self.dtype)
+        x = self._input_array(x)
         if tuple(x.shape[1:]) != tuple(self.input_shape):
             expected = ", ".join(str(d) for d in self.input_shape)
             raise ValueError(f"{self.name}: expected input (N, {expected}), got {tuple(x.shape)}")
@@ -222,6 +224,15 @@ class Model:
         self._cache = cache if keep else None
         self._split = xs.sizes if isinstance(xs, Shards) else None
         return join(scores)
+
+    def _input_array(self, x) -> np.ndarray:
+        """x in the model's dtype, or as int64 token ids for a token input."""
+        if self.input_dtype != "int":
+            return np.asarray(x, dtype=self.dtype)
+        x = np.asarray(x)
+        if x.dtype.kind not in "iu":
+            raise ValueError(f"{self.name}: expects integer token ids, got {x.dtype} values")
+        return x.astype(np.int64, copy=False)
 
     def backward(self, dout, input_grad: bool = True) -> np.ndarray | None:
         """Backpropagate dL/dscores through the last forward; sets self.grads (every param) and

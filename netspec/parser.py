@@ -683,8 +683,12 @@ class ToAst(Transformer):
         return S.Param(self._name(name, "parameter"), default, self._s(meta))
 
     # ---- statements
-    def input_stmt(self, meta, name, shape, where):
-        return S.InputStmt(self._name(name, "tensor"), shape, self._s(meta), where or ())
+    def input_stmt(self, meta, name, shape, dtype, where):
+        return S.InputStmt(self._name(name, "tensor"), shape, self._s(meta), where or (),
+                           dtype or "float")
+
+    def dtype(self, meta, token):
+        return str(token)
 
     def where_clause(self, meta, *conditions):
         return tuple(conditions)

@@ -147,6 +147,7 @@ class InputStmt:
     shape: Expr | None
     span: Span
     where: tuple[Expr, ...] = ()  # conditions on the size names: H >= 32, H % 32 == 0
+    dtype: str = "float"  # "int": token ids (`input x: [T] int`)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,8 @@ PyTorch comparison): a new op is one new row. A row is a dict:
     kwargs      fixed keyword arguments of the forward
     fresh       optional () -> dict of keyword arguments rebuilt for every forward call:
                 state the forward mutates or consumes (running statistics, the dropout rng)
+    random      optional True: draws random numbers, so no PyTorch comparison (statistics
+                are compared instead)
 """
 
 import numpy as np
@@ -80,7 +82,9 @@ def cast_inputs(inputs: dict, dtype) -> dict:
     def cast(v):
         if isinstance(v, list):
             return [cast(e) for e in v]
-        return None if v is None else v.astype(dtype)
+        if v is None or v.dtype.kind in "iu":  # token ids stay integers
+            return v
+        return v.astype(dtype)
 
     return {k: cast(v) for k, v in inputs.items()}
 
@@ -492,6 +496,114 @@ KERNEL_CASES = [
         "kwargs": {"groups": 2},
     },
 ]
+
+
+# ----------------------------------------------------------------------------------------------
+# Sequence ops: (N, T, D) tensors, (N, T) token ids
+
+
+def recurrent_inputs(gates, n, t, i_dim, hidden, layers=1, bidirectional=False):
+    """x and torch-named weights (weight_ih_l0, ..., _reverse) for rnn (1), gru (3), lstm (4)."""
+    def make(rng):
+        out = {"x": normal(rng, n, t, i_dim)}
+        dirs = 2 if bidirectional else 1
+        for layer in range(layers):
+            fan_in = i_dim if layer == 0 else hidden * dirs
+            for d in range(dirs):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                out["weight_ih" + suffix] = normal(rng, gates * hidden, fan_in, scale=0.5)
+                out["weight_hh" + suffix] = normal(rng, gates * hidden, hidden, scale=0.5)
+                out["bias_ih" + suffix] = normal(rng, gates * hidden, scale=0.5)
+                out["bias_hh" + suffix] = normal(rng, gates * hidden, scale=0.5)
+        return out
+
+    return make
+
+
+def attention_inputs(n, t, d, bias=True):
+    def make(rng):
+        return {
+            "x": normal(rng, n, t, d),
+            "in_proj_weight": normal(rng, 3 * d, d, scale=0.5),
+            "in_proj_bias": normal(rng, 3 * d, scale=0.5) if bias else None,
+            "out_proj.weight": normal(rng, d, d, scale=0.5),
+            "out_proj.bias": normal(rng, d, scale=0.5) if bias else None,
+        }
+
+    return make
+
+
+SEQUENCE_CASES = [
+    {"id": "linear-per-step", "op": "linear", "make": conv_inputs((2, 3, 5), (4, 5))},
+    {"id": "layernorm-per-step", "op": "layernorm", "make": norm_inputs((2, 3, 6), 6)},
+    {"id": "softmax-per-step", "op": "softmax", "make": x_only((2, 3, 5))},
+    {"id": "gelu", "op": "gelu", "make": x_only((3, 4, 5), lambda r, *s: normal(r, *s, scale=2))},
+    {
+        "id": "embedding-repeated-ids",
+        "op": "embedding",
+        "make": lambda rng: {"x": np.array([[1, 3, 1, 0], [3, 3, 6, 1]]), "w": normal(rng, 7, 5)},
+    },
+    {
+        "id": "pos_embedding",
+        "op": "pos_embedding",
+        "make": lambda rng: {"x": normal(rng, 2, 4, 3), "w": normal(rng, 4, 3)},
+    },
+    {"id": "sinusoidal", "op": "sinusoidal", "make": x_only((2, 5, 6))},
+    {
+        "id": "class_token",
+        "op": "class_token",
+        "make": lambda rng: {"x": normal(rng, 2, 3, 4), "token": normal(rng, 4)},
+    },
+    {"id": "patches-2x2", "op": "patches", "make": x_only((2, 3, 4, 6)), "kwargs": {"size": 2}},
+    {"id": "seq_mean", "op": "seq_mean", "make": x_only((2, 5, 3))},
+    {"id": "seq_select-first", "op": "seq_select", "make": x_only((2, 4, 3)),
+     "kwargs": {"index": 0}},
+    {"id": "seq_select-last", "op": "seq_select", "make": x_only((2, 4, 3)),
+     "kwargs": {"index": -1}},
+    {"id": "rnn", "op": "rnn", "make": recurrent_inputs(1, 2, 4, 3, 5)},
+    {
+        "id": "rnn-2-layers-bidirectional-last",
+        "op": "rnn",
+        "make": recurrent_inputs(1, 2, 3, 3, 2, layers=2, bidirectional=True),
+        "kwargs": {"layers": 2, "bidirectional": True, "last": True},
+    },
+    {"id": "lstm", "op": "lstm", "make": recurrent_inputs(4, 2, 4, 3, 5)},
+    {"id": "lstm-last", "op": "lstm", "make": recurrent_inputs(4, 3, 4, 2, 3),
+     "kwargs": {"last": True}},
+    {
+        "id": "lstm-2-layers-bidirectional",
+        "op": "lstm",
+        "make": recurrent_inputs(4, 2, 3, 3, 2, layers=2, bidirectional=True),
+        "kwargs": {"layers": 2, "bidirectional": True},
+    },
+    {
+        "id": "lstm-bidirectional-last",
+        "op": "lstm",
+        "make": recurrent_inputs(4, 2, 4, 2, 3, bidirectional=True),
+        "kwargs": {"bidirectional": True, "last": True},
+    },
+    {"id": "gru", "op": "gru", "make": recurrent_inputs(3, 2, 4, 3, 5)},
+    {
+        "id": "gru-2-layers-bidirectional-last",
+        "op": "gru",
+        "make": recurrent_inputs(3, 2, 3, 2, 3, layers=2, bidirectional=True),
+        "kwargs": {"layers": 2, "bidirectional": True, "last": True},
+    },
+    {"id": "attention-1-head", "op": "attention", "make": attention_inputs(2, 4, 3)},
+    {"id": "attention-2-heads-causal", "op": "attention", "make": attention_inputs(2, 5, 4),
+     "kwargs": {"heads": 2, "causal": True}},
+    {"id": "attention-3-heads-no-bias", "op": "attention",
+     "make": attention_inputs(2, 3, 6, bias=False), "kwargs": {"heads": 3}},
+    {  # seeded dropout on the weights: the same mask every call, so centred differences work
+        "id": "attention-dropout-train",
+        "op": "attention",
+        "make": attention_inputs(2, 4, 4),
+        "kwargs": {"heads": 2, "causal": True, "dropout": 0.3, "train": True},
+        "fresh": lambda: {"rng": np.random.default_rng(3)},
+        "random": True,
+    },
+]
+KERNEL_CASES += SEQUENCE_CASES
 
 
 def labels(rng: np.random.Generator, n: int, c: int) -> np.ndarray:

@@ -9,7 +9,7 @@ from _gradcheck import KERNEL_CASES, grads_by_input, kernel_pair
 from netspec import runtime
 
 torch = pytest.importorskip("torch")
-F = torch.nn.functional
+nn, F = torch.nn, torch.nn.functional
 
 
 def _pool_args(kw):
@@ -31,9 +31,54 @@ def _avgpool_args(kw):
 
 def _layernorm(t, kw):
     x = t["x"]
+    if x.ndim == 3:  # a sequence: LayerNorm(D) at every step
+        return F.layer_norm(x, x.shape[-1:], t["gamma"], t["beta"], kw.get("eps", 1e-5))
     if x.ndim == 2:
         return F.layer_norm(x, x.shape[1:], t["gamma"], t["beta"], kw.get("eps", 1e-5))
     return F.group_norm(x, 1, t["gamma"], t["beta"], kw.get("eps", 1e-5))
+
+
+def _recurrent(module, t, kw):
+    """torch's nn.RNN/LSTM/GRU called with the case's weights (functional_call keeps the
+    graph to them), batch_first; last=True: the final hidden state of each direction."""
+    x = t["x"]
+    weights = {k: v for k, v in t.items() if k != "x"}
+    bidirectional = kw.get("bidirectional", False)
+    m = module(x.shape[-1], t["weight_hh_l0"].shape[1], num_layers=kw.get("layers", 1),
+               bidirectional=bidirectional, batch_first=True, dtype=torch.float64)
+    out, h = torch.func.functional_call(m, weights, (x,))
+    if not kw.get("last"):
+        return out
+    h_n = h[0] if isinstance(h, tuple) else h
+    return torch.cat([h_n[-2], h_n[-1]], -1) if bidirectional else h_n[-1]
+
+
+def _attention(t, kw):
+    x = t["x"]
+    t_len, d = x.shape[1], x.shape[2]
+    m = nn.MultiheadAttention(d, kw.get("heads", 1), bias=t["in_proj_bias"] is not None,
+                              batch_first=True, dtype=torch.float64)
+    params = {k: v for k, v in t.items() if k != "x" and v is not None}
+    mask = torch.triu(torch.ones(t_len, t_len, dtype=torch.bool), 1) if kw.get("causal") else None
+    out, _ = torch.func.functional_call(m, params, (x, x, x),
+                                        {"attn_mask": mask, "need_weights": False})
+    return out
+
+
+def _sinusoidal(t, kw):
+    x = t["x"]
+    t_len, d = x.shape[1], x.shape[2]
+    pos = torch.arange(t_len, dtype=torch.float64)[:, None]
+    angle = pos / 10000 ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+    table = torch.stack([torch.sin(angle), torch.cos(angle)], -1).reshape(t_len, d)
+    return x + table
+
+
+def _patches(t, kw):
+    x, p = t["x"], kw["size"]
+    n, c = x.shape[:2]
+    cols = x.unfold(2, p, p).unfold(3, p, p)  # (N, C, H/p, W/p, p, p)
+    return cols.permute(0, 2, 3, 1, 4, 5).reshape(n, -1, c * p * p)
 
 
 def _maxout(t, kw):
@@ -56,7 +101,8 @@ def _pad(t, kw):
 
 # op -> (tensors by input name, forward kwargs incl. fresh state as tensors) -> torch output
 TORCH_OPS = {
-    "linear": lambda t, kw: F.linear(t["x"].flatten(1), t["w"], t["b"]),
+    "linear": lambda t, kw: F.linear(t["x"] if t["x"].ndim == 3 else t["x"].flatten(1), t["w"],
+                                     t["b"]),
     "conv2d": lambda t, kw: F.conv2d(t["x"], t["w"], t["b"], **kw),
     "conv_transpose2d": lambda t, kw: F.conv_transpose2d(t["x"], t["w"], t["b"], **kw),
     "maxpool2d": lambda t, kw: F.max_pool2d(t["x"], **_maxpool_args(kw)),
@@ -76,7 +122,20 @@ TORCH_OPS = {
     "elu": lambda t, kw: F.elu(t["x"], kw.get("alpha", 1.0)),
     "sigmoid": lambda t, kw: torch.sigmoid(t["x"]),
     "tanh": lambda t, kw: torch.tanh(t["x"]),
-    "softmax": lambda t, kw: F.softmax(t["x"], dim=1),
+    "softmax": lambda t, kw: F.softmax(t["x"], dim=-1 if t["x"].ndim == 3 else 1),
+    "gelu": lambda t, kw: nn.GELU(approximate="tanh")(t["x"]),
+    "embedding": lambda t, kw: F.embedding(t["x"], t["w"]),
+    "pos_embedding": lambda t, kw: t["x"] + t["w"],
+    "sinusoidal": _sinusoidal,
+    "class_token": lambda t, kw: torch.cat(
+        [t["token"].expand(t["x"].shape[0], 1, -1), t["x"]], 1),
+    "patches": _patches,
+    "seq_mean": lambda t, kw: t["x"].mean(1),
+    "seq_select": lambda t, kw: t["x"][:, kw["index"]],
+    "rnn": lambda t, kw: _recurrent(nn.RNN, t, kw),
+    "lstm": lambda t, kw: _recurrent(nn.LSTM, t, kw),
+    "gru": lambda t, kw: _recurrent(nn.GRU, t, kw),
+    "attention": _attention,
     "maxout": _maxout,
     "batchnorm": lambda t, kw: F.batch_norm(
         t["x"],
@@ -99,7 +158,8 @@ TORCH_OPS = {
 # Random ops are compared by their statistics instead (the dropout tests below).
 NO_TORCH_EQUIVALENT = {"dropout"}
 
-TORCH_CASES = [case for case in KERNEL_CASES if case["op"] in TORCH_OPS]
+TORCH_CASES = [case for case in KERNEL_CASES
+               if case["op"] in TORCH_OPS and not case.get("random")]
 
 
 def to_torch(value, requires_grad=True):
@@ -107,6 +167,8 @@ def to_torch(value, requires_grad=True):
         return None
     if isinstance(value, list):
         return [to_torch(v, requires_grad) for v in value]
+    if value.dtype.kind in "iu":  # token ids
+        return torch.tensor(value)
     return torch.tensor(value, requires_grad=requires_grad)
 
 
@@ -115,7 +177,7 @@ def torch_grads(value):
         return None
     if isinstance(value, list):
         return [v.grad.numpy() for v in value]
-    return value.grad.numpy()
+    return None if value.grad is None else value.grad.numpy()
 
 
 def assert_close(actual, expected, what):
@@ -149,6 +211,9 @@ def test_kernel_matches_torch(case):
         if tensor is None:
             continue
         actual, wanted = grads[name], torch_grads(tensor)
+        if wanted is None:  # token ids
+            assert actual is None, f"d{name}"
+            continue
         if isinstance(actual, list):
             for i, (a, w) in enumerate(zip(actual, wanted)):
                 assert_close(a, w, f"d{name}[{i}]")

@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 from _gradcheck import rel_error
+from _sequence_graphs import ALL as SEQUENCE_GRAPHS
 
 import netspec
 from netspec.ops import REGISTRY
@@ -61,14 +62,18 @@ def numerical_loss_gradient(model, x, y, array, index, seed):
 
 def check_model(model, n=4, seed=0):
     rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n,) + tuple(model.input_shape))
-    y = rng.integers(0, model.output_shape[0], n)
+    if model.input_dtype == "int":  # token ids (every test vocabulary has at least 5)
+        x = rng.integers(0, 5, (n,) + tuple(model.input_shape))
+    else:
+        x = rng.standard_normal((n,) + tuple(model.input_shape))
+    out = model.output_shape  # (C,) scores, or (T, C) per-token scores
+    y = rng.integers(0, out[-1], (n,) + tuple(out[:-1]))
     model.rng = np.random.default_rng(seed)
     scores = model.forward(x, train=True)
     _, dscores = model.data_loss(scores, y)
     dx = model.backward(dscores)
     analytic = dict(model.grads, x=dx)
-    arrays = dict(model.params, x=x)
+    arrays = dict(model.params, x=x) if dx is not None else dict(model.params)
     for name, array in arrays.items():
         picks = [np.unravel_index(i, array.shape)
                  for i in rng.choice(array.size, min(ENTRIES, array.size), replace=False)]
@@ -79,8 +84,9 @@ def check_model(model, n=4, seed=0):
 
 
 def test_gradient_checked_graphs_cover_the_op_registry():
-    """A new op must join EVERY_OP or CNN, so it gets an end-to-end gradient check."""
-    used = {data["op"] for text in (EVERY_OP, CNN)
+    """A new op must join EVERY_OP, CNN or a sequence graph, so it gets an end-to-end
+    gradient check."""
+    used = {data["op"] for text in (EVERY_OP, CNN, *SEQUENCE_GRAPHS.values())
             for data in netspec.parse(text).graph.nodes.values()}
     assert used == set(REGISTRY)
 
@@ -97,6 +103,14 @@ def test_every_op_graph_gradients(threads):
 def test_cnn_with_batchnorm_and_dropout_gradients(threads):
     with netspec.threads(threads):
         check_model(netspec.compile(netspec.parse(CNN), dtype="float64", seed=4), n=5)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("graph", sorted(SEQUENCE_GRAPHS))
+def test_sequence_graph_gradients(graph, threads):
+    with netspec.threads(threads):
+        check_model(netspec.compile(netspec.parse(SEQUENCE_GRAPHS[graph]), dtype="float64",
+                                    seed=7), n=3)
 
 
 @pytest.mark.parametrize("name", ["tiny_inception", "tiny_resnet_bottleneck"])

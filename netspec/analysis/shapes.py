@@ -30,6 +30,7 @@ def infer_shapes(net: Network, input_shapes: dict[str, Shape] | None = None,
     overrides = input_shapes or {}
     warnings: list[Diagnostic] = []
     sink = collecting()  # a symbolic analysis: undecided conditions are recorded per layer
+    tokens = {name for name in net.inputs if nodes[name]["attrs"].get("dtype") == "int"}
     for name in net.order():
         data = nodes[name]
         if sink is not None:
@@ -42,6 +43,7 @@ def infer_shapes(net: Network, input_shapes: dict[str, Shape] | None = None,
         if name in overrides:  # the input takes the given shape, as if the spec said it
             data["attrs"] = {**data["attrs"], "shape": tuple(overrides[name])}
         try:
+            _check_tokens(op, [i in tokens for i in data["inputs"]])
             data["shape"] = tuple(op.shape(data["attrs"], ins))
         except ShapeError as exc:
             diagnostic = Diagnostic("error", f"{name}: {exc.message}", data["span"], exc.hint,
@@ -56,6 +58,16 @@ def infer_shapes(net: Network, input_shapes: dict[str, Shape] | None = None,
                             for w in op.shape_warnings(data["attrs"], ins)]
         warnings.extend(data["warnings"])
     return warnings
+
+
+def _check_tokens(op, are_tokens: list[bool]) -> None:
+    """Token ids (an `int` input) feed embeddings only, and embeddings read nothing else."""
+    if op.token_input and not all(are_tokens):
+        raise ShapeError(f"{op.name} reads token ids, but its input holds float values",
+                         "declare the input as tokens: input x: [T] int")
+    if not op.token_input and any(are_tokens):
+        raise ShapeError(f"{op.name} cannot read token ids (integers)",
+                         "turn them into vectors first: x -> embedding(vocab, dim)")
 
 
 def _merge_notes(net: Network, data: dict) -> list[Note]:

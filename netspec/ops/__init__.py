@@ -1,7 +1,7 @@
 """The op registry: one Op instance per op, found by name or alias."""
 from __future__ import annotations
 
-from netspec.ops import activation, conv, io, linear, norm, pool, resample, structure
+from netspec.ops import activation, conv, io, linear, norm, pool, resample, sequence, structure
 from netspec.ops.base import (
     REQUIRED,
     Arg,
@@ -15,7 +15,7 @@ from netspec.ops.base import (
     Window,
 )
 
-_MODULES = (io, conv, linear, pool, resample, activation, norm, structure)
+_MODULES = (io, conv, linear, pool, resample, activation, norm, structure, sequence)
 
 REGISTRY: dict[str, Op] = {op.name: op for m in _MODULES for op in m.OPS}
 ALIASES: dict[str, str] = {a: op.name for op in REGISTRY.values() for a in op.aliases}

@@ -124,9 +124,20 @@ class Tanh(_Activation):
         return g.node("Tanh", xs)
 
 
+class GELU(_Activation):
+    name = "gelu"
+    doc = ("0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))): GELU in its tanh form, GPT-2's and "
+           "nn.GELU(approximate=\"tanh\") (within 5e-4 of the erf form).")
+    kernel = "gelu"
+    flops_per_element = 8
+
+    def saved(self, attrs, inputs, out):
+        return Saved(values=math.prod(out), keeps_input=True)  # x and its tanh term
+
+
 class Softmax(_Activation):
     name = "softmax"
-    doc = "Softmax over the channel axis (the class scores)."
+    doc = "Softmax over the channel axis (the class scores); over D at every step of [T, D]."
     kernel = "softmax"
     flops_per_element = 3
 
@@ -171,4 +182,5 @@ class Maxout(_Activation):
         return g.node("ReduceMax", [grouped], axes=[2], keepdims=0)  # axes: an attribute in 17
 
 
-OPS = [ReLU(), ReLU6(), HardSwish(), LeakyReLU(), ELU(), Sigmoid(), Tanh(), Softmax(), Maxout()]
+OPS = [ReLU(), ReLU6(), HardSwish(), LeakyReLU(), ELU(), Sigmoid(), Tanh(), GELU(), Softmax(),
+       Maxout()]

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from netspec.diagnostics import show_value
 
-Shape = tuple[int, ...]  # one sample's shape: (C, H, W) or (D,); the batch axis is implicit
+Shape = tuple[int, ...]  # one sample's shape: (C, H, W), (T, D) or (D,); the batch axis is implicit
 
 
 class _Required:
@@ -216,6 +216,7 @@ class Op:
     # Each output unit sees every position of its input's grid, flattened or not (linear,
     # global pooling): the receptive-field step is a window as large as that grid.
     whole_grid: ClassVar[bool] = False
+    token_input: ClassVar[bool] = False  # reads integer token ids (embedding); no other op does
 
     def normalize(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Cross-argument checks and derived defaults, after each Arg.check."""

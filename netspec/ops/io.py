@@ -9,8 +9,11 @@ MAX_DIM = 1 << 20  # larger axes are typos, and their byte counts overflow memor
 class Input(Op):
     name = "input"
     family = "input"
-    doc = "A network input; its shape excludes the batch axis: [C, H, W] or [D]."
-    args = (Arg("shape", "int", doc="per-sample shape, e.g. [3, 224, 224]"),)
+    doc = ("A network input; its shape excludes the batch axis: [C, H, W], [T, D] (a sequence) "
+           "or [D]; `input x: [T] int` declares token ids.")
+    args = (Arg("shape", "int", doc="per-sample shape, e.g. [3, 224, 224]"),
+            Arg("dtype", "choice", "float", doc="float values or int token ids",
+                choices=("float", "int")))
     min_inputs = 0
     max_inputs = 0
 
@@ -21,7 +24,8 @@ class Input(Op):
         return tuple(attrs["shape"])
 
     def describe(self, attrs):
-        return "input " + "x".join(str(d) for d in attrs["shape"])
+        tokens = " tokens" if attrs.get("dtype") == "int" else ""
+        return "input " + "x".join(str(d) for d in attrs["shape"]) + tokens
 
 
 def check_input_shape(value) -> tuple:

@@ -10,7 +10,8 @@ class Linear(Op):
     name = "linear"
     aliases = ("fc", "affine", "dense")
     family = "linear"
-    doc = "Fully connected layer; a [C, H, W] input is flattened first (as CS231n's affine)."
+    doc = ("Fully connected layer; a [C, H, W] input is flattened first (as CS231n's affine); "
+           "a [T, D] sequence is mapped at every step to [T, out] (as nn.Linear).")
     args = (
         Arg("out", "posint", doc="output features"),
         Arg("bias", "bool", True, doc="learn a bias"),
@@ -21,10 +22,12 @@ class Linear(Op):
     whole_grid = True
 
     def shape(self, attrs, inputs):
+        if _per_step(inputs):
+            return (inputs[0][0], attrs["out"])
         return (attrs["out"],)
 
     def params(self, attrs, inputs):
-        d_in = math.prod(inputs[0])
+        d_in = inputs[0][1] if _per_step(inputs) else math.prod(inputs[0])
         out = [ParamSpec("weight", (attrs["out"], d_in), "param",
                          "he" if attrs["init"] == "auto" else attrs["init"], d_in, attrs["out"])]
         if attrs["bias"]:
@@ -35,7 +38,7 @@ class Linear(Op):
         return math.prod(inputs[0]) * attrs["out"]
 
     def extra_flops(self, attrs, inputs, out):
-        return attrs["out"] if attrs["bias"] else 0
+        return math.prod(out) if attrs["bias"] else 0
 
     def dot_products(self, attrs, inputs, out):
         return attrs["out"]
@@ -60,6 +63,11 @@ class Linear(Op):
 
     def describe(self, attrs):
         return f"linear {attrs['out']}"
+
+
+def _per_step(inputs) -> bool:
+    """A [T, D] sequence: the layer maps each step, it does not flatten."""
+    return len(inputs[0]) == 2
 
 
 OPS = [Linear()]

@@ -92,9 +92,13 @@ class LayerNorm(_Norm):
     name = "layernorm"
     aliases = ("ln", "layer_norm")
     doc = ("Per-sample statistics over all of C, H, W; gamma/beta per channel "
-           "(= GroupNorm(1, C) on images, LayerNorm(D) on vectors).")
+           "(= GroupNorm(1, C) on images, LayerNorm(D) on vectors); on a [T, D] sequence "
+           "statistics over D at every step, gamma/beta (D,) (= LayerNorm(D)).")
     args = (Arg("eps", "float", 1e-5),)
     kernel = "layernorm"
+
+    def params(self, attrs, inputs):
+        return _affine(inputs[0][-1] if len(inputs[0]) == 2 else inputs[0][0])
 
     def torch_module(self, attrs, inputs):
         options = _torch_options(attrs, {"eps": 1e-5})

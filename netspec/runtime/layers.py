@@ -32,6 +32,12 @@ from netspec.runtime.parallel import (
     split_like,
     sum_shards,
 )
+from netspec.runtime.sequence import (
+    seq_layernorm_backward,
+    seq_layernorm_forward,
+    seq_linear_backward,
+    seq_linear_forward,
+)
 
 
 def _pair(value) -> tuple[int, int]:
@@ -51,7 +57,10 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
     """out = x @ w.T + b.
 
     x: (N, ...) flattened to (N, D_in); w: (D_out, D_in); b: (D_out,) or None -> out: (N, D_out).
+    A sequence x (N, T, D_in) is not flattened: every position is mapped, out (N, T, D_out).
     """
+    if x.ndim == 3:
+        return seq_linear_forward(x, w, b)
     x2 = x.reshape(x.shape[0], -1)
     out = x2 @ w.T
     if b is not None:
@@ -63,6 +72,8 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
 def linear_backward(dout: np.ndarray, cache, need_dx: bool = True):
     """dout: (N, D_out) -> dx (x's shape; None unless need_dx), dw (D_out, D_in), db (D_out,)
     or None."""
+    if dout.ndim == 3:
+        return seq_linear_backward(dout, cache, need_dx)
     x2, w, x_shape, has_bias = cache
     dx = (dout @ w).reshape(x_shape) if need_dx else None
     dw = dout.T @ x2
@@ -772,9 +783,11 @@ def maxout_backward(dout: np.ndarray, cache):
 
 @batchwise_forward
 def softmax_forward(x: np.ndarray):
-    """Softmax over axis 1 (max subtracted first). x: (N, C) or (N, C, H, W) -> same shape."""
-    e = np.exp(x - x.max(axis=1, keepdims=True))
-    out = e / e.sum(axis=1, keepdims=True)
+    """Softmax over axis 1 (max subtracted first). x: (N, C) or (N, C, H, W) -> same shape;
+    a sequence (N, T, D) over D at every position."""
+    axis = -1 if x.ndim == 3 else 1
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    out = e / e.sum(axis=axis, keepdims=True)
     return out, out
 
 
@@ -782,7 +795,8 @@ def softmax_forward(x: np.ndarray):
 def softmax_backward(dout: np.ndarray, cache):
     """dx = s * (dout - sum_c(dout * s)), the softmax Jacobian-vector product."""
     out = cache
-    return out * (dout - (dout * out).sum(axis=1, keepdims=True))
+    axis = -1 if out.ndim == 3 else 1
+    return out * (dout - (dout * out).sum(axis=axis, keepdims=True))
 
 
 def dropout_forward(x: np.ndarray, p: float, train: bool, rng: np.random.Generator):
@@ -991,14 +1005,19 @@ def layernorm_forward(
     """Layer normalization: per sample over every non-batch axis, then per-channel affine.
 
     x: (N, C, H, W) or (N, D); gamma, beta: (C,) (D for 2-D input) or None -> out: x's shape.
-    Equals torch GroupNorm(1, C) on 4-D input and LayerNorm(D) on 2-D input.
+    Equals torch GroupNorm(1, C) on 4-D input and LayerNorm(D) on 2-D input; a sequence
+    (N, T, D) is normalized at every position over D, as LayerNorm(D).
     """
+    if x.ndim == 3:
+        return seq_layernorm_forward(x, gamma, beta, eps)
     return groupnorm_forward(x, gamma, beta, 1, eps)
 
 
 @batchwise_backward
 def layernorm_backward(dout: np.ndarray, cache):
     """dout: x's shape -> dx, dgamma, dbeta."""
+    if dout.ndim == 3:
+        return seq_layernorm_backward(dout, cache)
     return groupnorm_backward(dout, cache)
 
 

@@ -8,7 +8,12 @@ def softmax_loss(scores: np.ndarray, y: np.ndarray):
 
     scores: (N, C) unnormalized; y: (N,) integer labels in [0, C) -> loss (float), dscores (N, C).
     The row maximum is subtracted before exponentiating; at initialization loss ~ log C.
+    Per-token (language models): scores (N, T, C) and y (N, T) -> the mean over all N T
+    tokens, as cross_entropy on the flattened tokens.
     """
+    if scores.ndim == 3:
+        loss, d2 = softmax_loss(scores.reshape(-1, scores.shape[-1]), np.asarray(y).reshape(-1))
+        return loss, d2.reshape(scores.shape)
     n = scores.shape[0]
     rows = np.arange(n)
     shifted = scores - scores.max(axis=1, keepdims=True)

@@ -1,0 +1,366 @@
+"""Sequence ops on per-sample [T, D] tensors (time, features) and [T] token ids: embeddings,
+positions, recurrences (rnn, lstm, gru), multi-head self-attention, patches, pooling over time.
+
+Parameter names and layouts are PyTorch's, so state dicts move both ways: an lstm has
+`weight_ih_l0`, `weight_hh_l0`, `bias_ih_l0`, `bias_hh_l0` (`_reverse` for the backward
+direction) with torch's gate order; attention has nn.MultiheadAttention's `in_proj_weight`,
+`in_proj_bias`, `out_proj.weight`, `out_proj.bias`.
+"""
+from __future__ import annotations
+
+import math
+
+from netspec.ops.base import Arg, Op, ParamSpec, Saved, ShapeError, Window, spatial_input
+
+
+def sequence_input(op: Op, inputs) -> tuple[int, int]:
+    """The (T, D) of a sequence input, or a ShapeError saying what the op needs."""
+    shape = inputs[0]
+    if len(shape) != 2:
+        hint = ("tokens go through an embedding first: x -> embedding(vocab, dim)"
+                if len(shape) == 1 else
+                "cut an image into a sequence first: x -> patches(p) -> linear(dim)")
+        raise ShapeError(f"{op.name} needs a [T, D] sequence input, got {list(shape)}", hint)
+    return shape  # type: ignore[return-value]
+
+
+class Embedding(Op):
+    name = "embedding"
+    aliases = ("embed",)
+    family = "embedding"
+    doc = ("Token ids [T] -> vectors [T, dim]: row x[t] of a learnt (vocab, dim) table "
+           "(nn.Embedding; init N(0, 1) as torch's).")
+    args = (Arg("vocab", "posint", doc="number of distinct tokens"),
+            Arg("dim", "posint", doc="vector size"))
+    kernel = "embedding"
+    token_input = True
+
+    def shape(self, attrs, inputs):
+        if len(inputs[0]) != 1:
+            raise ShapeError(f"embedding needs token ids [T], got {list(inputs[0])}",
+                             "declare the input as tokens: input x: [T] int")
+        return (inputs[0][0], attrs["dim"])
+
+    def params(self, attrs, inputs):
+        return [ParamSpec("weight", (attrs["vocab"], attrs["dim"]), "param", "unit",
+                          attrs["vocab"], attrs["dim"])]
+
+    def saved(self, attrs, inputs, out):
+        return Saved(keeps_input=True)  # the ids, for the scatter-add of dweight
+
+    def describe(self, attrs):
+        return f"embedding {attrs['vocab']}x{attrs['dim']}"
+
+
+class PosEmbedding(Op):
+    name = "pos_embedding"
+    aliases = ("positional",)
+    family = "embedding"
+    doc = ("Adds a learnt position vector to each step: x[t] + weight[t], weight (T, D) "
+           "(GPT-2's wpe, ViT's pos_embedding).")
+    kernel = "pos_embedding"
+
+    def shape(self, attrs, inputs):
+        sequence_input(self, inputs)
+        return inputs[0]
+
+    def params(self, attrs, inputs):
+        t, d = inputs[0]
+        return [ParamSpec("weight", (t, d), "param", "normal", t, d)]
+
+    def extra_flops(self, attrs, inputs, out):
+        return math.prod(out)
+
+    def describe(self, attrs):
+        return "+ positions"
+
+
+class Sinusoidal(Op):
+    name = "sinusoidal"
+    aliases = ("pos_sinusoidal",)
+    family = "embedding"
+    doc = ("Adds the fixed sinusoidal position table of Vaswani et al. 2017 (D even): "
+           "sin(t / 10000^(2i/D)) at 2i, cos at 2i + 1.")
+    kernel = "sinusoidal"
+
+    def shape(self, attrs, inputs):
+        _, d = sequence_input(self, inputs)
+        if d % 2:
+            raise ShapeError(f"sinusoidal positions need an even feature size, got {d}")
+        return inputs[0]
+
+    def extra_flops(self, attrs, inputs, out):
+        return math.prod(out)
+
+    def describe(self, attrs):
+        return "+ sinusoids"
+
+
+class ClassToken(Op):
+    name = "class_token"
+    aliases = ("cls_token",)
+    family = "embedding"
+    doc = "Prepends a learnt token (ViT's [class]): [T, D] -> [T + 1, D]."
+    kernel = "class_token"
+
+    def shape(self, attrs, inputs):
+        t, d = sequence_input(self, inputs)
+        return (t + 1, d)
+
+    def params(self, attrs, inputs):
+        d = inputs[0][1]
+        return [ParamSpec("token", (d,), "param", "normal", d, d)]
+
+    def describe(self, attrs):
+        return "class token"
+
+
+class Patches(Op):
+    name = "patches"
+    family = "reshape"
+    spatial = True
+    doc = ("Cuts [C, H, W] into non-overlapping p x p patches: [HW/p², C·p²], each patch "
+           "flattened in (C, p, p) order, patches row by row. patches(p) -> linear(D) is ViT's "
+           "conv(D, k=p, s=p) patch embedding.")
+    args = (Arg("p", "posint", doc="patch size"),)
+    kernel = "patches"
+
+    def shape(self, attrs, inputs):
+        c, h, w = spatial_input(self, inputs)
+        p = attrs["p"]
+        if h % p or w % p:
+            raise ShapeError(f"{p}x{p} patches do not tile a {h}x{w} image",
+                             f"choose a patch size dividing {h} and {w}")
+        return ((h // p) * (w // p), c * p * p)
+
+    def window(self, attrs, inputs):
+        p = attrs["p"]
+        return Window((p, p), (p, p), (0, 0))
+
+    def kernel_args(self, attrs):
+        return {"size": attrs["p"]}
+
+    def describe(self, attrs):
+        return f"patches {attrs['p']}x{attrs['p']}"
+
+
+class _TimePool(Op):
+    family = "pool"
+
+    def shape(self, attrs, inputs):
+        return (sequence_input(self, inputs)[1],)
+
+
+class Mean(_TimePool):
+    name = "mean"
+    aliases = ("seq_mean", "mean_pool")
+    doc = "Average over time: [T, D] -> [D]."
+    kernel = "seq_mean"
+
+    def extra_flops(self, attrs, inputs, out):
+        return math.prod(inputs[0])
+
+    def describe(self, attrs):
+        return "mean over time"
+
+
+class First(_TimePool):
+    name = "first"
+    doc = "The first step (ViT reads its class token there): [T, D] -> [D]."
+    kernel = "seq_select"
+
+    def kernel_args(self, attrs):
+        return {"index": 0}
+
+    def describe(self, attrs):
+        return "first step"
+
+
+class Last(_TimePool):
+    name = "last"
+    doc = "The last step: [T, D] -> [D]."
+    kernel = "seq_select"
+
+    def kernel_args(self, attrs):
+        return {"index": -1}
+
+    def describe(self, attrs):
+        return "last step"
+
+
+# ---- recurrences ------------------------------------------------------------------------------
+
+class _Recurrent(Op):
+    family = "recurrent"
+    gates: int = 1  # weight rows per hidden unit: rnn 1, gru 3, lstm 4
+    args = (
+        Arg("hidden", "posint", doc="hidden size H"),
+        Arg("layers", "posint", 1, doc="stacked layers"),
+        Arg("bidirectional", "bool", False, doc="a second direction reading the sequence "
+                                               "backwards; outputs concatenated"),
+        Arg("last", "bool", False, doc="return the final hidden state [H·dirs] instead of the "
+                                       "whole sequence [T, H·dirs]"),
+    )
+
+    def dirs(self, attrs) -> int:
+        return 2 if attrs["bidirectional"] else 1
+
+    def shape(self, attrs, inputs):
+        t, _ = sequence_input(self, inputs)
+        width = attrs["hidden"] * self.dirs(attrs)
+        return (width,) if attrs["last"] else (t, width)
+
+    def params(self, attrs, inputs):
+        i_dim, h = inputs[0][1], attrs["hidden"]
+        g = self.gates * h
+        out = []
+        for layer in range(attrs["layers"]):
+            fan_in = i_dim if layer == 0 else h * self.dirs(attrs)
+            for d in range(self.dirs(attrs)):
+                suffix = f"_l{layer}" + ("_reverse" if d else "")
+                out += [ParamSpec("weight_ih" + suffix, (g, fan_in), "param", "xavier", fan_in, g),
+                        ParamSpec("weight_hh" + suffix, (g, h), "param", "xavier", h, g),
+                        ParamSpec("bias_ih" + suffix, (g,), "param", "zeros", fan_in, g),
+                        ParamSpec("bias_hh" + suffix, (g,), "param", "zeros", h, g)]
+        return out
+
+    def macs(self, attrs, inputs, out):
+        t, i_dim = inputs[0]
+        h, dirs = attrs["hidden"], self.dirs(attrs)
+        total = 0
+        for layer in range(attrs["layers"]):
+            fan_in = i_dim if layer == 0 else h * dirs
+            total += dirs * t * self.gates * h * (fan_in + h)
+        return total
+
+    def extra_flops(self, attrs, inputs, out):
+        # gate nonlinearities and the elementwise state update, ~ 3 per gate element
+        t = inputs[0][0]
+        return 3 * attrs["layers"] * self.dirs(attrs) * t * self.gates * attrs["hidden"]
+
+    def saved(self, attrs, inputs, out):
+        t = inputs[0][0]
+        h, dirs, layers = attrs["hidden"], self.dirs(attrs), attrs["layers"]
+        per_cell = t * h  # each cell's outputs hs (lstm and gru add their gates below)
+        # Two directions: each layer's [forward, backward] outputs are concatenated (the
+        # next layer's input, or this op's output).
+        joined = (layers - (0 if attrs["last"] else 1)) * t * 2 * h if dirs == 2 else 0
+        return Saved(values=layers * dirs * per_cell + joined, keeps_input=True)
+
+    def workspace(self, attrs, inputs, out, need_dx=True):
+        t = inputs[0][0]
+        # the input products x W_ih^T (forward) and the per-step gate gradients (backward)
+        return 2 * t * self.gates * attrs["hidden"] * self.dirs(attrs)
+
+    def kernel_args(self, attrs):
+        return {"layers": attrs["layers"], "bidirectional": attrs["bidirectional"],
+                "last": attrs["last"]}
+
+    def describe(self, attrs):
+        text = f"{self.name} {attrs['hidden']}"
+        if attrs["layers"] > 1:
+            text += f" x{attrs['layers']} layers"
+        if attrs["bidirectional"]:
+            text += ", bidirectional"
+        return text + (", last step" if attrs["last"] else "")
+
+
+class RNN(_Recurrent):
+    name = "rnn"
+    doc = "Elman RNN, h_t = tanh(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh) (nn.RNN)."
+    kernel = "rnn"
+    gates = 1
+
+
+class LSTM(_Recurrent):
+    name = "lstm"
+    doc = "LSTM (nn.LSTM), gates i, f, g, o; weights (4H, ·)."
+    kernel = "lstm"
+    gates = 4
+
+    def saved(self, attrs, inputs, out):
+        base = super().saved(attrs, inputs, out)
+        t, h = inputs[0][0], attrs["hidden"]
+        extra = attrs["layers"] * self.dirs(attrs) * t * 5 * h  # gates 4H + cell state H
+        return Saved(values=base.values + extra, keeps_input=True)
+
+
+class GRU(_Recurrent):
+    name = "gru"
+    doc = "GRU (nn.GRU), gates r, z, n; weights (3H, ·)."
+    kernel = "gru"
+    gates = 3
+
+    def saved(self, attrs, inputs, out):
+        base = super().saved(attrs, inputs, out)
+        t, h = inputs[0][0], attrs["hidden"]
+        extra = attrs["layers"] * self.dirs(attrs) * t * 4 * h  # gates 3H + W_hn h + b_hn
+        return Saved(values=base.values + extra, keeps_input=True)
+
+
+# ---- attention --------------------------------------------------------------------------------
+
+class Attention(Op):
+    name = "attention"
+    aliases = ("self_attention", "mha")
+    family = "attention"
+    doc = ("Multi-head self-attention (nn.MultiheadAttention, query = key = value): "
+           "softmax(Q Kᵀ / sqrt(D / heads)) V per head, then out_proj. causal: step t sees "
+           "steps <= t. Costs grow with T²: Q Kᵀ and the weighted sum of V are T·T·D MACs each.")
+    args = (
+        Arg("heads", "posint", 1, doc="attention heads (D divisible by heads)"),
+        Arg("causal", "bool", False, doc="mask the future: step t attends to steps <= t"),
+        Arg("dropout", "prob", 0.0, doc="dropout on the attention weights at train time"),
+        Arg("bias", "bool", True, doc="learn in_proj_bias and out_proj.bias"),
+    )
+    kernel = "attention"
+    uses_train = True
+    uses_rng = True
+
+    def shape(self, attrs, inputs):
+        _, d = sequence_input(self, inputs)
+        if d % attrs["heads"]:
+            raise ShapeError(f"attention with {attrs['heads']} heads needs a feature size "
+                             f"divisible by {attrs['heads']}, got {d}")
+        return inputs[0]
+
+    def params(self, attrs, inputs):
+        d = inputs[0][1]
+        out = [ParamSpec("in_proj_weight", (3 * d, d), "param", "xavier", d, 3 * d)]
+        if attrs["bias"]:
+            out.append(ParamSpec("in_proj_bias", (3 * d,), "param", "zeros", d, 3 * d))
+        out.append(ParamSpec("out_proj.weight", (d, d), "param", "xavier", d, d))
+        if attrs["bias"]:
+            out.append(ParamSpec("out_proj.bias", (d,), "param", "zeros", d, d))
+        return out
+
+    def macs(self, attrs, inputs, out):
+        t, d = inputs[0]
+        # projections 3TD² + TD², then Q Kᵀ and weights @ V, T²D each (the full square is
+        # computed even when causal: the masked half is set to -inf, not skipped)
+        return 4 * t * d * d + 2 * t * t * d
+
+    def extra_flops(self, attrs, inputs, out):
+        t, d = inputs[0]
+        return 3 * attrs["heads"] * t * t + (4 * d * t if attrs["bias"] else 0)
+
+    def saved(self, attrs, inputs, out):
+        t, d = inputs[0]
+        heads = attrs["heads"]
+        weights = heads * t * t * (2 if attrs["dropout"] > 0 else 1)  # softmax (+ keep mask)
+        return Saved(values=3 * t * d + weights + t * d, keeps_input=True)  # q,k,v; ctx
+
+    def workspace(self, attrs, inputs, out, need_dx=True):
+        t, d = inputs[0]
+        return 3 * attrs["heads"] * t * t + 6 * t * d  # dp, ds and temporaries; dqkv
+
+    def kernel_args(self, attrs):
+        return {"heads": attrs["heads"], "causal": attrs["causal"], "dropout": attrs["dropout"]}
+
+    def describe(self, attrs):
+        text = f"attention {attrs['heads']} head" + ("s" if attrs["heads"] > 1 else "")
+        return text + (", causal" if attrs["causal"] else "")
+
+
+OPS = [Embedding(), PosEmbedding(), Sinusoidal(), ClassToken(), Patches(), Mean(), First(),
+       Last(), RNN(), LSTM(), GRU(), Attention()]
