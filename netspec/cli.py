@@ -10,7 +10,7 @@ from netspec.diagnostics import NetspecError, printable
 
 # Each name is a module netspec.commands.<name> with HELP, add_arguments(p) and run(args).
 COMMANDS = ["check", "summary", "draw", "compile", "train", "eval", "predict", "knn", "ops",
-            "fmt", "lsp", "serve", "export"]
+            "fmt", "lsp", "serve", "export", "sample"]
 
 
 class _Parser(argparse.ArgumentParser):

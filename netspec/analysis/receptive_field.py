@@ -9,7 +9,9 @@ Distill 2019, computed forward from the input (r = 1, j = 1, start = 0) per spat
 
 with dilation folded into k (k -> d(k - 1) + 1). The effective padding of the paper's table
 is P = (r - 1) / 2 - start. Elementwise ops, norms and reshapes leave the field unchanged;
-linear layers and global pooling see their input's whole grid. Where paths merge (add,
+linear layers and global pooling see their input's whole grid, and so do the steps of
+attention, recurrences and pooling over time on a sequence of image patches (ViT). A network
+whose input is a sequence gets a TimeField instead: which input steps an output step sees. Where paths merge (add,
 concat) the field is the largest over the paths, and the paths are aligned when they share
 jump and start; otherwise each output mixes features centred on different input pixels.
 """
@@ -48,8 +50,33 @@ class ReceptiveField:
 INPUT_FIELD = ReceptiveField((1, 1), (1, 1), (0.0, 0.0))
 
 
+@dataclass(frozen=True)
+class TimeField:
+    """The receptive field of a tensor of a sequence network, along time: which steps of the
+    input sequence one output step depends on. A number would mislead here (a causal step t
+    sees t + 1 steps, a different count at every position), so it is said in words."""
+
+    reach: str  # "step": its own step, "past": steps <= t, "all": the whole sequence
+
+    def describe(self) -> str:
+        return {"step": "1 step", "past": "steps <= t", "all": "all steps"}[self.reach]
+
+    def __str__(self) -> str:
+        return self.describe()
+
+
+def _time_field(op, data: dict, fields: list) -> TimeField:
+    from netspec.ops.sequence import wider
+
+    reach = "step"
+    for f in fields:
+        reach = wider(reach, f.reach)
+    return TimeField(op.time_reach(data["attrs"], reach))
+
+
 def receptive_fields(net: Network) -> list[Diagnostic]:
-    """Set node["receptive_field"] (None where no spatial input reaches the tensor);
+    """Set node["receptive_field"] (None where no spatial input reaches the tensor; a
+    TimeField in a network whose input is a sequence or tokens);
     return warnings for merges of misaligned paths."""
     nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
     grid: dict[str, Pair] = {}  # the spatial positions each tensor's units sit on
@@ -59,7 +86,8 @@ def receptive_fields(net: Network) -> list[Diagnostic]:
         op = REGISTRY[data["op"]]
         shape = data["shape"]
         if not data["inputs"]:
-            field = INPUT_FIELD if len(shape) == 3 else None
+            sequence = len(shape) == 2 or data["attrs"].get("dtype") == "int"
+            field = INPUT_FIELD if len(shape) == 3 else TimeField("step") if sequence else None
             data["receptive_field"], grid[name] = field, tuple(shape[1:]) or (1, 1)
             continue
         sources = [i for i in data["inputs"] if nodes[i]["receptive_field"] is not None]
@@ -67,22 +95,34 @@ def receptive_fields(net: Network) -> list[Diagnostic]:
             data["receptive_field"], grid[name] = None, (1, 1)
             continue
         fields = [nodes[i]["receptive_field"] for i in sources]
+        if isinstance(fields[0], TimeField):
+            data["receptive_field"], grid[name] = _time_field(op, data, fields), (1, 1)
+            continue
         field, in_grid = fields[0], grid[sources[0]]
         if len(fields) > 1:
             field = _widest(fields)
-            warning = _misalignment(name, data, sources, fields, grid[sources[0]], op.name)
+            # A path that has seen its whole grid (attention over patches) has no position
+            # left to misalign: the smallest grid of the paths decides.
+            merged = tuple(min(grid[i][a] for i in sources) for a in (0, 1))
+            warning = _misalignment(name, data, sources, fields, merged, op.name)
+            in_grid = merged
             if warning:
                 data["warnings"].append(warning)
                 warnings.append(warning)
-        if op.whole_grid:
-            window = Window(in_grid, (1, 1), (0, 0))
-        else:
-            ins = [nodes[i]["shape"] for i in data["inputs"]]
-            window = op.window(data["attrs"], ins)
+        ins = [nodes[i]["shape"] for i in data["inputs"]]
+        whole = op.sees_whole_grid(data["attrs"], ins)
+        window = Window(in_grid, (1, 1), (0, 0)) if whole else op.window(data["attrs"], ins)
         data["receptive_field"] = field.step(window) if window else field
-        # A flattened map keeps its grid: a linear layer after it still sees all of it.
-        grid[name] = (1, 1) if op.whole_grid else tuple(shape[1:]) if len(shape) == 3 \
-            else in_grid
+        # A flattened map keeps its grid: a linear layer after it still sees all of it. A
+        # sequence of patches keeps the grid of the patches (one step per patch).
+        if whole:
+            grid[name] = (1, 1)
+        elif len(shape) == 3:
+            grid[name] = tuple(shape[1:])
+        elif window is not None:
+            grid[name] = tuple(g // s for g, s in zip(in_grid, window.stride))
+        else:
+            grid[name] = in_grid
     return warnings
 
 

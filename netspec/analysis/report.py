@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from netspec.analysis.cost import CONVENTIONS
 from netspec.analysis.memory import TrainingMemory
 from netspec.analysis.params import ParamCount, layer_count
-from netspec.analysis.receptive_field import ReceptiveField
+from netspec.analysis.receptive_field import ReceptiveField, TimeField
 from netspec.diagnostics import Diagnostic, NetspecError, show_value
 from netspec.ir import Frame, Network
 from netspec.ops import REGISTRY, Shape
@@ -262,10 +262,12 @@ def _block_row(frame: Frame, level: int, layers: list[LayerRecord],
 
 
 
-def field_dict(rf: ReceptiveField | None) -> dict | None:
+def field_dict(rf: ReceptiveField | TimeField | None) -> dict | None:
     """A receptive field as JSON: numbers when both axes agree, else [h, w] pairs."""
     if rf is None:
         return None
+    if isinstance(rf, TimeField):  # along time, in words: "step", "past" or "all"
+        return {"steps": rf.reach}
     return {"size": _scalar(rf.size), "jump": _scalar(rf.jump), "start": _scalar(rf.start),
             "padding": _scalar(rf.padding)}
 

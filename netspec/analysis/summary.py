@@ -5,7 +5,7 @@ import csv
 import io
 import json
 
-from netspec.analysis.receptive_field import ReceptiveField
+from netspec.analysis.receptive_field import ReceptiveField, TimeField
 from netspec.analysis.report import Analysis, Row, jsonable, rows
 from netspec.analysis.shapes import show as _show_concrete
 
@@ -59,9 +59,11 @@ def _cells(r: Row, batch: int) -> list[str]:
             _si(r.macs), size, jump, start, _bytes(r.activation_bytes * batch)]
 
 
-def _field(rf: ReceptiveField | None) -> tuple[str, str, str]:
+def _field(rf: ReceptiveField | TimeField | None) -> tuple[str, str, str]:
     if rf is None:
         return "-", "-", "-"
+    if isinstance(rf, TimeField):
+        return rf.describe(), "-", "-"
     return _pair(rf.size), _pair(rf.jump), _pair(rf.start)
 
 
@@ -108,8 +110,9 @@ def _footer(a: Analysis) -> list[str]:
     for name in a.outputs:
         out = a.layer(name)
         rf = out.receptive_field
-        field = "" if rf is None else (f", receptive field {_pair(rf.size)} "
-                                       f"(jump {_pair(rf.jump)}, start {_pair(rf.start)})")
+        field = "" if rf is None else f", receptive field {rf.describe()} of the input" \
+            if isinstance(rf, TimeField) else (f", receptive field {_pair(rf.size)} "
+                                               f"(jump {_pair(rf.jump)}, start {_pair(rf.start)})")
         lines.append(f"Output: `{name}` {show(out.output_shape)}{field}")
     lines += [
         (f"Forward activations: {_bytes(t.activation_bytes)} per sample "
@@ -173,12 +176,12 @@ def _csv(a: Analysis, depth: int | None) -> str:
         if not r.leaf:
             continue
         d = jsonable(r.to_dict())
-        rf = d["receptive_field"] or {}
+        size, jump, start = ("", "", "") if r.receptive_field is None else \
+            _field(r.receptive_field)
         d.update(output_shape="x".join(map(_text, r.output_shape)),
                  inputs=" ".join(r.inputs), flops_convention=a.count_convention,
-                 rf_size=_pair(r.receptive_field.size) if rf else "",
-                 rf_jump=_pair(r.receptive_field.jump) if rf else "",
-                 rf_start=_pair(r.receptive_field.start) if rf else "")
+                 rf_size=size, rf_jump=jump if jump != "-" else "",
+                 rf_start=start if start != "-" else "")
         writer.writerow([d[f] for f in CSV_FIELDS])
     return buf.getvalue()
 

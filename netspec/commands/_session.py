@@ -94,7 +94,10 @@ def config_from(net, args, extra: dict[str, Any] | None = None):
     if getattr(args, "classes", None):
         cli["classes"] = [int(c) for c in str(args.classes).split(",") if c.strip()]
     cli.update(parse_assignments(getattr(args, "set", []), "--set"))
-    return apply_overrides(cfg, cli)
+    cfg = apply_overrides(cfg, cli)
+    if cfg.data.type == "text" and cfg.data.context is None:  # windows as long as the input
+        cfg.data.context = int(net.node(net.inputs[0])["attrs"]["shape"][0])
+    return cfg
 
 
 def spec_input_shape(net) -> tuple[int, ...]:
@@ -103,7 +106,10 @@ def spec_input_shape(net) -> tuple[int, ...]:
 
 
 def check_data_fits(net, data) -> None:
+    from netspec.train.data import fit_sequence_view
+
     shape = tuple(net.node(net.inputs[0])["attrs"]["shape"])
+    fit_sequence_view(data, shape)  # digits [1, 8, 8] read row by row by an [8, 8] input
     if tuple(data.input_shape) != shape:
         raise NetspecError(Diagnostic(
             "error", f"the spec's input is {list(shape)} but the data's examples are "

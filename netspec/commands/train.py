@@ -34,6 +34,8 @@ def add_arguments(p) -> None:
     p.add_argument("--l1", type=float)
     p.add_argument("--l2", type=float)
     p.add_argument("--max-norm", type=float)
+    p.add_argument("--clip", type=float, metavar="NORM",
+                   help="clip the gradients' global L2 norm to NORM (recurrent networks)")
     p.add_argument("--augment", help="none, crop, flip, crop_flip")
     p.add_argument("--freeze", action="append", metavar="GLOB",
                    help="freeze parameters of matching layers (repeatable): conv1, layer1.*")
@@ -93,7 +95,8 @@ def run(args) -> int:
     flags = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr,
              "optimizer": args.optimizer, "momentum": args.momentum, "schedule": args.schedule,
              "warmup": args.warmup, "loss": args.loss, "l1": args.l1, "l2": args.l2,
-             "max_norm": args.max_norm, "augment": args.augment, "seed": args.seed,
+             "max_norm": args.max_norm, "clip": args.clip, "augment": args.augment,
+             "seed": args.seed,
              "init_from": args.init_from}
     with training_errors(net):
         cfg = config_from(net, args, flags)

@@ -134,6 +134,9 @@ class GELU(_Activation):
     def saved(self, attrs, inputs, out):
         return Saved(values=math.prod(out), keeps_input=True)  # x and its tanh term
 
+    def workspace(self, attrs, inputs, out, need_dx=True):
+        return 3 * math.prod(out)  # the derivative's factors before their product
+
 
 class Softmax(_Activation):
     name = "softmax"

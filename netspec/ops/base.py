@@ -260,6 +260,18 @@ class Op:
         """The receptive-field step; None for ops that leave the field unchanged."""
         return None
 
+    def time_reach(self, attrs: dict[str, Any], reach: str) -> str:
+        """The steps of a sequence input an output step depends on, given what the input
+        step does: "step" (its own), "past" (every step up to its own), "all" (the whole
+        sequence). Per-step ops (linear, norms, activations) keep it."""
+        return reach
+
+    def sees_whole_grid(self, attrs: dict[str, Any], inputs: list[Shape]) -> bool:
+        """Each output unit sees its input's whole grid: whole_grid ops, and ops mixing the
+        steps of a sequence (attention, recurrences, pooling over time; for a causal one an
+        upper bound: a prefix of the patches is no rectangle)."""
+        return self.whole_grid or self.time_reach(attrs, "step") != "step"
+
     def saved(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape) -> Saved:
         """Memory one sample's training forward keeps for the backward (the kernel's cache)."""
         return NOTHING_SAVED

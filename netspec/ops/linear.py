@@ -49,6 +49,9 @@ class Linear(Op):
     def saved(self, attrs, inputs, out):
         return Saved(keeps_input=True)  # x reshaped to [N, D_in], for dw
 
+    def sees_whole_grid(self, attrs, inputs):
+        return not _per_step(inputs)  # a per-step map leaves each step's field alone
+
     def torch_module(self, attrs, inputs):
         bias = "" if attrs["bias"] else ", bias=False"
         return f"nn.Linear({math.prod(inputs[0])}, {attrs['out']}{bias})"

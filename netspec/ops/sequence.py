@@ -12,6 +12,12 @@ import math
 
 from netspec.ops.base import Arg, Op, ParamSpec, Saved, ShapeError, Window, spatial_input
 
+REACH = ("step", "past", "all")  # what an output step depends on, narrowest first
+
+
+def wider(a: str, b: str) -> str:
+    return max(a, b, key=REACH.index)
+
 
 def sequence_input(op: Op, inputs) -> tuple[int, int]:
     """The (T, D) of a sequence input, or a ShapeError saying what the op needs."""
@@ -157,6 +163,9 @@ class Mean(_TimePool):
     doc = "Average over time: [T, D] -> [D]."
     kernel = "seq_mean"
 
+    def time_reach(self, attrs, reach):
+        return "all"
+
     def extra_flops(self, attrs, inputs, out):
         return math.prod(inputs[0])
 
@@ -172,6 +181,9 @@ class First(_TimePool):
     def kernel_args(self, attrs):
         return {"index": 0}
 
+    def time_reach(self, attrs, reach):
+        return "step" if reach in ("step", "past") else "all"  # step 0's past is step 0
+
     def describe(self, attrs):
         return "first step"
 
@@ -183,6 +195,9 @@ class Last(_TimePool):
 
     def kernel_args(self, attrs):
         return {"index": -1}
+
+    def time_reach(self, attrs, reach):
+        return "step" if reach == "step" else "all"  # the last step's past is everything
 
     def describe(self, attrs):
         return "last step"
@@ -204,6 +219,12 @@ class _Recurrent(Op):
 
     def dirs(self, attrs) -> int:
         return 2 if attrs["bidirectional"] else 1
+
+    def time_reach(self, attrs, reach):
+        # a forward recurrence carries every earlier step; a backward one every later step
+        if attrs["bidirectional"] or attrs["last"]:
+            return "all"
+        return wider(reach, "past")
 
     def shape(self, attrs, inputs):
         t, _ = sequence_input(self, inputs)
@@ -297,6 +318,12 @@ class GRU(_Recurrent):
         extra = attrs["layers"] * self.dirs(attrs) * t * 4 * h  # gates 3H + W_hn h + b_hn
         return Saved(values=base.values + extra, keeps_input=True)
 
+    def workspace(self, attrs, inputs, out, need_dx=True):
+        # the backward keeps two gate gradients (input and hidden products) and h_{t-1}
+        t = inputs[0][0]
+        return super().workspace(attrs, inputs, out, need_dx) \
+            + 4 * t * attrs["hidden"] * self.dirs(attrs)
+
 
 # ---- attention --------------------------------------------------------------------------------
 
@@ -352,7 +379,11 @@ class Attention(Op):
 
     def workspace(self, attrs, inputs, out, need_dx=True):
         t, d = inputs[0]
-        return 3 * attrs["heads"] * t * t + 6 * t * d  # dp, ds and temporaries; dqkv
+        # dp, ds and dp * p (heads T²); dctx, dq, dk, dv, and dqkv stacked then transposed
+        return 3 * attrs["heads"] * t * t + 10 * t * d
+
+    def time_reach(self, attrs, reach):
+        return wider(reach, "past") if attrs["causal"] else "all"
 
     def kernel_args(self, attrs):
         return {"heads": attrs["heads"], "causal": attrs["causal"], "dropout": attrs["dropout"]}

@@ -266,6 +266,7 @@ class DataConfig(Section):
         "mnist": ("path",) + SPLITS,
         "npz": ("path", "test") + SPLITS,
         "imagefolder": ("path", "test") + SPLITS,  # netspec.train.imagefolder
+        "text": ("path", "val", "test", "context"),
     }
     type: str = "digits"
     path: str | None = setting(None, optional(text), "file or directory of the data")
@@ -278,6 +279,8 @@ class DataConfig(Section):
     limit: int | None = setting(None, optional(positive_int), "use at most this many training "
                                                              "examples")
     split_seed: int = setting(0, non_negative_int, "seed of the train/val/test split")
+    context: int | None = setting(None, optional(positive_int), "text: characters per example "
+                                  "(default: the spec's input length)")
 
     @classmethod
     def from_value(cls, key, value):
@@ -334,6 +337,8 @@ class TrainConfig:
     l1: float = setting(0.0, non_negative, "L1 penalty strength λ1 (λ1 Σ|w|)")
     l2: float = setting(0.0, non_negative, "L2 penalty strength λ (½ λ Σ w²)")
     max_norm: float | None = setting(None, optional(positive), "max-norm c: ||w_row||₂ <= c")
+    clip: float | None = setting(None, optional(positive), "clip the gradients' global L2 norm "
+                                 "to this (torch's clip_grad_norm_)")
     regularize: str = setting("weights", one_of("weights", "all"),
                               "which parameters penalties and max-norm apply to")
     freeze: list = field(default_factory=list, metadata=meta(

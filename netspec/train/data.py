@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-FORMATS = ("digits", "cifar10", "mnist", "npz", "imagefolder")
+FORMATS = ("digits", "cifar10", "mnist", "npz", "imagefolder", "text")
 
 
 class DataError(Exception):
@@ -77,6 +77,12 @@ def load_dataset(cfg, input_shape: tuple[int, ...] | None = None) -> Dataset:
         from netspec.train.imagefolder import load_image_folder
 
         return load_image_folder(dc, input_shape)
+    if dc.type == "text":
+        from netspec.train.text import load_text
+
+        if not dc.context:
+            raise DataError(dc.path, "text data needs a context length (data.context)")
+        return load_text(dc.path, dc.context, dc.val, dc.test)
     raw = read_raw(dc.type, dc.path)
     return prepare(raw, dc)
 
@@ -197,6 +203,18 @@ def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
     shape = (1, -1) + (1,) * (x.ndim - 2) if mean.size > 1 else ()
     out = (x.astype(np.float32) - np.reshape(mean, shape)) / np.reshape(std, shape)
     return out.astype(np.float32, copy=False)
+
+
+def fit_sequence_view(data: Dataset, shape: tuple[int, ...]) -> bool:
+    """Read one-channel images [1, H, W] as sequences [H, W] (row t is step t, the
+    "sequential MNIST" view) when the network's input is [H, W]; True if it applied."""
+    if len(shape) != 2 or tuple(data.input_shape) != (1, *shape):
+        return False
+    for split in ("x_train", "x_val", "x_test"):
+        x = getattr(data, split)
+        setattr(data, split, x.reshape(len(x), *shape))
+    data.input_shape = tuple(shape)
+    return True
 
 
 # ---------------------------------------------------------------- digits (built in)
@@ -493,6 +511,8 @@ def infer_format(path: str | Path) -> str:
     p = Path(path)
     if p.suffix == ".npz":
         return "npz"
+    if p.suffix in (".txt", ".md", ".text"):
+        return "text"
     if p.is_dir():
         if any(p.glob("data_batch_*")) or (p / "cifar-10-batches-py").is_dir():
             return "cifar10"

@@ -6,7 +6,7 @@ state_dict, load_state_dict; reinit only when cfg.reinit is used). One iteration
 
     x, y   = augment(x_train[batch]), y_train[batch]      batch from a seeded permutation
     loss   = data_loss(forward(x)) + penalty(weights)    backward fills grads, penalty adds
-    lr     = schedule(t);  optimizer.step(unfrozen);  max-norm projection
+    lr     = schedule(t);  clip the gradients' norm;  optimizer.step(unfrozen);  max-norm
 
 Everything that decides the next iteration (params, buffers, optimizer state, the model's
 dropout rng, the shuffle and augmentation rngs, the epoch's permutation and position, the
@@ -227,10 +227,16 @@ def reinit_layers(run: Run) -> None:
 
 def check_output_width(run: Run) -> None:
     scores = run.model.forward(run.data.x_train[:2], train=False)
-    if scores.ndim != 2 or scores.shape[1] != run.data.num_classes:
+    labels = run.data.y_train[:2]
+    if scores.shape[:-1] != labels.shape or scores.shape[-1] != run.data.num_classes:
         head = next(reversed(run.model.params)).rsplit(".", 1)[0]
+        if labels.ndim == 2:  # a language model: the vocabulary is the data's
+            raise TrainError(
+                f"the model predicts {scores.shape[-1]} tokens but the text has "
+                f"{run.data.num_classes} distinct characters; set the spec's vocabulary to "
+                f"them (CLI: --param vocab={run.data.num_classes})")
         raise TrainError(
-            f"the model outputs {scores.shape[1:]} scores per example but the data has "
+            f"the model outputs {scores.shape[-1]} scores per example but the data has "
             f"{run.data.num_classes} classes; re-initialize the head for them: "
             f"reinit = [{head}] (CLI: --reinit {head})")
 
@@ -379,13 +385,36 @@ def compute_gradients(run: Run, state: LoopState, idx: np.ndarray) -> tuple[floa
     model.backward(dscores, input_grad=False)  # the batch's own gradient is not used
     reg = run.reg.add_penalty(model.params, model.grads, run.reg_names)
     check_finite(run, state, loss + reg)
-    return loss, reg, int(np.sum(np.argmax(scores, axis=1) == y))
+    return loss, reg, correct_count(scores, y)
+
+
+def correct_count(scores: np.ndarray, y: np.ndarray) -> float:
+    """Correct predictions, one per example; with per-token labels (N, T), each example
+    counts the fraction of its tokens predicted right."""
+    hits = np.argmax(scores, axis=-1) == y
+    return float(hits.sum()) if hits.ndim == 1 else float(hits.reshape(len(y), -1).mean(1).sum())
+
+
+def clip_gradients(grads: dict, frozen: set, max_norm: float | None) -> float:
+    """Scale the unfrozen gradients so their global L2 norm is at most max_norm (torch's
+    clip_grad_norm_: scale = max_norm / (norm + 1e-6) when it is below 1); the norm before."""
+    total = math.sqrt(sum(float(np.vdot(g, g)) for name, g in grads.items()
+                          if name not in frozen))
+    if max_norm is not None:
+        scale = max_norm / (total + 1e-6)
+        if scale < 1:
+            for name, g in grads.items():
+                if name not in frozen:
+                    g *= scale
+    return total
 
 
 def apply_update(run: Run, state: LoopState) -> None:
     """lr from the schedule, optimizer step on the unfrozen parameters, max-norm projection."""
     state.lr = run.schedule.lr_at(state.epoch, state.iteration)
     run.optimizer.lr = state.lr
+    if run.cfg.clip is not None:
+        clip_gradients(run.model.grads, run.frozen, run.cfg.clip)
     run.optimizer.step(run.model.params, run.model.grads, run.frozen)
     run.reg.constrain(run.model.params, run.reg_names)
 
@@ -627,7 +656,7 @@ def evaluate(model, x: np.ndarray, y: np.ndarray, loss: str | LossConfig | LossF
         xb, yb = x[start:start + batch], y[start:start + batch]
         scores = model.forward(xb, train=False)
         total_loss += loss_fn(scores, yb)[0] * len(yb)
-        correct += int(np.sum(np.argmax(scores, axis=1) == yb))
+        correct += correct_count(scores, yb)
     n = len(y)
     return {"loss": total_loss / n if n else float("nan"),
             "accuracy": correct / n if n else float("nan"), "n": n}
