@@ -135,7 +135,10 @@ def test_bundled_spec_compiles_imports_and_runs(name, tmp_path, capsys):
     builtins.compile(generate(net, shape, standalone=True), f"{name}-standalone.py", "exec")
 
     model = load_file(str(out)).Network()
-    scores = model.forward(np.random.default_rng(0).standard_normal((2,) + model.input_shape))
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 5, (2,) + model.input_shape) if model.input_dtype == "int" else \
+        rng.standard_normal((2,) + model.input_shape)  # token ids, or values
+    scores = model.forward(x)
     assert scores.shape == (2,) + model.output_shape and scores.dtype == np.float32
     assert np.isfinite(scores).all()
     for t in model.tensors:

@@ -112,7 +112,7 @@ def test_unlabelled_block_instances_are_named_after_the_block():
 def test_input_layer_is_named_after_the_input():
     net = lower(net_of("relu"))
     assert net.inputs == ["x"] and net.node("x")["op"] == "input"
-    assert net.node("x")["attrs"] == {"shape": (3, 8, 8)}
+    assert net.node("x")["attrs"] == {"shape": (3, 8, 8), "dtype": "float"}
 
 
 def test_same_tensor_name_in_two_block_instances_does_not_clash():

@@ -58,6 +58,23 @@ HAND_COUNTS = {
                 [(3, 16), (16, 32), (32, 64), (64, 128), (128, 256),
                  (256, 128), (128, 64), (64, 32), (32, 16)])
     + sum(a * (a // 2) * 4 + a // 2 for a in (256, 128, 64, 32)) + (16 * 2 + 2),
+    # Recurrences as torch counts them: gates * H * (I + H) weights and two biases of
+    # gates * H per layer (LSTM 4 gates, GRU 3), then the linear head.
+    "lstm_digits": 4 * 128 * (8 + 128) + 2 * 4 * 128 + (128 * 10 + 10),
+    "gru_digits": 3 * 128 * (8 + 128) + 2 * 3 * 128 + (128 * 10 + 10),
+    # embedding 96x64, LSTM(64, 256, 2 layers), head 256 -> 96
+    "char_lstm": 96 * 64 + 4 * 256 * (64 + 256) + 2 * 4 * 256 + 4 * 256 * (256 + 256)
+    + 2 * 4 * 256 + (256 * 96 + 96),
+    # GPT, d = 128: token (96) and position (64) embeddings; per block attention 4d² + 4d,
+    # two layer norms 4d, feed-forward d -> 4d -> d; final norm 2d; head d -> 96.
+    "gpt_tiny": 96 * 128 + 64 * 128 + 4 * ((4 * 128 * 128 + 4 * 128) + 4 * 128
+                                           + (128 * 512 + 512) + (512 * 128 + 128))
+    + 2 * 128 + (128 * 96 + 96),
+    # ViT, d = 64: patch embedding 4 -> 64, class token, 17 positions; per block attention,
+    # norms, feed-forward d -> 2d -> d; final norm; head 64 -> 10.
+    "vit_digits": (4 * 64 + 64) + 64 + 17 * 64 + 4 * ((4 * 64 * 64 + 4 * 64) + 4 * 64
+                                                      + (64 * 128 + 128) + (128 * 64 + 64))
+    + 2 * 64 + (64 * 10 + 10),
 }
 
 

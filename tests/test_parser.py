@@ -61,7 +61,7 @@ def test_grammar_ships_inside_the_package():
 
 def test_keywords_come_from_the_grammar():
     assert {"input", "output", "let", "if", "else", "train", "block", "network", "import",
-            "true", "false", "none", "and", "or", "not", "where"} == keywords()
+            "true", "false", "none", "and", "or", "not", "where", "int", "float"} == keywords()
 
 
 # ---- file structure

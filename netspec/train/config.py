@@ -266,7 +266,7 @@ class DataConfig(Section):
         "mnist": ("path",) + SPLITS,
         "npz": ("path", "test") + SPLITS,
         "imagefolder": ("path", "test") + SPLITS,  # netspec.train.imagefolder
-        "text": ("path", "val", "test", "context"),
+        "text": ("path", "val", "test", "context", "limit"),
     }
     type: str = "digits"
     path: str | None = setting(None, optional(text), "file or directory of the data")

@@ -82,7 +82,7 @@ def load_dataset(cfg, input_shape: tuple[int, ...] | None = None) -> Dataset:
 
         if not dc.context:
             raise DataError(dc.path, "text data needs a context length (data.context)")
-        return load_text(dc.path, dc.context, dc.val, dc.test)
+        return load_text(dc.path, dc.context, dc.val, dc.test, dc.limit)
     raw = read_raw(dc.type, dc.path)
     return prepare(raw, dc)
 

@@ -9,6 +9,7 @@ one, y: the model predicts every next character (per-token cross-entropy).
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -62,19 +63,23 @@ def windows(ids: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def load_text(path: str, context: int, val: float = 0.1, test: float = 0.1) -> Dataset:
-    """A Dataset of (N, context) windows from a text file, split by position."""
+def load_text(path: str, context: int, val: float = 0.1, test: float = 0.1,
+              limit: int | None = None) -> Dataset:
+    """A Dataset of (N, context) windows from a text file, split by position; `limit`: at
+    most that many training windows (the first)."""
     text = read_text(path)
     vocab = vocabulary(text)
     ids = encode(text, vocab)
     n_val, n_test = int(len(ids) * val), int(len(ids) * test)
     n_train = len(ids) - n_val - n_test
     bounds = [0, n_train, n_train + n_val, len(ids)]
-    splits = [windows(ids[a:b], context) for a, b in zip(bounds, bounds[1:])]
+    splits = [windows(ids[a:b], context) for a, b in itertools.pairwise(bounds)]
     if len(splits[0][0]) == 0:
         raise DataError(path, f"{len(text)} characters give no training window of "
                               f"{context + 1} characters")
     (xt, yt), (xv, yv), (xs, ys) = splits
+    if limit:
+        xt, yt = xt[:limit], yt[:limit]
     return Dataset(xt, yt, xv, yv, xs, ys, num_classes=len(vocab), input_shape=(context,),
                    classes=vocab, name=Path(path).name)
 
