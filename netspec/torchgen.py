@@ -54,7 +54,7 @@ MODULE_ATTRIBUTES = frozenset({
 # arguments the NumPy runtime's loss takes (validated by codegen._loss first).
 LOSSES = {
     # softmax cross-entropy, mean over the batch: the NumPy softmax_loss
-    "softmax_loss": lambda kw: "F.cross_entropy(scores, y)",
+    "softmax_loss": lambda kw: "F.cross_entropy(scores.flatten(0, -2), y.flatten())",
     # CS231n's hinge sums over the classes where multi_margin_loss averages: times C
     "svm_loss": lambda kw: (
         f"scores.shape[1] * F.multi_margin_loss(scores, y, p={2 if kw.get('squared') else 1}, "
@@ -259,7 +259,8 @@ def _format(expr: str, indent: str, prefix: str = "", suffix: str = "") -> list[
     pairs, commas = _brackets(expr)
     if len(line) <= WIDTH or not pairs:
         return [line]
-    opened, closed = pairs[-1]
+    # the widest pair: a trailing subscript (`attn(x, x, x)[0]`) is no place to split
+    opened, closed = max(reversed(pairs), key=lambda pair: pair[1] - pair[0])
     cuts = [opened] + commas[opened] + [closed]
     items = [expr[a + 1:b].strip() for a, b in itertools.pairwise(cuts)]
     items = [i for i in items if i]

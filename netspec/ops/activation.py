@@ -137,6 +137,9 @@ class GELU(_Activation):
     def workspace(self, attrs, inputs, out, need_dx=True):
         return 3 * math.prod(out)  # the derivative's factors before their product
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"F.gelu({xs[0]}, approximate='tanh')"
+
 
 class Softmax(_Activation):
     name = "softmax"
@@ -145,7 +148,7 @@ class Softmax(_Activation):
     flops_per_element = 3
 
     def torch_forward(self, attrs, inputs, xs, module):
-        return f"F.softmax({xs[0]}, dim=1)"
+        return f"F.softmax({xs[0]}, dim={-1 if len(inputs[0]) == 2 else 1})"
 
     def onnx(self, g, attrs, inputs, xs):
         return g.node("Softmax", xs, axis=1)

@@ -54,10 +54,12 @@ class Linear(Op):
 
     def torch_module(self, attrs, inputs):
         bias = "" if attrs["bias"] else ", bias=False"
-        return f"nn.Linear({math.prod(inputs[0])}, {attrs['out']}{bias})"
+        d_in = inputs[0][1] if _per_step(inputs) else math.prod(inputs[0])
+        return f"nn.Linear({d_in}, {attrs['out']}{bias})"
 
     def torch_forward(self, attrs, inputs, xs, module):
-        return f"{module}({xs[0]}.flatten(1))" if len(inputs[0]) > 1 else f"{module}({xs[0]})"
+        flat = len(inputs[0]) > 1 and not _per_step(inputs)
+        return f"{module}({xs[0]}.flatten(1))" if flat else f"{module}({xs[0]})"
 
     def onnx(self, g, attrs, inputs, xs):
         x = g.node("Flatten", xs, suffix="flatten", axis=1) if len(inputs[0]) > 1 else xs[0]

@@ -102,6 +102,8 @@ class LayerNorm(_Norm):
 
     def torch_module(self, attrs, inputs):
         options = _torch_options(attrs, {"eps": 1e-5})
+        if len(inputs[0]) == 2:  # a sequence: LayerNorm(D) at every step
+            return f"nn.LayerNorm({inputs[0][1]}{options})"
         if len(inputs[0]) == 1:
             return f"nn.LayerNorm({inputs[0][0]}{options})"
         return f"nn.GroupNorm(1, {inputs[0][0]}{options})"  # statistics over all of C, H, W

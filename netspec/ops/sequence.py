@@ -54,6 +54,12 @@ class Embedding(Op):
     def saved(self, attrs, inputs, out):
         return Saved(keeps_input=True)  # the ids, for the scatter-add of dweight
 
+    def torch_module(self, attrs, inputs):
+        return f"nn.Embedding({attrs['vocab']}, {attrs['dim']})"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{module}({xs[0]})"
+
     def describe(self, attrs):
         return f"embedding {attrs['vocab']}x{attrs['dim']}"
 
@@ -73,6 +79,13 @@ class PosEmbedding(Op):
     def params(self, attrs, inputs):
         t, d = inputs[0]
         return [ParamSpec("weight", (t, d), "param", "normal", t, d)]
+
+    def torch_module(self, attrs, inputs):
+        t, d = inputs[0]
+        return f"nn.Embedding({t}, {d})"  # only its weight (T, D) is used: GPT-2's wpe
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{xs[0]} + {module}.weight"
 
     def extra_flops(self, attrs, inputs, out):
         return math.prod(out)
@@ -95,6 +108,15 @@ class Sinusoidal(Op):
             raise ShapeError(f"sinusoidal positions need an even feature size, got {d}")
         return inputs[0]
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        t, d = inputs[0]
+        x = xs[0]
+        angle = (f"torch.arange({t}, dtype={x}.dtype, device={x}.device)[:, None] "
+                 f"* 10000.0 ** (-torch.arange(0, {d}, 2, dtype={x}.dtype, "
+                 f"device={x}.device) / {d})")
+        return (f"{x} + torch.stack([torch.sin({angle}), torch.cos({angle})], -1)"
+                f".reshape({t}, {d})")
+
     def extra_flops(self, attrs, inputs, out):
         return math.prod(out)
 
@@ -116,6 +138,13 @@ class ClassToken(Op):
     def params(self, attrs, inputs):
         d = inputs[0][1]
         return [ParamSpec("token", (d,), "param", "normal", d, d)]
+
+    def torch_module(self, attrs, inputs):
+        return f"nn.ParameterDict({{'token': nn.Parameter(torch.zeros({inputs[0][1]}))}})"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        x = xs[0]
+        return f"torch.cat([{module}.token.expand({x}.shape[0], 1, -1), {x}], 1)"
 
     def describe(self, attrs):
         return "class token"
@@ -146,6 +175,12 @@ class Patches(Op):
     def kernel_args(self, attrs):
         return {"size": attrs["p"]}
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        _, h, w = inputs[0]
+        p = attrs["p"]
+        return (f"{xs[0]}.unflatten(2, ({h // p}, {p})).unflatten(4, ({w // p}, {p}))"
+                ".permute(0, 2, 4, 1, 3, 5).flatten(3).flatten(1, 2)")
+
     def describe(self, attrs):
         return f"patches {attrs['p']}x{attrs['p']}"
 
@@ -166,6 +201,9 @@ class Mean(_TimePool):
     def time_reach(self, attrs, reach):
         return "all"
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{xs[0]}.mean(1)"
+
     def extra_flops(self, attrs, inputs, out):
         return math.prod(inputs[0])
 
@@ -184,6 +222,9 @@ class First(_TimePool):
     def time_reach(self, attrs, reach):
         return "step" if reach in ("step", "past") else "all"  # step 0's past is step 0
 
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{xs[0]}[:, 0]"
+
     def describe(self, attrs):
         return "first step"
 
@@ -198,6 +239,9 @@ class Last(_TimePool):
 
     def time_reach(self, attrs, reach):
         return "step" if reach == "step" else "all"  # the last step's past is everything
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        return f"{xs[0]}[:, -1]"
 
     def describe(self, attrs):
         return "last step"
@@ -276,6 +320,22 @@ class _Recurrent(Op):
     def kernel_args(self, attrs):
         return {"layers": attrs["layers"], "bidirectional": attrs["bidirectional"],
                 "last": attrs["last"]}
+
+    def torch_module(self, attrs, inputs):
+        extra = f", num_layers={attrs['layers']}" if attrs["layers"] > 1 else ""
+        extra += ", bidirectional=True" if attrs["bidirectional"] else ""
+        return (f"nn.{self.name.upper()}({inputs[0][1]}, {attrs['hidden']}{extra}, "
+                "batch_first=True)")
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        out = f"{module}({xs[0]})[0]"
+        if not attrs["last"]:
+            return out
+        h = attrs["hidden"]
+        if not attrs["bidirectional"]:
+            return f"{out}[:, -1]"
+        # the forward direction's last step and the backward direction's first
+        return f"torch.cat([{out}[:, -1, :{h}], {out}[:, 0, {h}:]], -1)"
 
     def describe(self, attrs):
         text = f"{self.name} {attrs['hidden']}"
@@ -387,6 +447,18 @@ class Attention(Op):
 
     def kernel_args(self, attrs):
         return {"heads": attrs["heads"], "causal": attrs["causal"], "dropout": attrs["dropout"]}
+
+    def torch_module(self, attrs, inputs):
+        d = inputs[0][1]
+        extra = f", dropout={attrs['dropout']!r}" if attrs["dropout"] else ""
+        extra += ", bias=False" if not attrs["bias"] else ""
+        return f"nn.MultiheadAttention({d}, {attrs['heads']}{extra}, batch_first=True)"
+
+    def torch_forward(self, attrs, inputs, xs, module):
+        x, t = xs[0], inputs[0][0]
+        mask = (f", attn_mask=torch.ones({t}, {t}, dtype=torch.bool, device={x}.device)"
+                ".triu(1)") if attrs["causal"] else ""
+        return f"{module}({x}, {x}, {x}, need_weights=False{mask})[0]"
 
     def describe(self, attrs):
         text = f"attention {attrs['heads']} head" + ("s" if attrs["heads"] > 1 else "")
