@@ -24,7 +24,11 @@ def parse(text: str, filename: str = "<string>", network: str | None = None,
     from netspec.lower import lower
     from netspec.parser import parse_module
 
-    return lower(parse_module(text, filename), network, overrides, allow_imports)
+    net = lower(parse_module(text, filename), network, overrides, allow_imports)
+    if net.train:  # validated here, so check and compile report a bad setting at its line
+        from netspec.train.config import check_train_section
+        check_train_section(net)
+    return net
 
 
 def load(path: str, network: str | None = None, overrides: dict[str, Any] | None = None,

@@ -100,7 +100,8 @@ def plan(net: Network) -> Plan:
             layers.append(_layer(name, op, data, specs, vars_[name]))
     kernels = {f"{layer.kernel}_{d}" for layer in layers for d in ("forward", "backward")}
     loss = _loss(net)
-    return Plan(net.name, net.path, _class_name(net.name), inp, out, tuple(g.nodes[inp]["shape"]),
+    # The spec's file name only: the same spec compiles to the same bytes wherever it lies.
+    return Plan(net.name, os.path.basename(net.path), _class_name(net.name), inp, out, tuple(g.nodes[inp]["shape"]),
                 tuple(g.nodes[out]["shape"]), vars_, layers, tensors, _head(net, live),
                 loss, sorted(kernels | {loss[0]}), g.nodes[inp]["attrs"].get("dtype", "float"))
 

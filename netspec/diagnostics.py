@@ -149,6 +149,16 @@ class NetspecError(Exception):
         return "\n".join(d.render() for d in self.diagnostics)
 
 
+class UsageError(NetspecError):
+    """A bad command-line flag or flag value: the message names the flag; exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, flag: str, message: str, hint: str | None = None):
+        self.flag = flag
+        super().__init__(Diagnostic("error", f"{flag}: {message}", None, hint))
+
+
 def error(message: str, span: Span | None = None, hint: str | None = None,
           notes: list[Note] | None = None) -> NetspecError:
     return NetspecError(Diagnostic("error", message, span, hint, list(notes or [])))

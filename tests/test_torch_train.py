@@ -232,9 +232,9 @@ def test_netspec_eval_reads_a_checkpoint_written_by_the_torch_backend(spec_file,
 @pytest.mark.parametrize("flag", [["--nproc", "2"], ["--device", "cpu"],
                                   ["--precision", "bf16"]])
 def test_torch_flags_without_the_torch_backend_name_the_flag(flag, capsys):
-    assert main(["train", "--epochs", "1", *flag]) == 1
+    assert main(["train", "--epochs", "1", *flag]) == 2  # a usage error
     err = capsys.readouterr().err
-    assert f"{flag[0]} applies to the torch backend only" in err and "Traceback" not in err
+    assert f"{flag[0]} {flag[1]}: applies to the torch backend only" in err and "Traceback" not in err
 
 
 BLOCK_TORCH = """

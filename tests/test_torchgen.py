@@ -459,7 +459,7 @@ def test_cli_writes_a_module_that_imports_and_runs(tmp_path, capsys):
 def test_cli_rejects_standalone_with_the_torch_target(capsys):
     from netspec.cli import main
 
-    assert main(["compile", "lenet5", "--target", "torch", "--standalone"]) == 1
+    assert main(["compile", "lenet5", "--target", "torch", "--standalone"]) == 2  # usage
     assert "--standalone is for --target numpy" in capsys.readouterr().err
 
 

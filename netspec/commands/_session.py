@@ -6,7 +6,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from netspec.diagnostics import Diagnostic, NetspecError
+from netspec.commands._types import assignment, fraction, labels, positive_int
+from netspec.diagnostics import Diagnostic, NetspecError, Note, UsageError
 
 DEFAULT_SPEC = "digits_cnn"
 
@@ -17,6 +18,7 @@ def add_spec_arguments(p, default_spec: bool = True) -> None:
                    help=f".net file or bundled spec name (default: {DEFAULT_SPEC})")
     p.add_argument("--network", help="which network of the file (default: the last one)")
     p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                   type=assignment,
                    help="override a network parameter, e.g. --param num_classes=5")
     add_import_argument(p)
     p.add_argument("--allow-large", action="store_true",
@@ -32,34 +34,70 @@ def add_import_argument(p) -> None:
 
 
 def add_data_arguments(p) -> None:
-    p.add_argument("--data", help="digits (default), or a path: CIFAR-10 batches directory, "
-                   "MNIST IDX directory, an .npz with x_train/y_train, or a folder of images "
-                   "per class (ImageFolder layout)")
-    p.add_argument("--val", type=float, help="validation fraction of the training split")
-    p.add_argument("--classes", help="keep only these labels, e.g. 0,1,2")
-    p.add_argument("--limit", type=int, help="use at most this many training examples")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--data", metavar="DATA", help="digits (default), or a path: CIFAR-10 "
+                   "batches directory, MNIST IDX directory, an .npz with x_train/y_train, or a "
+                   "folder of images per class (ImageFolder layout)")
+    p.add_argument("--val", type=fraction, metavar="F",
+                   help="validation fraction of the training split, in [0, 1)")
+    p.add_argument("--classes", type=labels, metavar="LIST",
+                   help="keep only these labels, renumbered 0..k-1, e.g. 3,5,8")
+    p.add_argument("--limit", type=positive_int, metavar="N",
+                   help="use at most this many training examples")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=assignment,
                    help="any training setting by its dotted name, e.g. optimizer.beta1=0.8")
 
 
-def parse_assignments(items: list[str], what: str) -> dict[str, Any]:
+# Deeper values are certainly a mistake (or an attack); json would recurse on them.
+MAX_VALUE_DEPTH = 16
+
+
+def parse_value(flag: str, text: str) -> Any:
+    """A flag's VALUE: JSON when it parses (0.01, true, [3, 5]), else the string itself."""
+    depth = max_depth(text)
+    if depth > MAX_VALUE_DEPTH:
+        raise UsageError(flag, f"the value is nested {depth} deep; at most {MAX_VALUE_DEPTH} "
+                         "levels of brackets are accepted")
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def max_depth(text: str) -> int:
+    depth = deepest = 0
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
     out = {}
     for item in items:
         key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise NetspecError(Diagnostic("error", f"{what} `{item}` is not NAME=VALUE"))
-        try:
-            out[key.strip()] = json.loads(value)
-        except ValueError:
-            out[key.strip()] = value
+        if not eq or not key.strip():
+            raise UsageError(flag, f"`{item}` is not NAME=VALUE")
+        out[key.strip()] = parse_value(f"{flag} {item}", value)
     return out
 
 
 def load_net(args):
+    """The spec's network, with --param values; an error they cause says they were given."""
     import netspec
 
-    return netspec.load(args.spec, args.network, parse_assignments(args.param, "--param"),
-                        allow_imports=getattr(args, "allow_imports", ()))
+    params = parse_assignments(args.param, "--param")
+    try:
+        return netspec.load(args.spec, args.network, params,
+                            allow_imports=getattr(args, "allow_imports", ()))
+    except NetspecError as exc:
+        if params:
+            given = " ".join(f"--param {p}" for p in args.param)
+            for d in exc.diagnostics:
+                d.notes.append(Note(f"network parameters given on the command line: {given}"))
+        raise
 
 
 @contextmanager
@@ -84,17 +122,29 @@ def training_errors(net=None):
 
 
 def config_from(net, args, extra: dict[str, Any] | None = None):
-    """The spec's train section, then CLI overrides (flags that were not given are None)."""
-    from netspec.train import TrainConfig, apply_overrides
+    """The spec's train section, then CLI overrides (flags that were not given are None).
+
+    A bad spec setting points at its line; a bad flag value is a UsageError naming the flag:
+    the flags are applied one at a time, so the one that fails is known."""
+    from netspec.train import ConfigError, TrainConfig, apply_overrides
 
     cfg = TrainConfig.from_spec(net.train)
-    cli = dict(extra or {})
-    for key in ("data", "val", "limit"):
-        cli[key] = getattr(args, key, None)
-    if getattr(args, "classes", None):
-        cli["classes"] = [int(c) for c in str(args.classes).split(",") if c.strip()]
-    cli.update(parse_assignments(getattr(args, "set", []), "--set"))
-    cfg = apply_overrides(cfg, cli)
+    flags: list[tuple[str, str, Any]] = [  # (flag as the user wrote it, key, value)
+        (f"--{key.replace('_', '-')} {value}", key, value)
+        for key, value in (extra or {}).items() if value is not None]
+    for key in ("data", "val", "limit", "classes"):
+        value = getattr(args, key, None)
+        if value is not None:
+            shown = ",".join(map(str, value)) if key == "classes" else value
+            flags.append((f"--{key} {shown}", key, value))
+    for item in getattr(args, "set", []):
+        flags += [(f"--set {item}", key, value)
+                  for key, value in parse_assignments([item], "--set").items()]
+    for flag, key, value in flags:
+        try:
+            cfg = apply_overrides(cfg, {key: value})
+        except ConfigError as exc:
+            raise UsageError(flag, f"train.{exc.key}: {exc.message}", exc.hint) from None
     if cfg.data.type == "text" and cfg.data.context is None:  # windows as long as the input
         cfg.data.context = int(net.node(net.inputs[0])["attrs"]["shape"][0])
     return cfg
@@ -124,6 +174,8 @@ def compile_model(net, seed: int = 0, allow_large: bool = False):
 
 
 def out_dir(args, net) -> Path:
+    """The torch backend's run directory: -o DIR or runs/<network> (its launcher and workers
+    must agree on one without coordinating; the NumPy backend's rule is train.run_dir)."""
     return Path(args.out) if getattr(args, "out", None) else Path("runs") / net.name
 
 
@@ -153,10 +205,13 @@ def add_trained_arguments(p) -> None:
     add_spec_arguments(p)
     add_data_arguments(p)
     p.add_argument("--weights", required=True, metavar="CKPT",
-                   help="a checkpoint, or a state dict: .npz of named arrays, .pt/.pth")
-    p.add_argument("--split", choices=("test", "val", "train"), default="test")
-    p.add_argument("--format", choices=("text", "json"), default="text")
-    p.add_argument("--threads", type=int, metavar="N",
+                   help="a checkpoint written by netspec train (.npz, e.g. "
+                   "runs/digits_cnn/best.npz), or a state dict: .npz of named arrays, .pt/.pth")
+    p.add_argument("--split", choices=("test", "val", "train"), default="test",
+                   help="which split of the data (default: test)")
+    p.add_argument("--format", choices=("text", "json"), default="text",
+                   help="text for people (default) or json for tools")
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="threads (default: as netspec train chooses them)")
 
 
@@ -172,17 +227,75 @@ def run_threads(net, batch: int, requested: int | None):
 
 
 def load_trained(args):
-    """(net, cfg, data, model) with the checkpoint's weights and normalization statistics."""
-    from netspec.train import load_dataset, load_weights
+    """(net, cfg, data, model) with the checkpoint's weights, normalization statistics and
+    classes: a checkpoint trained on a class subset (--classes 3,5,8) evaluates on that
+    subset with its resized head, and reports the original labels."""
+    from netspec.train import load_dataset
+    from netspec.train.checkpoint import read_weights
 
     net = load_net(args)
+    if not Path(args.weights).is_file():
+        raise UsageError(f"--weights {args.weights}", "no such checkpoint file",
+                         "netspec train writes runs/<network>/best.npz and last.npz")
     with training_errors(net):
         cfg = config_from(net, args)
+        ckpt = read_weights(args.weights)
+        cfg.data.classes = checkpoint_classes(ckpt, cfg.data.classes, args)
         data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
         model = compile_model(net, allow_large=getattr(args, "allow_large", False))
-        use_checkpoint_statistics(data, load_weights(model, args.weights))
+        fit_head(model, ckpt)
+        apply_weights(model, ckpt, args.weights)
+        check_classes_fit(model, data, ckpt, args)
+        use_checkpoint_statistics(data, ckpt)
     return net, cfg, data, model
+
+
+def checkpoint_classes(ckpt, classes: list[int] | None, args) -> list[int] | None:
+    """The classes the weights were trained on (the checkpoint records them); --classes may
+    repeat them but not choose others."""
+    trained = ckpt.config.get("data", {}).get("classes") if isinstance(ckpt.config, dict) \
+        else None
+    if not trained:
+        return classes
+    given = getattr(args, "classes", None)
+    if given is not None and list(given) != list(trained):
+        shown = ",".join(map(str, trained))
+        raise UsageError(f"--classes {','.join(map(str, given))}",
+                         f"{args.weights} was trained on classes {shown}",
+                         f"drop --classes (the checkpoint's classes are used), or give "
+                         f"--classes {shown}")
+    return list(trained)
+
+
+def fit_head(model, ckpt) -> None:
+    """Resize the classifier head to the checkpoint's class count (a fine-tuned head)."""
+    head = getattr(model, "head", None)
+    weight = ckpt.params.get(f"{head}.weight") if head else None
+    current = model.params.get(f"{head}.weight") if head else None
+    if weight is None or current is None or weight.ndim < 1 or weight.shape == current.shape:
+        return
+    if tuple(weight.shape[1:]) == tuple(current.shape[1:]) and weight.shape[0] >= 1:
+        model.reinit(head, 0, num_outputs=int(weight.shape[0]))
+
+
+def apply_weights(model, ckpt, path: str) -> None:
+    from netspec.train.checkpoint import apply_checkpoint
+
+    apply_checkpoint(model, ckpt, path)
+
+
+def check_classes_fit(model, data, ckpt, args) -> None:
+    """The network's scores must be one per class of the data, or every figure is wrong."""
+    width = int(model.output_shape[0]) if len(model.output_shape) == 1 else None
+    if width == data.num_classes:
+        return
+    trained = ckpt.state.get("num_classes") if isinstance(ckpt.state, dict) else None
+    raise NetspecError(Diagnostic(
+        "error", f"the network outputs {width} scores per example but the data has "
+        f"{data.num_classes} classes{f' ({args.weights} was trained on {trained})' if trained else ''}",
+        None, "evaluate on the data and classes the weights were trained on (--data, "
+        "--classes), with the spec's own class count (drop --param num_classes)"))
 
 
 def split(data, name: str):

@@ -5,7 +5,7 @@ import os
 import sys
 
 from netspec.commands._session import add_import_argument
-from netspec.diagnostics import Diagnostic, NetspecError, printable
+from netspec.diagnostics import UsageError, printable
 
 HELP = "compile a spec to a Python module that runs and trains it with NumPy (or PyTorch)"
 
@@ -46,8 +46,8 @@ def run(args) -> int:
         from netspec import torchgen
 
         if args.standalone:
-            raise NetspecError(Diagnostic("error", "--standalone is for --target numpy: the "
-                                          "torch module needs only PyTorch already"))
+            raise UsageError("--standalone", "is for --target numpy: the torch module "
+                             "needs only PyTorch already")
         source = torchgen.generate(net, args.input)
     else:
         from netspec.codegen import generate
@@ -60,7 +60,7 @@ def run(args) -> int:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(source)
     except OSError as exc:
-        raise NetspecError(Diagnostic("error", f"{args.output}: {exc.strerror}")) from None
+        raise UsageError(f"-o {args.output}", f"cannot write: {exc.strerror}") from None
     what = " (standalone)" if args.standalone else " (torch)" if args.target == "torch" else ""
     print(f"wrote {printable(os.path.relpath(args.output))}: network `{net.name}`{what}", file=sys.stderr)
     return 0

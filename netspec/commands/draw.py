@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from netspec.commands._session import add_import_argument
-from netspec.diagnostics import Diagnostic, NetspecError, printable
+from netspec.diagnostics import UsageError, printable
 
 HELP = "draw the architecture diagram (SVG, PNG, PDF or DOT) with Graphviz"
 FORMATS = ("svg", "png", "pdf", "dot")
@@ -64,8 +64,8 @@ def run(args) -> int:
 
     net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
     netspec.analyze(net)
-    out = args.output or f"{net.name}.svg"
-    fmt = args.format or _suffix_format(out)
+    out = args.output or f"{net.name}.{args.format or 'svg'}"
+    fmt = _format(out, args.format)
     depth = render.auto_depth(net, args.collapse) if args.depth == "auto" else args.depth
     graph = render.draw(net, depth=depth, rankdir=args.rankdir, shapes=args.shapes,
                         annotate=args.annotate, collapse_repeats=args.collapse,
@@ -99,6 +99,18 @@ def run(args) -> int:
     return 0
 
 
+def _format(out: str, given: str | None) -> str:
+    """--format, or the output's suffix; both, when they disagree, are an error."""
+    if given is None:
+        return _suffix_format(out)
+    suffix = os.path.splitext(out)[1].lower().lstrip(".")
+    known = "dot" if suffix == "gv" else suffix
+    if out != "-" and known in FORMATS and known != given:
+        raise UsageError(f"--format {given}", f"conflicts with the output `{out}` "
+                         f"(a .{suffix} file)", f"name the output .{given}, or drop --format")
+    return given
+
+
 def _suffix_format(out: str) -> str:
     suffix = os.path.splitext(out)[1].lower().lstrip(".")
     if out == "-":
@@ -106,9 +118,8 @@ def _suffix_format(out: str) -> str:
     if suffix == "gv":
         return "dot"
     if suffix not in FORMATS:
-        raise NetspecError(Diagnostic(
-            "error", f"cannot tell the format of `{out}` from its suffix", None,
-            "name it .svg, .png, .pdf or .dot, or pass --format"))
+        raise UsageError(f"-o {out}", "cannot tell the format from the suffix",
+                         "name it .svg, .png, .pdf or .dot, or pass --format")
     return suffix
 
 
@@ -127,8 +138,7 @@ def _write(path: str, data: bytes) -> None:
         with open(path, "wb") as f:
             f.write(data)
     except OSError as exc:
-        raise NetspecError(Diagnostic("error", f"cannot write {path}: {exc.strerror}")) \
-            from None
+        raise UsageError(f"-o {path}", f"cannot write: {exc.strerror}") from None
 
 
 def _report(out: str, what: str) -> None:

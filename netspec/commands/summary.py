@@ -6,6 +6,7 @@ import re
 import sys
 
 from netspec.commands._session import add_import_argument
+from netspec.diagnostics import NetspecError, UsageError
 
 HELP = ("per-layer table of output shapes, parameters, MACs, receptive fields and activation "
         "memory, with totals and a training-memory estimate")
@@ -29,7 +30,8 @@ def add_arguments(p) -> None:
     p.add_argument("--depth", type=_depth, metavar="D",
                    help="collapse block instances nested deeper than D into one row each "
                         "(0: the network's own layers and top-level blocks)")
-    p.add_argument("--format", choices=FORMATS, default="table")
+    p.add_argument("--format", choices=FORMATS, default="table",
+                   help="table (default), markdown, json or csv")
     p.add_argument("--freeze", nargs="+", action="extend", default=[], metavar="GLOB",
                    help="layers or parameters not trained: conv1, layer1.*, fc.weight")
     p.add_argument("--flops", choices=list(CONVENTIONS), default=None,
@@ -38,7 +40,8 @@ def add_arguments(p) -> None:
                         "apart, every op, as torchscan), all (2mac plus every other op)")
     p.add_argument("--count", choices=["torchvision", "all"], default=None,
                    help="the former name of --flops: torchvision = 2mac, all")
-    p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="float32")
+    p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="float32",
+                   help="element type of the memory figures (default: float32)")
     p.add_argument("--optimizer", choices=list(OPTIMIZER_SLOTS), default="sgd",
                    help="optimizer whose state the training-memory estimate counts (sgd)")
 
@@ -46,17 +49,23 @@ def add_arguments(p) -> None:
 def run(args) -> int:
     import netspec
     from netspec.analysis.summary import render
-    from netspec.diagnostics import Diagnostic, NetspecError
 
     net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
-    analysis = netspec.analyze(net, args.input, freeze=args.freeze, batch=args.batch,
-                               dtype=args.dtype, optimizer=args.optimizer, flops=args.flops,
-                               count=args.count)
+    try:
+        analysis = netspec.analyze(net, args.input, freeze=args.freeze, batch=args.batch,
+                                   dtype=args.dtype, optimizer=args.optimizer, flops=args.flops,
+                                   count=args.count)
+    except NetspecError as exc:
+        first = exc.diagnostics[0]
+        if args.freeze and first.message.startswith("freeze pattern"):  # the flag's value
+            raise UsageError("--freeze " + " ".join(args.freeze), first.message,
+                             first.hint) from None
+        raise
     if args.at is not None:
         if not analysis.symbolic:
-            raise NetspecError(Diagnostic(
-                "error", "--at needs size names in the input shape", None,
-                "give them in the spec (input x: [3, H, W]) or with --input 3xHxW"))
+            raise UsageError("--at",
+                             "needs size names in the input shape",
+                             "give them in the spec (input x: [3, H, W]) or with --input 3xHxW")
         analysis = analysis.at(**args.at)
     for w in net.warnings + analysis.warnings:
         print(w.render(), file=sys.stderr)

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import asdict
+from fnmatch import fnmatchcase
+from pathlib import Path
 
 from netspec.commands._session import (
     add_data_arguments,
@@ -15,28 +18,45 @@ from netspec.commands._session import (
     spec_input_shape,
     training_errors,
 )
-from netspec.diagnostics import Diagnostic, NetspecError, printable
+from netspec.commands._types import (
+    fraction,
+    non_negative,
+    non_negative_int,
+    positive,
+    positive_int,
+)
+from netspec.diagnostics import Diagnostic, NetspecError, UsageError, printable
 
 HELP = "train a spec (default: the digits CNN on scikit-learn's bundled digits)"
 
 
 def add_arguments(p) -> None:
+    from netspec.train.config import AugmentConfig, LossConfig, OptimizerConfig, ScheduleConfig
+
     add_spec_arguments(p)
     add_data_arguments(p)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch", type=int)
-    p.add_argument("--lr", type=float, help="base learning rate")
-    p.add_argument("--optimizer", help="sgd, momentum, nesterov, adagrad, rmsprop, adam, adamw")
-    p.add_argument("--momentum", type=float)
-    p.add_argument("--schedule", help="constant, step, cosine, linear")
-    p.add_argument("--warmup", type=int, help="warmup length (epochs or iterations)")
-    p.add_argument("--loss", help="softmax or svm")
-    p.add_argument("--l1", type=float)
-    p.add_argument("--l2", type=float)
-    p.add_argument("--max-norm", type=float)
-    p.add_argument("--clip", type=float, metavar="NORM",
+    p.add_argument("--epochs", type=positive_int, metavar="N",
+                   help="passes over the training split (spec: epochs)")
+    p.add_argument("--batch", type=positive_int, metavar="N",
+                   help="mini-batch size (spec: batch)")
+    p.add_argument("--lr", type=positive, help="base learning rate (spec: optimizer.lr)")
+    p.add_argument("--optimizer", choices=list(OptimizerConfig.TYPES),
+                   help="the update rule (spec: optimizer)")
+    p.add_argument("--momentum", type=fraction, metavar="MU",
+                   help="momentum in [0, 1) of sgd, momentum and nesterov")
+    p.add_argument("--schedule", choices=list(ScheduleConfig.TYPES),
+                   help="learning-rate schedule (spec: schedule)")
+    p.add_argument("--warmup", type=non_negative_int, metavar="N",
+                   help="warmup length (epochs, or iterations with per = \"iteration\")")
+    p.add_argument("--loss", choices=list(LossConfig.TYPES), help="the data loss")
+    p.add_argument("--l1", type=non_negative, metavar="LAMBDA", help="L1 penalty strength")
+    p.add_argument("--l2", type=non_negative, metavar="LAMBDA", help="L2 penalty strength")
+    p.add_argument("--max-norm", type=positive, metavar="C",
+                   help="max-norm constraint on each output row of the weights")
+    p.add_argument("--clip", type=positive, metavar="NORM",
                    help="clip the gradients' global L2 norm to NORM (recurrent networks)")
-    p.add_argument("--augment", help="none, crop, flip, crop_flip")
+    p.add_argument("--augment", choices=list(AugmentConfig.TYPES),
+                   help="training-time augmentation")
     p.add_argument("--freeze", action="append", metavar="GLOB",
                    help="freeze parameters of matching layers (repeatable): conv1, layer1.*")
     p.add_argument("--init-from", metavar="CKPT", help="load matching weights from a "
@@ -44,11 +64,17 @@ def add_arguments(p) -> None:
     p.add_argument("--reinit", action="append", metavar="LAYER",
                    help="re-initialize a layer after --init-from (the head gets the data's "
                         "class count)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("-o", "--out", metavar="DIR", help="run directory (default: runs/<network>)")
-    p.add_argument("--resume", action="store_true", help="continue from DIR/last.npz")
+    p.add_argument("--seed", type=non_negative_int, metavar="N",
+                   help="seed of initialization, shuffling, augmentation and dropout")
+    p.add_argument("-o", "--out", metavar="DIR",
+                   help="run directory (default: runs/<network>, or runs/<network>-2, -3, "
+                        "... when that one holds a run already)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in DIR (without it, a DIR holding a run is refused)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from DIR/last.npz (default DIR: the network's latest run)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, metavar="N",
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="threads (default: 1 for a network of small layers, such as the "
                         "digits CNN; every available core otherwise). Image networks split each "
                         "batch over them with one BLAS thread per GEMM; vector networks (MLPs) "
@@ -62,7 +88,7 @@ def add_backend_arguments(p) -> None:
                    help="numpy (default): the compiled NumPy model; torch: the spec compiled "
                         "to a torch.nn.Module, trained with torch (CPU or CUDA, DDP)")
     p.add_argument("--device", help="torch backend: cpu (default) or cuda (cuda:N)")
-    p.add_argument("--nproc", type=int, metavar="N",
+    p.add_argument("--nproc", type=positive_int, metavar="N",
                    help="torch backend: N DistributedDataParallel workers on this machine, "
                         "launched through torch.distributed.run (the global batch is split "
                         "among them)")
@@ -76,17 +102,15 @@ def check_backend_flags(args) -> None:
     if args.backend != "torch":
         for flag in ("device", "nproc", "precision"):
             if getattr(args, flag) is not None:
-                raise NetspecError(Diagnostic(
-                    "error", f"--{flag} applies to the torch backend only",
-                    hint=f"add --backend torch, or drop --{flag}"))
-        return
-    if args.nproc is not None and args.nproc < 1:
-        raise NetspecError(Diagnostic("error", f"--nproc must be at least 1, got {args.nproc}"))
+                raise UsageError(f"--{flag} {getattr(args, flag)}",
+                                 "applies to the torch backend only",
+                                 f"add --backend torch, or drop --{flag}")
 
 
 def run(args) -> int:
     from netspec.train import evaluate, load_dataset, load_weights, train
     from netspec.train.allocator import keep_freed_memory
+    from netspec.train.metrics import write_results
 
     check_backend_flags(args)
     if args.backend == "torch":
@@ -104,16 +128,20 @@ def run(args) -> int:
             cfg.freeze = list(cfg.freeze) + args.freeze
         if args.reinit:
             cfg.reinit = list(cfg.reinit) + args.reinit
+        if args.init_from and not Path(args.init_from).is_file():
+            raise UsageError(f"--init-from {args.init_from}", "no such checkpoint file")
         data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
         if not args.allow_large:
             from netspec.analysis.memory import require_training_memory
             require_training_memory(net, cfg.batch, cfg.optimizer.type)
         model = compile_model(net, cfg.seed, allow_large=args.allow_large)
-        out = out_dir(args, net)
+        check_layer_flags(model, args)
+        out = run_dir(args, net)
         print(f"training {net.name} ({model.num_params:,} parameters) on {data.name or 'data'}: "
               f"{len(data.y_train)} train / {len(data.y_val)} val / {len(data.y_test)} test, "
-              f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, {cfg.optimizer.type} lr={cfg.optimizer.lr:g}",
+              f"{cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''}, "
+              f"{cfg.optimizer.type} lr={cfg.optimizer.lr:g}; run directory {out}/",
               file=sys.stderr)
         keep_freed_memory()  # each step reuses the last one's pages (a process of our own)
         with run_threads(net, cfg.batch, args.threads):
@@ -125,10 +153,16 @@ def run(args) -> int:
             history.checkpoint
         load_weights(model, best)
         test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch)
+        write_results(out, {"network": net.name, "status": history.status,
+                            "test": test, "checkpoint": best.name,
+                            "best_epoch": history.best_epoch, "epochs": cfg.epochs,
+                            "classes": list(data.classes),
+                            "final": asdict(history.last) if history.last else None})
     status = "" if history.status == "completed" else f" ({history.status})"
     print(f"{net.name}: test accuracy {test['accuracy']:.2%} on {test['n']} examples, "
           f"loss {test['loss']:.4f}{status}")
-    print(f"checkpoints, metrics and curves in {printable(str(out))}/ (best: {best.name})")
+    print(f"checkpoints, metrics, curves and results.json in {printable(str(out))}/ "
+          f"(best: {best.name})")
     return 0 if history.status == "completed" else 130
 
 
@@ -231,3 +265,72 @@ def train_flags(args) -> dict:
             "warmup": args.warmup, "loss": args.loss, "l1": args.l1, "l2": args.l2,
             "max_norm": args.max_norm, "augment": args.augment, "seed": args.seed,
             "init_from": args.init_from}
+
+
+def check_layer_flags(model, args) -> None:
+    """--freeze and --reinit name layers of this model (checked before any training)."""
+    from netspec.diagnostics import did_you_mean
+
+    names = list(model.params)
+    layers = sorted({n.rsplit(".", 1)[0] for n in names})
+    for flag, patterns in (("--freeze", args.freeze or []), ("--reinit", args.reinit or [])):
+        for pattern in patterns:
+            if flag == "--reinit":
+                ok = pattern in layers
+            else:
+                ok = any(fnmatchcase(n, pattern) or fnmatchcase(n, pattern + ".*")
+                         for n in names)
+            if not ok:
+                raise UsageError(f"{flag} {pattern}", "no layer with parameters matches",
+                                 did_you_mean(pattern, layers)
+                                 or f"layers with parameters: {', '.join(layers)}")
+
+
+# The files of a run: a directory holding any of them holds a run.
+RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "metrics.csv", "curves.png",
+             "results.json")
+
+
+def holds_run(directory: Path) -> bool:
+    return any((directory / name).exists() for name in RUN_FILES)
+
+
+def run_dir(args, net) -> Path:
+    """Where this run writes, never over a finished run unasked: -o DIR (refused if it holds
+    a run, unless --resume or --overwrite), else runs/<network>, or the first free
+    runs/<network>-N. --resume without -o continues the network's latest run. The directory
+    is checked writable here, before any training."""
+    if args.out:
+        out = Path(args.out)
+        if holds_run(out) and not (args.resume or args.overwrite):
+            raise UsageError(f"-o {args.out}", "holds a run already (checkpoints, metrics)",
+                             "--resume continues it, --overwrite replaces it; or choose "
+                             "another directory")
+    else:
+        base = Path("runs") / net.name
+        runs = [base] + [base.with_name(f"{net.name}-{n}") for n in range(2, 10_000)]
+        taken = [d for d in runs if holds_run(d)]
+        if args.resume or args.overwrite:
+            out = taken[-1] if taken and args.resume else base
+        else:
+            out = next(d for d in runs if not holds_run(d))
+    if args.overwrite and not args.resume:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    check_writable(out, "-o" if args.out else None)
+    return out
+
+
+def check_writable(directory: Path, flag: str | None) -> None:
+    import tempfile
+
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        message = f"cannot write the run directory {directory}/: {exc.strerror}"
+        if flag:
+            raise UsageError(f"{flag} {directory}", message) from None
+        raise NetspecError(Diagnostic("error", message, None,
+                                      "choose a writable directory with -o DIR")) from None

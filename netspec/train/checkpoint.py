@@ -83,6 +83,7 @@ def atomic_savez(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's 0600 -> as any file the user writes
         with os.fdopen(fd, "wb") as f:
             np.savez(f, allow_pickle=False, **arrays)
             f.flush()
@@ -92,6 +93,13 @@ def atomic_savez(path: str | Path, arrays: Mapping[str, np.ndarray]) -> None:
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
+
+
+def current_umask() -> int:
+    """The process's umask (read by setting it, so set back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def fsync_directory(directory: Path) -> None:
@@ -119,6 +127,9 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.exists():
         raise CheckpointError(path, "no such checkpoint file")
+    kind = not_an_archive(path) if path.is_file() else None  # FIFOs: load_npz refuses them
+    if kind:
+        raise CheckpointError(path, f"not a netspec checkpoint: {kind}, not an .npz archive")
     try:
         return load_npz(path, "checkpoint")
     except FileLimitError as e:
@@ -126,8 +137,32 @@ def read_arrays(path: str | Path) -> dict[str, np.ndarray]:
     except zipfile.BadZipFile:
         raise CheckpointError(path, "not an .npz archive (not a zip file)") from None
     except (OSError, EOFError, ValueError, KeyError, zlib.error, NotImplementedError) as e:
+        if "pickle" in str(e):  # NumPy's message would suggest allow_pickle=True: never
+            raise CheckpointError(path, "not a netspec checkpoint: it holds pickled Python "
+                                        "objects, which netspec never loads") from None
         raise CheckpointError(path, f"corrupt or truncated checkpoint ({type(e).__name__}: {e})"
                               ) from None
+
+
+def not_an_archive(path: Path) -> str | None:
+    """What a file is when it is not a zip archive (an .npz is one), from its first bytes;
+    None for a zip. Said plainly, instead of NumPy's advice to unpickle it."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError as e:
+        raise CheckpointError(path, f"cannot read: {e.strerror}") from None
+    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
+        return None
+    if head.startswith(b"\x93NUMPY"):
+        return "a single NumPy array (.npy)"
+    if head[:1] == b"\x80" or head[:1] in (b"(", b"]", b"}"):
+        return "a Python pickle, which netspec never loads"
+    if not head:
+        return "an empty file"
+    if head.startswith(b"\x1f\x8b"):
+        return "a gzip file"
+    return "an unknown format"
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
@@ -322,6 +357,12 @@ def load_weights(model, path: str | Path) -> Checkpoint:
     Every name and shape must match; otherwise CheckpointError lists the differences.
     """
     ckpt = read_weights(path)
+    apply_checkpoint(model, ckpt, path)
+    return ckpt
+
+
+def apply_checkpoint(model, ckpt: Checkpoint, path: str | Path) -> None:
+    """Load a loaded checkpoint's params and buffers; every name and shape must match."""
     source, target = ckpt.model_state(), model.state_dict()
     problems = [f"missing {n}" for n in target if n not in source]
     problems += [f"unexpected {n}" for n in source if n not in target]
@@ -332,4 +373,3 @@ def load_weights(model, path: str | Path) -> Checkpoint:
                                            if len(problems) > 6 else "")
         raise CheckpointError(path, f"does not fit this model: {shown}")
     model.load_state_dict(source, strict=True)
-    return ckpt

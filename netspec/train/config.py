@@ -35,6 +35,18 @@ def did_you_mean(word: str, choices) -> str | None:
 # ---------------------------------------------------------------- value checks
 # Each takes (key, value) and returns the normalized value or raises ConfigError.
 
+def show(v: Any) -> str:
+    """A lowered value as the spec writes it: "1", adam(lr=0.1), [1, 2]."""
+    if isinstance(v, dict) and "type" in v:
+        args = ", ".join(f"{k}={show(x)}" for k, x in v.items() if k != "type")
+        return f"{v['type']}({args})" if args else str(v["type"])
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(show(x) for x in v) + "]"
+    from netspec.diagnostics import show_value
+
+    return show_value(v)
+
+
 def is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -54,7 +66,7 @@ def number(low: float | None = None, high: float | None = None, *, low_open: boo
                 what += f" in {'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
             elif low is not None:
                 what += f" {'>' if low_open else '>='} {low}"
-            raise ConfigError(key, f"must be {what}, got {v!r}")
+            raise ConfigError(key, f"must be {what}, got {show(v)}")
         return int(v) if integer else float(v)
     return check
 
@@ -140,7 +152,9 @@ class Section:
         if isinstance(value, str):
             value = {"type": value}
         if not isinstance(value, dict) or "type" not in value:
-            raise ConfigError(key, f"expected a name or a call like adam(lr=0.001), got {value!r}")
+            example = next(iter(cls.TYPES))
+            raise ConfigError(key, f"expected a name or a call, got {show(value)}",
+                              f"e.g. {key} = {example}; the choices: {', '.join(cls.TYPES)}")
         kind = value["type"]
         if kind not in cls.TYPES:
             raise ConfigError(f"{key}", f"unknown {key} '{kind}'", did_you_mean(kind, cls.TYPES))
@@ -296,8 +310,15 @@ class DataConfig(Section):
 
 
 def infer_data_type(key: str, path: str) -> str:
+    import os
+
     from netspec.train.data import DataError, infer_format
 
+    if not os.path.exists(path):
+        close = difflib.get_close_matches(path, list(FORMATS), n=1)
+        raise ConfigError(key, f"no such file or directory: {path}",
+                          f"did you mean '{close[0]}'?" if close else
+                          f"a data path, or one of the data types: {', '.join(FORMATS)}")
     try:
         return infer_format(path)
     except DataError as e:
@@ -375,6 +396,23 @@ class TrainConfig:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+
+def check_train_section(net) -> None:
+    """Validate a spec's ``train { }`` section as training will, when the spec is loaded
+    (check, compile, summary): a bad setting is a located error naming it. Only a data path's
+    existence waits for training, since a spec may be checked where its data is not."""
+    from netspec.diagnostics import Diagnostic, NetspecError
+
+    section = dict(net.train)
+    if isinstance(section.get("data"), str) and section["data"] not in DataConfig.TYPES:
+        del section["data"]
+    try:
+        TrainConfig.from_spec(section)
+    except ConfigError as exc:
+        span = net.train_spans.get(exc.key.split(".")[0])
+        raise NetspecError(Diagnostic("error", f"train.{exc.key}: {exc.message}", span,
+                                      exc.hint)) from None
 
 
 # ---------------------------------------------------------------- CLI overrides

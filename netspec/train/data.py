@@ -473,12 +473,18 @@ def load_npz(path: str) -> RawData:
     path = Path(path)
     if not path.exists():
         raise DataError(path, "no such file")
+    if path.is_file():  # (FIFOs and devices: the bounded reader refuses them)
+        with open(path, "rb") as f:
+            if f.read(2) != b"PK":  # NumPy would take it for a pickle and advise allow_pickle
+                raise DataError(path, "not an .npz archive (np.savez writes one)")
     try:
         arrays = read_npz(path, "data set")  # sized from its headers before reading
     except FileLimitError as e:
         raise DataError(path, e.message) from None
     except ValueError as e:
-        raise DataError(path, f"cannot read arrays ({e}); object arrays are refused") from None
+        what = ("holds pickled Python objects, which netspec never loads" if "pickle" in str(e)
+                else f"cannot read arrays ({e})")
+        raise DataError(path, f"not a plain .npz of arrays: {what}") from None
     except (OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError) as e:
         raise DataError(path, f"not a readable .npz file ({e})") from None
     for key in ("x_train", "y_train"):
@@ -497,6 +503,10 @@ def check_pair(path: Path, split: str, x: np.ndarray, y: np.ndarray) -> None:
     if x.ndim not in (2, 3, 4) or y.ndim != 1 or len(x) != len(y):
         raise DataError(path, f"x_{split} {x.shape} / y_{split} {y.shape}: expected x (N, D), "
                               "(N, H, W) or (N, C, H, W) and y (N,)")
+    if x.dtype.kind not in "biuf":
+        raise DataError(path, f"x_{split} holds {x.dtype} values; the examples must be numbers")
+    if split == "train" and len(x) == 0:
+        raise DataError(path, "x_train holds no examples")
     if not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
         raise DataError(path, f"y_{split} must hold non-negative integer class labels")
 

@@ -25,6 +25,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -248,6 +249,7 @@ def resume_from(run: Run, path: Path) -> LoopState:
         run.log(f"note: resuming with changed settings {', '.join(changed)}; "
                 "the run will differ from an uninterrupted one")
     model = run.model
+    check_same_optimizer(run, ckpt, path)
     try:
         model.load_state_dict(ckpt.model_state(), strict=True)
     except Exception as e:  # noqa: BLE001 - StateDictError or a value that will not cast
@@ -292,6 +294,18 @@ def _restore_state(run: Run, ckpt) -> LoopState:
                      best_epoch=s["best_epoch"],
                      records=[EpochRecord(**r) for r in s["records"]], lr=float(s.get("lr", 0.0)),
                      initial_loss=s.get("initial_loss"))
+
+
+def check_same_optimizer(run: Run, ckpt: Checkpoint, path: Path) -> None:
+    """Only the update rule a run was trained with has its optimizer state (velocity,
+    moments, caches): another one is refused before anything is loaded."""
+    saved = ckpt.config.get("optimizer") if isinstance(ckpt.config, dict) else None
+    was = saved.get("type") if isinstance(saved, dict) else None
+    now = run.cfg.optimizer.type
+    if isinstance(was, str) and was != now:
+        raise TrainError(f"cannot resume {path} with optimizer '{now}': the run was trained "
+                         f"with '{was}'\nhint: resume with --optimizer {was}, or start a new "
+                         f"run from these weights with --init-from {path}")
 
 
 def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
@@ -466,6 +480,16 @@ def deferred_interrupt() -> Iterator[InterruptFlag]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def quiet_float_warnings() -> Iterator[None]:
+    """No NumPy overflow/invalid RuntimeWarnings during the loop: check_finite reports a
+    diverging run itself, in one clear message. The warnings filter is process-wide, so it
+    also holds in the threads a split batch runs in (np.errstate would not)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        yield
+
+
 # ---------------------------------------------------------------- epochs
 
 def run_epoch(run: Run, state: LoopState, flag: InterruptFlag) -> bool:
@@ -591,7 +615,7 @@ def run_training(run: Run, resume: bool) -> History:
         attach_model(run)
     backend.started(run, state)
     status = "completed"
-    with backend.interrupts() as flag:
+    with backend.interrupts() as flag, quiet_float_warnings():
         while state.epoch < cfg.epochs:
             if not run_epoch(run, state, flag):
                 status = "interrupted"

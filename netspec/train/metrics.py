@@ -48,6 +48,12 @@ def write_metrics(out_dir: str | Path, records: list[EpochRecord]) -> None:
     write_text_atomic(out / "metrics.csv", buf.getvalue())
 
 
+def write_results(out_dir: str | Path, results: dict) -> None:
+    """results.json: the run's outcome (test figures, status, best epoch, final metrics)."""
+    write_text_atomic(Path(out_dir) / "results.json",
+                      json.dumps(results, indent=2, sort_keys=True) + "\n")
+
+
 def read_metrics(path: str | Path) -> list[EpochRecord]:
     with open(path) as f:
         return [EpochRecord(**json.loads(line)) for line in f if line.strip()]
