@@ -97,6 +97,8 @@ BAD_VALUES = [
     ("draw {spec} -o r50.svg --format png", "--format"),
     ("draw {spec} -o r50.xyz", "-o"),
     ("draw {spec} -o /nonexistent/r50.svg", "-o"),
+    # check
+    ("check {spec} --format xml", "--format"),
     # compile
     ("compile {spec} --input 0", "--input"), ("compile {spec} --input 3x", "--input"),
     ("compile {spec} -o /nonexistent/m.py", "-o"),

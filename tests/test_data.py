@@ -228,7 +228,7 @@ def test_npz_with_test_split_keeps_it(tmp_path):
     ({"x_train": np.zeros((3, 2)), "y_train": np.zeros(3, int), "x_test": np.zeros((1, 2))},
      "both be present"),
     ({"x_train": np.array([{}, {}], dtype=object), "y_train": np.zeros(2, int)},
-     "object arrays are refused"),
+     "pickled Python objects, which netspec never loads"),
 ])
 def test_malformed_npz_is_reported(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"

@@ -396,7 +396,7 @@ def test_cli_format_option_and_unknown_suffix(tmp_path, capsys):
     out = tmp_path / "diagram.txt"
     assert main(["draw", "lenet5", "-o", str(out), "--format", "dot"]) == 0
     assert out.read_text().startswith("digraph")
-    assert main(["draw", "lenet5", "-o", str(out)]) == 1
+    assert main(["draw", "lenet5", "-o", str(out)]) == 2  # a usage error naming -o
     assert "cannot tell the format" in capsys.readouterr().err
 
 
