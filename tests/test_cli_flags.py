@@ -103,6 +103,8 @@ BAD_VALUES = [
     ("compile {spec} --input 0", "--input"), ("compile {spec} --input 3x", "--input"),
     ("compile {spec} -o /nonexistent/m.py", "-o"),
     ("compile {spec} --target onnx", "--target"),
+    # serve
+    ("serve {spec} --port abc", "--port"), ("serve {spec} --port 70000", "--port"),
 ]
 
 # Flags checked by other tests: a value that needs a trained checkpoint first (--inputs:

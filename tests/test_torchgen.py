@@ -460,7 +460,7 @@ def test_cli_rejects_standalone_with_the_torch_target(capsys):
     from netspec.cli import main
 
     assert main(["compile", "lenet5", "--target", "torch", "--standalone"]) == 2  # usage
-    assert "--standalone is for --target numpy" in capsys.readouterr().err
+    assert "--standalone: is for --target numpy" in capsys.readouterr().err
 
 
 def test_missing_torch_names_the_extra(monkeypatch):
