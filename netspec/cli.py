@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         code = int(args.run(args) or 0)
-        sys.stdout.flush()  # a full disk or closed pipe is reported here, not at exit
+        if not sys.stdout.closed:  # (the language server closes it on `exit`)
+            sys.stdout.flush()  # a full disk or closed pipe is reported here, not at exit
         return code
     except NetspecError as exc:
         for d in exc.diagnostics:

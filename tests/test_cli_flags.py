@@ -85,11 +85,12 @@ BAD_VALUES = [
     ("knn --distance l3", "--distance"), ("knn --seed -1", "--seed"),
     ("knn --format xml", "--format"), ("knn --data /nonexistent", "--data"),
     # summary
-    ("summary {spec} --input 0x3", "--input"), ("summary {spec} --input abc", "--input"),
+    ("summary {spec} --input 0x3", "--input"), ("summary {spec} --input 1x8x8x8", "--input"),
     ("summary {spec} --batch 0", "--batch"), ("summary {spec} --depth -1", "--depth"),
     ("summary {spec} --format xml", "--format"), ("summary {spec} --count nosuch", "--count"),
     ("summary {spec} --dtype float8", "--dtype"),
     ("summary {spec} --optimizer nosuch", "--optimizer"),
+    ("summary {spec} --at H=abc", "--at"), ("summary {spec} --at H=224", "--at"),
     # draw
     ("draw {spec} --depth -1", "--depth"), ("draw {spec} --depth abc", "--depth"),
     ("draw {spec} --rankdir XY", "--rankdir"), ("draw {spec} --annotate nosuch", "--annotate"),
