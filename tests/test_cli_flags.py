@@ -54,6 +54,8 @@ BAD_VALUES = [
     ("train {spec} --freeze nosuch", "--freeze nosuch"),
     ("train {spec} --init-from /nonexistent.npz", "--init-from"),
     ("train {spec} -o {spec}/run", "-o"),
+    ("train {spec} --backend jax", "--backend"), ("train {spec} --nproc 0", "--nproc"),
+    ("train {spec} --device cpu", "--device"), ("train {spec} --precision fp8", "--precision"),
     # eval and predict
     ("eval {spec} --weights /nonexistent.npz", "--weights"),
     ("eval {spec} --weights w.npz --split nosuch", "--split"),
