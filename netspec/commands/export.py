@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
+from netspec.commands._types import non_negative_int
 from netspec.commands.compile import parse_shape
 
 HELP = "export a spec's network to ONNX (eval mode, dynamic batch axis)"
@@ -16,7 +17,7 @@ def add_arguments(p) -> None:
     p.add_argument("--weights", metavar="CKPT",
                    help="a netspec checkpoint or .npz state dict (default: the spec's "
                    "initialization for --seed)")
-    p.add_argument("--seed", type=int, default=0,
+    p.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                    help="seed of the spec's initialization when no --weights (default 0)")
     p.add_argument("--input", metavar="SHAPE", type=parse_shape,
                    help="per-sample input shape, e.g. 3x32x32 (default: the spec's)")
