@@ -34,7 +34,7 @@ BAD_VALUES = [
     ("train {spec} --warmup -1", "--warmup"),
     ("train {spec} --loss hinge", "--loss"),
     ("train {spec} --l1 -1", "--l1"), ("train {spec} --l2 abc", "--l2"),
-    ("train {spec} --max-norm 0", "--max-norm"),
+    ("train {spec} --max-norm 0", "--max-norm"), ("train {spec} --clip -1", "--clip"),
     ("train {spec} --augment rotate", "--augment"),
     ("train {spec} --seed -1", "--seed"),
     ("train {spec} --threads -2", "--threads"), ("train {spec} --threads 0", "--threads"),
@@ -109,6 +109,11 @@ BAD_VALUES = [
     # export
     ("export {spec} -o m.onnx --seed -1", "--seed"), ("export {spec} -o m.onnx --input 0", "--input"),
     ("summary {spec} --flops xyz", "--flops"),
+    # sample
+    ("sample {spec} --weights w.npz --prompt a --length 0", "--length"),
+    ("sample {spec} --weights w.npz --prompt a --temperature -1", "--temperature"),
+    ("sample {spec} --weights w.npz --prompt a --top-k 0", "--top-k"),
+    ("sample {spec} --weights w.npz --prompt a --seed -1", "--seed"),
     # serve
     ("serve {spec} --port abc", "--port"), ("serve {spec} --port 70000", "--port"),
 ]
@@ -117,7 +122,8 @@ BAD_VALUES = [
 # tests/test_cli_errors.py), or any string naming something in the spec (--network: a
 # located "no network" error with a did-you-mean hint, tests/test_cli_check.py).
 # export --weights and --output name files and report them (exit 1): tests/test_export.py.
-FREE_TEXT = {"--network", "--allow-imports", "--inputs", "export --weights", "export --output"}
+FREE_TEXT = {"--network", "--allow-imports", "--inputs", "export --weights", "export --output",
+             "sample --param", "sample --weights", "sample --prompt"}
 
 
 def run(line: str, tmp_path, capsys) -> tuple[int, str]:

@@ -8,16 +8,20 @@ from netspec.diagnostics import Diagnostic, NetspecError
 HELP = "generate text from a trained character language model (gpt_tiny, char_lstm)"
 
 
+from netspec.commands._types import non_negative_int, positive, positive_int
+
+
 def add_arguments(p) -> None:
     add_spec_arguments(p, default_spec=False)
     p.add_argument("--weights", required=True, metavar="CKPT",
                    help="a checkpoint of `netspec train ... --data text.txt`")
     p.add_argument("--prompt", required=True, help="the text to continue")
-    p.add_argument("--length", type=int, default=200, help="characters to generate")
-    p.add_argument("--temperature", type=float, default=1.0,
+    p.add_argument("--length", type=positive_int, default=200, help="characters to generate")
+    p.add_argument("--temperature", type=positive, default=1.0,
                    help="divide the scores by this (< 1: safer, > 1: more varied)")
-    p.add_argument("--top-k", type=int, metavar="K", help="sample among the K likeliest only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-k", type=positive_int, metavar="K", help="sample among the K likeliest only")
+    p.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
+                   help="seed of the sampling (default: 0)")
 
 
 def _fail(message: str, hint: str | None = None):
