@@ -3,12 +3,10 @@ model (characters as tokens; the vocabulary comes from the checkpoint)."""
 from __future__ import annotations
 
 from netspec.commands._session import add_spec_arguments, compile_model, load_net, training_errors
+from netspec.commands._types import non_negative_int, positive, positive_int
 from netspec.diagnostics import Diagnostic, NetspecError
 
 HELP = "generate text from a trained character language model (gpt_tiny, char_lstm)"
-
-
-from netspec.commands._types import non_negative_int, positive, positive_int
 
 
 def add_arguments(p) -> None:
