@@ -19,7 +19,7 @@ from netspec.diagnostics import Diagnostic, NetspecError
 from netspec.ir import Network, verify
 from netspec.ops import REGISTRY, NoLowering
 
-OPSET = 17  # LayerNormalization's first opset; onnxruntime 1.14 and later run it
+OPSET = 18  # Resize with axes (upsample to a size); onnxruntime 1.14 and later run it
 IR_VERSION = 8  # the IR of opset 17
 TARGET = "onnx"
 BATCH = "N"

@@ -185,7 +185,7 @@ class Maxout(_Activation):
         c, rest = inputs[0][0], list(inputs[0][1:])
         shape = g.constant([0, c // attrs["pieces"], attrs["pieces"], *rest], "shape")
         grouped = g.node("Reshape", [xs[0], shape], suffix="groups")
-        return g.node("ReduceMax", [grouped], axes=[2], keepdims=0)  # axes: an attribute in 17
+        return g.node("ReduceMax", [grouped, g.constant([2], "axes")], keepdims=0)
 
 
 OPS = [ReLU(), ReLU6(), HardSwish(), LeakyReLU(), ELU(), Sigmoid(), Tanh(), GELU(), Softmax(),
