@@ -202,3 +202,23 @@ def test_two_gloo_workers_from_the_documented_torchrun_commands_match_one_proces
     b = read_metrics(tmp_path / "two" / "metrics.jsonl")[0]
     assert a.train_loss == pytest.approx(b.train_loss, rel=1e-5)
     assert a.train_acc == b.train_acc and a.val_acc == b.val_acc
+
+
+def test_the_launcher_gives_back_the_callers_signal_handlers(monkeypatch, tmp_path):
+    # torch's elastic launcher installs its _terminate_process_handler for SIGINT/SIGTERM/...
+    # in the launching process and leaves it there; netspec.train's launch restores the
+    # caller's (a test suite's or a notebook's Ctrl-C handling after `--nproc N`).
+    from torch.distributed.elastic.multiprocessing import api
+
+    from netspec.train import distributed
+
+    def like_torch(job):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, api._terminate_process_handler)
+        return 0
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    monkeypatch.setattr(distributed, "_launch", like_torch)
+    job = distributed.Launch(2, ["train"], tmp_path, 1)
+    assert distributed.launch(job) == 0
+    assert {sig: signal.getsignal(sig) for sig in before} == before

@@ -87,15 +87,34 @@ class Launch:
 def launch(job: Launch) -> int:
     """Run the workers through torch.distributed.run; 0, 130 (interrupted) or 1 (a worker
     failed: the message says what and that the last checkpoint is intact)."""
+    import_torch()
+    quiet_launcher_logs()
+    # The launcher installs its own SIGINT/SIGTERM/... handlers in this process and leaves
+    # them; put the caller's back afterwards (an API user's or a test's Ctrl-C handling).
+    handlers = {sig: signal.getsignal(sig) for sig in _LAUNCHER_SIGNALS}
+    omp = os.environ.get("OMP_NUM_THREADS")
+    try:
+        return _launch(job)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        if omp is None:
+            os.environ.pop("OMP_NUM_THREADS", None)
+
+
+# What torch.distributed.elastic's process context handles (its _terminate_process_handler).
+_LAUNCHER_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP",
+                                                            "SIGQUIT") if hasattr(signal, name))
+
+
+def _launch(job: Launch) -> int:
     import uuid
 
-    import_torch()
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import elastic_launch
     from torch.distributed.run import config_from_args, get_args_parser
 
-    quiet_launcher_logs()
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     os.environ.setdefault("OMP_NUM_THREADS", str(job.threads or max(1, (cores or 1) // job.nproc)))
     args = get_args_parser().parse_args(job.torchrun_args())
