@@ -309,3 +309,19 @@ def test_the_main_job_trains_with_the_torch_backend_to_the_numpy_accuracy(tmp_pa
     out = capsys.readouterr().out
     accuracy = float(out.split("test accuracy ")[1].split("%")[0]) / 100
     assert accuracy >= 0.975, out
+
+
+def test_a_second_torch_run_never_replaces_the_first(tmp_path, monkeypatch, capsys):
+    # The NumPy backend's rule (docs/training.md): runs/<network> holds a run, so the next
+    # goes to runs/<network>-2; -o DIR holding a run is refused unless --resume/--overwrite.
+    monkeypatch.chdir(tmp_path)
+    quick = ["train", "--backend", "torch", "--epochs", "1", "--limit", "64", "--no-progress",
+             "--threads", "1"]
+    assert main(quick) == 0
+    first = (tmp_path / "runs" / "digits_cnn" / "last.npz").read_bytes()
+    assert main(quick) == 0
+    assert (tmp_path / "runs" / "digits_cnn-2" / "last.npz").exists()
+    assert (tmp_path / "runs" / "digits_cnn" / "last.npz").read_bytes() == first
+    capsys.readouterr()
+    assert main([*quick, "-o", "runs/digits_cnn"]) == 2
+    assert "holds a run already" in capsys.readouterr().err

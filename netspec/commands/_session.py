@@ -173,12 +173,6 @@ def compile_model(net, seed: int = 0, allow_large: bool = False):
     return netspec.compile(net, seed=seed, allow_large=allow_large)
 
 
-def out_dir(args, net) -> Path:
-    """The torch backend's run directory: -o DIR or runs/<network> (its launcher and workers
-    must agree on one without coordinating; the NumPy backend's rule is train.run_dir)."""
-    return Path(args.out) if getattr(args, "out", None) else Path("runs") / net.name
-
-
 def use_checkpoint_statistics(data, ckpt) -> None:
     """Normalize every split with the statistics the weights were trained with (stored in
     the checkpoint), not those of this run's training split, which --limit may change."""

@@ -13,7 +13,6 @@ from netspec.commands._session import (
     compile_model,
     config_from,
     load_net,
-    out_dir,
     run_threads,
     spec_input_shape,
     training_errors,
@@ -179,7 +178,7 @@ def run_torch(args) -> int:
             with training_errors(net):
                 check_batch_splits(config_from(net, args, train_flags(args)).batch, args.nproc)
             return distributed.launch(distributed.Launch(
-                args.nproc, args.argv, out_dir(args, net), args.threads))
+                args.nproc, args.argv, run_dir(args, net), args.threads))
         if torchrun and args.nproc and args.nproc != distributed.torchrun_world():
             raise NetspecError(Diagnostic(
                 "error", f"--nproc {args.nproc} but torchrun started "
@@ -219,7 +218,9 @@ def train_torch(args, workers, device: str) -> int:
             require_training_memory(net, cfg.batch // workers.world, cfg.optimizer.type)
         model = TorchModel.from_spec(net, cfg.seed, device, args.precision or "fp32",
                                      allow_large=args.allow_large)
-        out = out_dir(args, net)
+        # Rank 0 picks the run directory by the NumPy backend's rule (never over a finished
+        # run unasked) and tells the other workers, which would see its files and pick on.
+        out = distributed.share_path(run_dir(args, net) if workers.writer else None)
         procs = f", {workers.world} workers" if workers.distributed else ""
         say(f"training {net.name} ({model.num_params:,} parameters) on {data.name or 'data'} "
             f"with torch on {model.device}{procs}: {len(data.y_train)} train / "

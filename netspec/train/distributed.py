@@ -58,6 +58,23 @@ def shutdown_workers() -> None:
         dist.destroy_process_group()
 
 
+def share_path(path: Path | None) -> Path:
+    """Rank 0's `path`, on every worker (`path` itself when not distributed)."""
+    torch = import_torch()
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        assert path is not None
+        return path
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    data = str(path).encode("utf-8") if dist.get_rank() == 0 else b""
+    size = torch.tensor([len(data)], dtype=torch.int64, device=device)
+    dist.broadcast(size, 0)
+    buf = (torch.tensor(list(data), dtype=torch.uint8, device=device) if dist.get_rank() == 0
+           else torch.zeros(int(size.item()), dtype=torch.uint8, device=device))
+    dist.broadcast(buf, 0)
+    return Path(bytes(buf.cpu().tolist()).decode("utf-8"))
+
+
 def is_worker_failure(exc: BaseException) -> bool:
     """An error raised because another worker of the group went away."""
     try:
