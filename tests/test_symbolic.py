@@ -115,3 +115,39 @@ def test_at_rejects_bad_sizes():
         a.at(H=224)
     with pytest.raises(NetspecError, match="unknown size Q"):
         a.at(H=224, W=224, Q=3)
+
+
+def test_plot_points_are_the_concrete_analyses(tmp_path):
+    from netspec.analysis.plot import curves, plot
+
+    a = symbolic("resnet18")
+    xs, macs, memory = curves(a, [32, 100, 224])
+    for n, m, b in zip(xs, macs, memory):
+        c = concrete("resnet18", n, n)
+        assert (m, b) == (c.totals.macs, c.memory.total)
+    assert curves(symbolic("vgg11"), [16, 64])[0] == [64]  # 16 is below VGG's minimum
+    out = plot([a, symbolic("vgg11")], tmp_path / "sizes.svg", [32, 64, 96])
+    text = out.read_text()
+    assert text.startswith("<?xml") and "resnet18" in text and "vgg11" in text
+
+
+def test_plot_from_the_command_line(tmp_path, capsys):
+    from netspec.cli import main
+
+    out = tmp_path / "cost.png"
+    assert main(["summary", "resnet18", "vgg11", "--plot", str(out), "--sizes", "32:96:32"]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["summary", "lenet5", "--plot", str(tmp_path / "x.png")]) == 1
+    assert "depends on the input size" in capsys.readouterr().err
+
+
+def test_where_constraints_bound_the_sizes():
+    net = netspec.parse('import "blocks/resnet.net"\nnetwork b {\n'
+                        "  input x: [3, H, W] where H >= 64, H % 32 == 0\n"
+                        "  output x -> conv(8, k=3, s=2, p=1) -> bottleneck(16, proj=true)\n}",
+                        str(SPECS / "b.net"))
+    a = netspec.analyze(net)
+    assert a.sizes.minimum == {"H": 64, "W": 1}
+    assert a.at(H=96, W=5).output.output_shape == (64, 48, 3)
+    with pytest.raises(NetspecError, match="does not satisfy the spec's constraint"):
+        a.at(H=100, W=5)

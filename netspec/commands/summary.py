@@ -6,7 +6,7 @@ import re
 import sys
 
 from netspec.commands._session import add_import_argument
-from netspec.diagnostics import NetspecError, UsageError
+from netspec.diagnostics import Diagnostic, NetspecError, UsageError
 
 HELP = ("per-layer table of output shapes, parameters, MACs, receptive fields and activation "
         "memory, with totals and a training-memory estimate")
@@ -17,7 +17,8 @@ def add_arguments(p) -> None:
     from netspec.analysis.memory import DTYPE_BYTES, OPTIMIZER_SLOTS
     from netspec.analysis.summary import FORMATS
 
-    p.add_argument("file", metavar="FILE", help=".net file or bundled spec name (resnet50)")
+    p.add_argument("file", metavar="FILE", nargs="+",
+                   help=".net file or bundled spec name (resnet50); several with --plot")
     p.add_argument("--network", help="which network of the file (default: the last one)")
     add_import_argument(p)
     p.add_argument("--input", metavar="SHAPE", type=input_shape,
@@ -40,6 +41,11 @@ def add_arguments(p) -> None:
                         "apart, every op, as torchscan), all (2mac plus every other op)")
     p.add_argument("--count", choices=["torchvision", "all"], default=None,
                    help="the former name of --flops: torchvision = 2mac, all")
+    p.add_argument("--plot", metavar="OUT",
+                   help="draw MACs and training memory against the input size (n x n) for "
+                        "every FILE into OUT (.png or .svg) instead of printing a table")
+    p.add_argument("--sizes", metavar="A:B:STEP", type=size_range, default=None,
+                   help="the input sides --plot evaluates (default 32:512:16)")
     p.add_argument("--dtype", choices=sorted(DTYPE_BYTES), default="float32",
                    help="element type of the memory figures (default: float32)")
     p.add_argument("--optimizer", choices=list(OPTIMIZER_SLOTS), default="sgd",
@@ -50,7 +56,11 @@ def run(args) -> int:
     import netspec
     from netspec.analysis.summary import render
 
-    net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
+    if args.plot is not None:
+        return _plot(args)
+    if len(args.file) > 1:
+        raise NetspecError(Diagnostic("error", "summary takes one FILE (several with --plot)"))
+    net = netspec.load(args.file[0], args.network, allow_imports=args.allow_imports)
     try:
         analysis = netspec.analyze(net, args.input, freeze=args.freeze, batch=args.batch,
                                    dtype=args.dtype, optimizer=args.optimizer, flops=args.flops,
@@ -71,6 +81,41 @@ def run(args) -> int:
         print(w.render(), file=sys.stderr)
     sys.stdout.write(render(analysis, args.format, args.depth))
     return 0
+
+
+def _plot(args) -> int:
+    """Each FILE analyzed over square inputs (--input with names, or C x S x S), plotted."""
+    import netspec
+    from netspec.analysis.plot import plot
+
+    analyses = []
+    for file in args.file:
+        net = netspec.load(file, args.network, allow_imports=args.allow_imports)
+        shape = args.input
+        if shape is None:
+            declared = net.node(net.inputs[0])["attrs"]["shape"]
+            shape = (declared[0], "S", "S") if len(declared) == 3 else tuple(declared)
+        analyses.append(netspec.analyze(net, shape, freeze=args.freeze, batch=args.batch,
+                                        dtype=args.dtype, optimizer=args.optimizer,
+                                        flops=args.flops, count=args.count))
+    if not all(a.symbolic for a in analyses):
+
+        raise NetspecError(Diagnostic("error", "--plot needs an image input whose size can "
+                                      "vary", None, "give --input 3xHxW"))
+    out = plot(analyses, args.plot, list(range(*(args.sizes or (32, 513, 16)))))
+    print(f"wrote {out}")
+    return 0
+
+
+def size_range(text: str) -> tuple[int, int, int]:
+    """`32:512:16` -> range(32, 513, 16)'s arguments."""
+    parts = text.split(":")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        a, b, step = map(int, parts)
+        if 1 <= a <= b and step >= 1 and (b - a) // step <= 10_000:
+            return a, b + 1, step
+    raise argparse.ArgumentTypeError(f"{text!r} is not a size range: give FROM:TO:STEP, "
+                                     "e.g. 32:512:16")
 
 
 def input_shape(text: str) -> tuple:
