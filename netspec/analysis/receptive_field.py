@@ -103,7 +103,7 @@ def receptive_fields(net: Network) -> list[Diagnostic]:
             field = _widest(fields)
             # A path that has seen its whole grid (attention over patches) has no position
             # left to misalign: the smallest grid of the paths decides.
-            merged = tuple(min(grid[i][a] for i in sources) for a in (0, 1))
+            merged = tuple(_smallest([grid[i][a] for i in sources]) for a in (0, 1))
             warning = _misalignment(name, data, sources, fields, merged, op.name)
             in_grid = merged
             if warning:
@@ -160,6 +160,16 @@ def _misalignment(name: str, data: dict, sources: list[str], fields: list[Recept
         "its units mix features centred on different input pixels", data["span"],
         "give every path the same strides and centred padding (p = (k - 1) / 2)",
         layer_notes(data))
+
+
+def _smallest(values: list):
+    """min() of grid sizes; SymPy's Min where a size is symbolic (min cannot compare)."""
+    try:
+        return min(values)
+    except TypeError:
+        import sympy
+
+        return sympy.Min(*values)
 
 
 def _single(n) -> bool:
