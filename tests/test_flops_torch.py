@@ -18,7 +18,11 @@ torch = pytest.importorskip("torch")
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-SPECS = sorted(p.stem for p in (Path(__file__).parent.parent / "specs").glob("*.net"))
+ALL = sorted(p.stem for p in (Path(__file__).parent.parent / "specs").glob("*.net"))
+# Sequence specs (embeddings, RNNs, attention) have no twin here yet: not compared (issue 14
+# closing note); test_uncovered_specs_are_exactly_the_sequence_ones keeps the list honest.
+UNCOVERED = {"gpt_tiny", "gru_digits", "lstm_digits", "vit_digits"}
+SPECS = [n for n in ALL if n not in UNCOVERED]
 SMALL = 64  # the input size for image networks whose size is free (keeps torch quick)
 
 
@@ -145,3 +149,17 @@ def test_the_conventions_relate_as_documented():
     for a, key in ((mac, "mac"), (two, "2mac"), (exact, "exact")):
         assert a.to_dict()["flops_convention"] == key
         assert a.convention.startswith(key + ":")
+
+
+def test_uncovered_specs_are_exactly_the_sequence_ones():
+    lacking = set()
+    for name in ALL:
+        net = netspec.load(name)
+        for layer in net.order():
+            data = net.node(layer)
+            ins = [net.node(i)["shape"] for i in data["inputs"]]
+            try:
+                _module(data["op"], data["attrs"], ins)
+            except AssertionError:
+                lacking.add(name)
+    assert lacking == UNCOVERED
