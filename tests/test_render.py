@@ -427,3 +427,27 @@ def test_cli_spec_errors_are_diagnostics(tmp_path, capsys):
     assert main(["draw", str(bad), "-o", str(tmp_path / "o.svg")]) == 1
     err = capsys.readouterr().err
     assert "bad.net:3" in err and "error" in err and "Traceback" not in err
+
+
+# GPT-2 small (Radford et al. 2019) from the bundled blocks, with its head untied from the
+# token embedding: 124,439,808 parameters with the head tied (the published count), plus a
+# 50257x768 head weight and its bias.
+GPT2_SMALL = """import "blocks/transformer.net"
+network gpt2_small {
+    input x: [1024] int
+    output x -> tok: embedding(50257, 768) -> pos: pos_embedding -> drop: dropout(0.1)
+             -> layers: decoder(768, 12, 3072, drop=0.1) * 12
+             -> norm: layernorm -> head: linear(50257)
+}
+"""
+
+
+@needs_dot
+def test_a_twelve_block_gpt_folds_into_one_box_marked_x12():
+    net = netspec.parse(GPT2_SMALL)
+    assert netspec.analyze(net).totals.params == 124_439_808 + 50257 * 768 + 50257
+    text = netspec.draw(net).source
+    assert "×12" in text
+    nodes = re.findall(r'^\s*"([^"]+)" \[label=<', text, re.MULTILINE)
+    assert nodes.count("layers.0.self_attn") == 1  # the block is drawn once...
+    assert not re.search(r'"layers\.(?:[1-9]|1[01])\.', text)  # ...not twelve times
