@@ -91,6 +91,8 @@ BAD_VALUES = [
     ("summary {spec} --batch 0", "--batch"), ("summary {spec} --depth -1", "--depth"),
     ("summary {spec} --format xml", "--format"), ("summary {spec} --count nosuch", "--count"),
     ("summary {spec} --dtype float8", "--dtype"),
+    ("summary {spec} --plot x.xyz", "--plot"), ("summary {spec} --plot /nonexistent/x.png", "--plot"),
+    ("summary {spec} --sizes abc", "--sizes"), ("summary {spec} --sizes 8:4:1", "--sizes"),
     ("summary {spec} --optimizer nosuch", "--optimizer"),
     ("summary {spec} --at H=abc", "--at"), ("summary {spec} --at H=224", "--at"),
     # draw

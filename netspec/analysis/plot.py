@@ -68,7 +68,6 @@ def plot(analyses: list[Analysis], path: str | Path, sizes: list[int]) -> Path:
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
         ax.legend()
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

@@ -41,7 +41,7 @@ def add_arguments(p) -> None:
                         "apart, every op, as torchscan), all (2mac plus every other op)")
     p.add_argument("--count", choices=["torchvision", "all"], default=None,
                    help="the former name of --flops: torchvision = 2mac, all")
-    p.add_argument("--plot", metavar="OUT",
+    p.add_argument("--plot", metavar="OUT", type=plot_path,
                    help="draw MACs and training memory against the input size (n x n) for "
                         "every FILE into OUT (.png or .svg) instead of printing a table")
     p.add_argument("--sizes", metavar="A:B:STEP", type=size_range, default=None,
@@ -105,6 +105,18 @@ def _plot(args) -> int:
     out = plot(analyses, args.plot, list(range(*(args.sizes or (32, 513, 16)))))
     print(f"wrote {out}")
     return 0
+
+
+def plot_path(text: str) -> str:
+    """--plot OUT: a .png or .svg file in a directory that exists (checked before analysis)."""
+    from pathlib import Path
+
+    path = Path(text)
+    if path.suffix.lower() not in (".png", ".svg"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a .png or .svg file")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no such directory: {str(path.parent)!r}")
+    return text
 
 
 def size_range(text: str) -> tuple[int, int, int]:
