@@ -185,7 +185,11 @@ def run_torch(args) -> int:
                 f"{distributed.torchrun_world()} workers", hint="drop --nproc under torchrun"))
         workers, device = distributed.init_workers(args.device or "cpu")
     try:
-        return train_torch(args, workers, device)
+        code = train_torch(args, workers, device)
+        # Rank 0 still evaluates after training; a worker that left the process group then
+        # could abort it mid-teardown (seen as SIGABRT in gloo). Leave together.
+        distributed.wait_for_all()
+        return code
     finally:
         distributed.shutdown_workers()
 

@@ -48,6 +48,14 @@ def init_workers(device: str) -> tuple[Workers, str]:
     return Workers(dist.get_rank(), dist.get_world_size(), local_rank), device
 
 
+def wait_for_all() -> None:
+    """A barrier across the workers (nothing in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown_workers() -> None:
     """Leave the process group (a no-op in a single process)."""
     try:
