@@ -9,7 +9,7 @@ import os
 import sys
 from typing import NoReturn
 
-from netspec.diagnostics import NetspecError, printable
+from netspec.diagnostics import NetspecError, UnknownNetwork, UsageError, printable
 
 # Each name is a module netspec.commands.<name> with HELP, add_arguments(p) and run(args).
 COMMANDS = ["check", "summary", "draw", "compile", "train", "eval", "predict", "knn", "ops",
@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         if not sys.stdout.closed:  # (the language server closes it on `exit`)
             sys.stdout.flush()  # a full disk or closed pipe is reported here, not at exit
         return code
+    except UnknownNetwork as exc:
+        print(UsageError(f"--network {exc.network}", exc.diagnostics[0].message,
+                         exc.diagnostics[0].hint).diagnostics[0].render(), file=sys.stderr)
+        return UsageError.exit_code
     except NetspecError as exc:
         for d in exc.diagnostics:
             print(d.render(), file=sys.stderr)

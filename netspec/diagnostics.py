@@ -159,6 +159,15 @@ class UsageError(NetspecError):
         super().__init__(Diagnostic("error", f"{flag}: {message}", None, hint))
 
 
+class UnknownNetwork(NetspecError):
+    """A network name (the API's `network=`, the CLI's --network) that the file does not
+    define; the CLI reports it as a usage error of --network (exit code 2)."""
+
+    def __init__(self, network: str, path: str, hint: str | None = None):
+        self.network = network
+        super().__init__(Diagnostic("error", f"no network `{network}` in {path}", None, hint))
+
+
 def error(message: str, span: Span | None = None, hint: str | None = None,
           notes: list[Note] | None = None) -> NetspecError:
     return NetspecError(Diagnostic("error", message, span, hint, list(notes or [])))

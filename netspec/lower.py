@@ -17,6 +17,7 @@ from netspec.diagnostics import (
     NetspecError,
     Note,
     Span,
+    UnknownNetwork,
     did_you_mean,
     error,
     show_value,
@@ -1042,9 +1043,8 @@ def lower(module: S.Module, network: str | None = None,
     if network is not None:
         chosen = next((d for d in lib.networks if d.name == network), None)
         if chosen is None:
-            raise NetspecError(Diagnostic(
-                "error", f"no network `{network}` in {module.path}", None,
-                did_you_mean(network, [d.name for d in lib.networks])))
+            raise UnknownNetwork(network, module.path,
+                                 did_you_mean(network, [d.name for d in lib.networks]))
     elif own:
         chosen = own[-1]
     else:

@@ -110,6 +110,12 @@ BAD_VALUES = [
     ("compile {spec} --target onnx", "--target"),
     # export
     ("export {spec} -o m.onnx --seed -1", "--seed"), ("export {spec} -o m.onnx --input 0", "--input"),
+    ("export {spec} -o m.onnx --weights /nonexistent.npz", "--weights"),
+    ("export {spec} -o /nonexistent/m.onnx", "-o"), ("export {spec} -o .", "-o"),
+    # --network: any command that reads a spec
+    ("summary {spec} --network nosuch", "--network nosuch"),
+    ("train {spec} --network nosuch", "--network nosuch"),
+    ("export {spec} -o m.onnx --network nosuch", "--network nosuch"),
     ("summary {spec} --flops xyz", "--flops"),
     # sample
     ("sample {spec} --weights w.npz --prompt a --length 0", "--length"),
@@ -121,10 +127,9 @@ BAD_VALUES = [
 ]
 
 # Flags checked by other tests: a value that needs a trained checkpoint first (--inputs:
-# tests/test_cli_errors.py), or any string naming something in the spec (--network: a
-# located "no network" error with a did-you-mean hint, tests/test_cli_check.py).
-# export --weights and --output name files and report them (exit 1): tests/test_export.py.
-FREE_TEXT = {"--network", "--allow-imports", "--inputs", "export --weights", "export --output",
+# tests/test_cli_errors.py), or any string naming something in the spec (--network: rows
+# above, and its did-you-mean hint in tests/test_cli_check.py).
+FREE_TEXT = {"--network", "--allow-imports", "--inputs",
              "sample --param", "sample --weights", "sample --prompt"}
 
 

@@ -215,7 +215,7 @@ def test_cli_missing_weights_file(tmp_path, capsys):
     from netspec.cli import main
 
     assert main(["export", "lenet5", "-o", str(tmp_path / "m.onnx"),
-                 "--weights", str(tmp_path / "nope.npz")]) == 1
+                 "--weights", str(tmp_path / "nope.npz")]) == 2
     err = capsys.readouterr().err
     assert "--weights" in err and "no such checkpoint file" in err
     assert not (tmp_path / "m.onnx").exists()

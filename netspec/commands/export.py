@@ -4,8 +4,10 @@ from __future__ import annotations
 import os
 import sys
 
+from netspec.commands._session import add_import_argument
 from netspec.commands._types import non_negative_int
 from netspec.commands.compile import parse_shape
+from netspec.diagnostics import UsageError
 
 HELP = "export a spec's network to ONNX (eval mode, dynamic batch axis)"
 
@@ -22,6 +24,7 @@ def add_arguments(p) -> None:
     p.add_argument("--input", metavar="SHAPE", type=parse_shape,
                    help="per-sample input shape, e.g. 3x32x32 (default: the spec's)")
     p.add_argument("--network", help="which network of the file (default: the last one)")
+    add_import_argument(p)
 
 
 def run(args) -> int:
@@ -29,7 +32,8 @@ def run(args) -> int:
     from netspec import onnxgen
 
     onnxgen.require_onnx()  # before any work: say which extra to install
-    net = netspec.load(args.file, args.network)
+    check_paths(args)
+    net = netspec.load(args.file, args.network, allow_imports=args.allow_imports)
     for w in net.warnings:
         print(w.render(), file=sys.stderr)
     model = onnxgen.export(net, args.output, weights=args.weights, input_shape=args.input,
@@ -39,3 +43,17 @@ def run(args) -> int:
           f"{len(model.graph.node)} nodes, {len(model.graph.initializer)} initializers, "
           f"{size / 1e6:.1f} MB", file=sys.stderr)
     return 0
+
+
+def check_paths(args) -> None:
+    """A missing weights file or an output folder that does not exist is the flag's fault:
+    say so before any work, as compile and eval do."""
+    if args.weights is not None and not os.path.isfile(args.weights):
+        raise UsageError(f"--weights {args.weights}", "no such checkpoint file",
+                         "netspec train writes runs/<network>/best.npz and last.npz")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if os.path.isdir(args.output):
+        raise UsageError(f"-o {args.output}", "is a directory", "give a file name, e.g. "
+                         "model.onnx")
+    if not os.path.isdir(folder):
+        raise UsageError(f"-o {args.output}", "cannot write: No such file or directory")
