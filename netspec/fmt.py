@@ -50,6 +50,7 @@ class _Piece:
     depth: int  # open ( and [ before this token, within the statement
     broke: bool  # the source had a line break right before this token
     comment: bool = False
+    kind: str = ""  # the lexer's terminal name (NAME, OUTPUT, ...)
 
 
 def format_text(text: str, filename: str = "<string>") -> str:
@@ -121,7 +122,7 @@ class _Formatter:
                 prev = tok
                 continue
             starts_line = tok.start_pos in self.starts or text == "}" or (
-                tok.type == "COMMENT" and not statement)
+                tok.type == "COMMENT" and (not statement or self.before_statement(k)))
             if text == "else" and prev is not None and str(prev) == "}":
                 self.lines[-1] += " else"
                 self.glue = True  # `} else {` and `} else if c {` stay on one line
@@ -151,6 +152,14 @@ class _Formatter:
         if statement:
             self.flush(statement)
         return "\n".join(self.lines).rstrip() + "\n"
+
+    def before_statement(self, k: int) -> bool:
+        """Does the code after the comment token k start a statement (or close a body)? Then
+        the comment belongs to it, on a line of its own, not to the statement before."""
+        for tok in self.tokens[k + 1:]:
+            if tok.type != "COMMENT" and str(tok) != ";":
+                return tok.start_pos in self.starts or str(tok) == "}"
+        return True
 
     def label_part(self, tok: Token, prev: Token | None) -> _Piece | None:
         """A token of a computed label's text or braces (`name{`, its `}`, a `{` or a name
@@ -197,15 +206,14 @@ class _Formatter:
         if prev is None or prev in _OPENERS or prev == "." or text in _CLOSERS \
                 or text in (",", ":", "."):
             space = ""
-        elif text == "(" and prev is not None and (prev.isidentifier()
-                                                   and prev not in _WORD_OPERATORS):
-            space = ""  # a call: conv(64)
+        elif text == "(" and code and code[-1].kind == "NAME":
+            space = ""  # a call: conv(64); a keyword keeps its space: output (a, b)
         elif prev == "-" and (before_prev is None or before_prev in _BEFORE_UNARY):
             space = ""  # a sign: -1
         elif (text == "=" or prev == "=") and depth > 0 and self.simple_value(k, text) \
                 and not (code[0].text in ("network", "block") and depth == 1):
             space = ""  # k=3 in a call; a definition's defaults keep spaces: (c, s = 1)
-        return _Piece(text, space, depth, broke)
+        return _Piece(text, space, depth, broke, kind=tok.type)
 
     def simple_value(self, k: int, text: str) -> bool:
         """Is the value after the `=` at or before token k one atom (a name, number, string,

@@ -143,6 +143,20 @@ def test_canonical_spacing_indentation_and_comments():
         "}\n")
 
 
+GOLDEN = sorted(p for p in (ROOT / "tests" / "golden" / "fmt").glob("*.net")
+                if not p.name.endswith(".formatted.net"))
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=lambda p: p.stem)
+def test_golden(path):
+    """tests/golden/fmt/NAME.net formats to NAME.formatted.net, written by hand: a comment
+    line takes the indentation of the statement after it (not a continuation's); `output (a,
+    b)` keeps its space (a keyword, not a call)."""
+    expected = path.with_name(path.stem + ".formatted.net").read_text()
+    assert assert_formats_safely(path.read_text(), str(path)) == expected
+    assert format_text(expected, str(path)) == expected
+
+
 def test_long_pipelines_break_at_arrows_under_the_first_arrow():
     stages = " -> ".join(f"conv{k}: conv(64, k=3, p=1)" for k in range(8))
     out = format_text(f"network n {{ input x: [3, 8, 8] output x -> {stages} }}")
