@@ -276,11 +276,19 @@ class _Recovery:
     def __init__(self, source: Source):
         self.source = source
         self.diagnostics: list[Diagnostic] = []
-        self.tokens = [t for t in lex(source.text, keep_comments=False) if t.type != "ERROR"]
-        self.starts = self._sync_points()
         self.resumed: list | None = None  # the parser's stack right after the last recovery
         self.skipped: list[tuple[int, int]] = []  # offsets [start, end) dropped
         self.seeks: set[int] = set()  # definitions the lexer went back to (once each)
+
+    # The file is lexed a second time only once a syntax error needs the sync points: a file
+    # without errors (the common case, and most of a large spec's time) pays nothing.
+    @functools.cached_property
+    def tokens(self) -> list[Token]:
+        return [t for t in lex(self.source.text, keep_comments=False) if t.type != "ERROR"]
+
+    @functools.cached_property
+    def starts(self) -> list[int]:
+        return self._sync_points()
 
     def _sync_points(self) -> list[int]:
         """Offsets of tokens that start a statement or definition: keywords, `}`, and a

@@ -314,10 +314,14 @@ class Op:
         return self.name
 
     def signature(self) -> str:
-        """`conv(out, k, s=1, ...)`, as the spec calls it."""
-        parts = [a.name if a.required else f"{a.name}={show_value(a.default)}"
-                 for a in self.args]
-        return f"{self.name}(" + ", ".join(parts) + ")"
+        """`conv(out, k, s=1, ...)`, as the spec calls it (built once per op: every call
+        in a spec passes it along for its argument errors)."""
+        cached = self.__dict__.get("_signature")
+        if cached is None:
+            parts = [a.name if a.required else f"{a.name}={show_value(a.default)}"
+                     for a in self.args]
+            cached = self.__dict__["_signature"] = f"{self.name}(" + ", ".join(parts) + ")"
+        return cached
 
 
 def spatial_input(op: Op, inputs: list[Shape]) -> tuple[int, int, int]:
