@@ -5,9 +5,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench setup
+.PHONY: demo test bench setup editor
 
-$(STAMP): pyproject.toml constraints.txt editors/vscode/package-lock.json
+$(STAMP): pyproject.toml constraints.txt editors/vscode/package-lock.json editors/web/package-lock.json
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]' -c constraints.txt
@@ -24,6 +24,9 @@ $(STAMP): pyproject.toml constraints.txt editors/vscode/package-lock.json
 	@! command -v npm >/dev/null 2>&1 || \
 	  (cd editors/vscode && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || \
 	  echo "warning: npm ci failed in editors/vscode; the TextMate grammar's engine test skips"
+	@! command -v npm >/dev/null 2>&1 || \
+	  (cd editors/web && npm ci --no-audit --no-fund --loglevel=error >/dev/null) || \
+	  echo "warning: npm ci failed in editors/web; the web editor's rebuild test skips"
 	@command -v chromium >/dev/null 2>&1 || { \
 	  echo "installing Chromium with apt-get (the web view's tests run it headless)"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) || \
@@ -41,3 +44,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py
+
+# Rebuild the web view's editor (netspec/web/editor.js, committed) from editors/web's lock file.
+editor: $(STAMP)
+	cd editors/web && npm ci --no-audit --no-fund --loglevel=error && npm run build

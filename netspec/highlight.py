@@ -1,13 +1,15 @@
 """Syntax highlighting derived from the grammar: a Pygments lexer (`pygmentize -l netspec`,
-registered as an entry point) and the TextMate grammar of the VS Code extension
-(editors/vscode/), both built from the Lark grammar's own terminals so they cannot drift.
+registered as an entry point), the TextMate grammar of the VS Code extension
+(editors/vscode/) and the token rules of the web view's CodeMirror editor (editors/web/),
+all built from the Lark grammar's own terminals so they cannot drift.
 
 Every terminal of grammars/netspec.lark falls in one class (comment, string, number,
 keyword, name, operator, punctuation); a keyword added to the grammar is highlighted as a
 keyword without a change here, and a new kind of terminal fails `token_classes` (and so the
 tests) until it is given a class.
 
-Run `python -m netspec.highlight textmate` to regenerate the TextMate grammar.
+Run `python -m netspec.highlight textmate` (or `codemirror`) to regenerate the TextMate
+grammar (or the CodeMirror token rules).
 """
 from __future__ import annotations
 
@@ -129,6 +131,26 @@ def textmate_json() -> str:
     return json.dumps(textmate_grammar(), indent=2) + "\n"
 
 
+# ---- CodeMirror (the web view's editor) ----------------------------------------------------
+
+def codemirror_tokens() -> list[tuple[str, str]]:
+    """(class, JavaScript regex) of every terminal, for the web view's editor
+    (editors/web/src/tokens.json, bundled into netspec/web/editor.js). The editor takes the
+    longest match at a token's start, the earlier rule on a tie (a keyword before a name),
+    as the grammar's lexer does; whitespace is skipped before."""
+    c = _by_class()
+    order = ("comment", "string", "float", "integer", "declaration", "import", "constant",
+             "word_operator", "keyword", "name", "arrow", "operator", "punctuation")
+    return [(cls, regex) for cls in order for regex in c[cls]]
+
+
+def codemirror_json() -> str:
+    rows = ",\n".join("  " + json.dumps(list(t)) for t in codemirror_tokens())
+    comment = ("Generated from grammars/netspec.lark by `python -m netspec.highlight "
+               "codemirror`; do not edit.")
+    return f'{{"comment": {json.dumps(comment)},\n "tokens": [\n{rows}\n]}}\n'
+
+
 # ---- Pygments ---------------------------------------------------------------------------
 
 def _pygments_lexer():
@@ -187,11 +209,14 @@ def __getattr__(name: str):
 
 
 def main(argv: list[str]) -> int:
-    if argv != ["textmate"]:
+    writers = {"textmate": textmate_json, "codemirror": codemirror_json}
+    if len(argv) != 1 or argv[0] not in writers:
         print("usage: python -m netspec.highlight textmate > "
-              "editors/vscode/syntaxes/netspec.tmLanguage.json", file=sys.stderr)
+              "editors/vscode/syntaxes/netspec.tmLanguage.json\n"
+              "       python -m netspec.highlight codemirror > editors/web/src/tokens.json",
+              file=sys.stderr)
         return 2
-    sys.stdout.write(textmate_json())
+    sys.stdout.write(writers[argv[0]]())
     return 0
 
 

@@ -3,7 +3,9 @@ summary table and diagram update as you type. Starlette app, served by uvicorn.
 
 What the page asks for goes through the ordinary front end (netspec.frontend.check_text,
 netspec.analyze, netspec.draw) and comes back as data: diagnostics as JSON, the summary
-rows, the Graphviz SVG, and the spec highlighted by the grammar's own lexer (escaped HTML).
+rows and the Graphviz SVG. The page's editor is CodeMirror 6, bundled at build time from npm
+into netspec/web/editor.js (editors/web/): it highlights with token rules generated from the
+grammar and underlines the diagnostics the server returns; nothing is fetched at run time.
 
 Safety: the server binds 127.0.0.1 only; it reads and writes only the files it was started
 on, addressed by their index (no path ever comes from a request); it refuses requests whose
@@ -13,8 +15,6 @@ from its own origin. Nothing in the page evaluates spec text.
 from __future__ import annotations
 
 import asyncio
-import html
-import itertools
 import json
 import os
 from dataclasses import dataclass
@@ -32,7 +32,8 @@ from netspec.frontend import check_text, to_json
 HOST = "127.0.0.1"
 MAX_TEXT = 2_000_000  # the parser's limit on a spec
 POLL_SECONDS = 0.5  # how often files on disk are looked at for changes
-_STATIC = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+_STATIC = {"app.js": "text/javascript", "editor.js": "text/javascript", "app.css": "text/css",
+           "index.html": "text/html"}
 
 
 @dataclass
@@ -48,14 +49,13 @@ class SpecFile:
 
 
 def render_spec(text: str, path: str) -> dict[str, Any]:
-    """Everything the page shows for spec text: diagnostics, the spec highlighted with the
-    errors marked, the summary rows and the diagram (when the spec is well-formed)."""
+    """Everything the page shows for spec text: diagnostics (those of this file carry
+    "file": path, the others are in imported files), the summary rows and the diagram (when
+    the spec is well-formed)."""
     result = check_text(text, path)
     out: dict[str, Any] = {
-        "ok": result.ok,
+        "ok": result.ok, "file": path,
         "diagnostics": [to_json(d) for d in result.diagnostics],
-        "highlighted": highlight_html(text, [d for d in result.diagnostics
-                                             if d.span is not None and d.span.path == path]),
         "rows": [], "svg": None, "title": None, "svg_error": None,
     }
     if result.ok and result.network is not None:
@@ -81,45 +81,6 @@ def _analysis(net) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - Graphviz missing or failing: say so, go on
         out["svg_error"] = f"no diagram: {type(exc).__name__}: {exc}"[:300]
     return out
-
-
-def highlight_html(text: str, diagnostics) -> str:
-    """The spec as HTML: one <span class="t-CLASS"> per token of the grammar's lexer, every
-    character escaped, and the text under each diagnostic's span inside
-    <mark class="diag SEVERITY" data-message="...">."""
-    from netspec.highlight import token_classes
-    from netspec.parser import lex
-
-    classes = {name: cls for name, _, cls in token_classes()}
-    line_starts = [0]
-    for line in text.split("\n"):
-        line_starts.append(line_starts[-1] + len(line) + 1)
-
-    def offset(line: int, col: int) -> int:
-        return min(line_starts[min(line, len(line_starts) - 1) - 1] + col - 1, len(text))
-
-    marks = []  # (start, end, severity, message)
-    for d in diagnostics:
-        start = offset(d.span.line, d.span.col)
-        end = min(max(start + 1, offset(d.span.end_line, d.span.end_col)), len(text))
-        marks.append((start, end, d.severity, d.message))
-    tokens = [(t.start_pos, t.end_pos, "t-" + classes.get(t.type, "error")) for t in lex(text)]
-    cuts = sorted({0, len(text)} | {p for t in tokens for p in t[:2]}
-                  | {p for m in marks for p in m[:2]})
-    index = {p: k for k, p in enumerate(cuts)}
-    css_at = {}
-    for start, end, css in tokens:
-        for p in cuts[index[start]:index[end]]:
-            css_at[p] = css
-    out = []
-    for start, end in itertools.pairwise(cuts):
-        piece = f'<span class="{css_at.get(start, "")}">{html.escape(text[start:end])}</span>'
-        for m_start, m_end, severity, message in marks:
-            if m_start <= start and end <= m_end:
-                piece = (f'<mark class="diag {severity}" data-message="{html.escape(message)}">'
-                         f"{piece}</mark>")
-        out.append(piece)
-    return "".join(out)
 
 
 # ---- the app -------------------------------------------------------------------------------
@@ -204,8 +165,9 @@ def create_app(files: list[SpecFile], port_holder: dict[str, int]) -> Starlette:
         try:
             body = await asyncio.to_thread(render_spec, text, _display(f.path))
         except NetspecError as exc:
-            body = {"ok": False, "diagnostics": [to_json(d) for d in exc.diagnostics],
-                    "highlighted": html.escape(text), "rows": [], "svg": None}
+            body = {"ok": False, "file": _display(f.path),
+                    "diagnostics": [to_json(d) for d in exc.diagnostics], "rows": [],
+                    "svg": None}
         return JSONResponse(body)
 
     async def events(request: Request) -> Response:

@@ -46,6 +46,9 @@ def test_the_built_wheel_ships_py_typed_the_license_and_the_one_version(tmp_path
         meta_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
         meta = email.message_from_bytes(z.read(meta_name))
     assert "netspec/py.typed" in names
+    # the web view works from the wheel alone: its page and the bundled CodeMirror editor
+    assert {f"netspec/web/{f}" for f in ("index.html", "app.js", "app.css", "editor.js")} \
+        <= set(names)
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert meta["License-Expression"] == "MIT"
     assert meta["Version"] == netspec.__version__

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -100,10 +102,54 @@ def test_serves_only_the_files_it_was_given(server):
         assert request(url + path)[0] == 404, path
 
 
+# ---- the editor's bundle (no browser needed) ---------------------------------------------------
+
+WEB = ROOT / "editors" / "web"
+
+
+def test_the_editors_token_rules_are_the_generated_ones():
+    from netspec.highlight import codemirror_json
+
+    assert (WEB / "src" / "tokens.json").read_text() == codemirror_json(), \
+        "run: python -m netspec.highlight codemirror > editors/web/src/tokens.json"
+
+
+def test_the_committed_editor_bundle_is_rebuilt_from_the_lock_file(tmp_path):
+    """netspec/web/editor.js is committed (pip install needs no npm); it must be what
+    editors/web builds from its package-lock.json, byte for byte."""
+    node = shutil.which("node")
+    if node is None or not (WEB / "node_modules" / "esbuild").is_dir():
+        pytest.skip("needs node and editors/web/node_modules (make setup installs them with "
+                    "apt and npm ci)")
+    out = tmp_path / "editor.js"
+    subprocess.run([node, str(WEB / "build.mjs"), str(out)], check=True, timeout=120,
+                   capture_output=True)
+    committed = (ROOT / "netspec" / "web" / "editor.js").read_bytes()
+    assert out.read_bytes() == committed, \
+        "run: cd editors/web && npm ci && npm run build, and commit netspec/web/editor.js"
+    lock = json.loads((WEB / "package-lock.json").read_text())
+    package = json.loads((WEB / "package.json").read_text())
+    for name, version in package["devDependencies"].items():  # pinned exactly
+        assert lock["packages"][f"node_modules/{name}"]["version"] == version, name
+
+
+def test_the_page_loads_the_bundle_and_nothing_else(server):
+    url = server[0]
+    status, page = request(url)
+    assert status == 200
+    scripts = re.findall(r'<script src="([^"]+)"', page)
+    assert scripts == ["/static/editor.js", "/static/app.js"]
+    assert not re.search(r"(src|href)=\"(https?:)?//", page)
+    status, bundle = request(url + "static/editor.js")
+    assert status == 200 and bundle == (ROOT / "netspec" / "web" / "editor.js").read_text()
+
+
 # ---- in the browser ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def page(server, tmp_path_factory):
+    """The page in headless Chromium, every request that leaves 127.0.0.1 blocked and
+    recorded (the page must work offline: the editor is bundled, nothing is fetched)."""
     if CHROMIUM is None:
         pytest.skip("needs Chromium: make setup installs Debian's chromium with apt")
     playwright = pytest.importorskip("playwright.sync_api",
@@ -112,6 +158,16 @@ def page(server, tmp_path_factory):
     with playwright.sync_playwright() as p:
         context = p.chromium.launch_persistent_context(
             str(profile), executable_path=CHROMIUM, headless=True, args=FLAGS)
+        external: list[str] = []
+
+        def only_this_server(route):
+            if urllib.parse.urlsplit(route.request.url).hostname == "127.0.0.1":
+                route.continue_()
+            else:
+                external.append(route.request.url)
+                route.abort()
+
+        context.route("**/*", only_this_server)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
         errors: list[str] = []
@@ -120,10 +176,25 @@ def page(server, tmp_path_factory):
         yield page
         context.close()
         assert errors == [], errors
+        assert external == [], external
 
 
 def layer_names(path: Path) -> list[str]:
     return list(netspec.load(str(path)).graph.nodes)
+
+
+def editor_text(page) -> str:
+    return page.evaluate("() => state.editor.text()")
+
+
+def type_at(page, offset: int, keys: str = "", backspaces: int = 0) -> None:
+    """Put the editor's cursor at `offset` and type there with the keyboard."""
+    page.evaluate("at => { state.editor.view.dispatch({selection: {anchor: at}});"
+                  " state.editor.view.focus(); }", offset)
+    for _ in range(backspaces):
+        page.keyboard.press("Backspace")
+    if keys:
+        page.keyboard.type(keys)
 
 
 def test_page_shows_the_diagram_and_the_table(server, page):
@@ -136,27 +207,68 @@ def test_page_shows_the_diagram_and_the_table(server, page):
     rows = page.eval_on_selector_all("#summary tbody tr", "rs => rs.map(r => r.dataset.name)")
     assert rows == expected
     assert page.text_content("#status") == "ok"
-    assert page.input_value("#source") == lenet.read_text()
-    assert page.locator("#highlight .t-declaration").first.text_content() == "network"
+    assert editor_text(page) == lenet.read_text()
+
+
+def test_the_editor_is_codemirror_highlighting_by_the_grammars_classes(server, page):
+    _, lenet, _ = server
+    page.wait_for_selector(".cm-editor .cm-content .t-declaration")
+    assert page.locator(".cm-content .t-declaration").first.text_content() == "network"
+    assert page.locator(".cm-content .t-arrow").first.text_content() == "->"
+    first_comment = next(line.strip() for line in lenet.read_text().splitlines()
+                         if line.strip().startswith("#"))
+    assert page.locator(".cm-content .t-comment").first.text_content() == first_comment
+
+
+def test_the_editors_tokenizer_agrees_with_the_parser_on_every_bundled_spec(page):
+    """The editor's tokenizer, run in the browser from the shipped bundle, against the
+    parser's own lexer: the same tokens with the same classes."""
+    from netspec.highlight import token_classes
+    from netspec.parser import lex
+
+    classes = {name: cls for name, _, cls in token_classes()}
+    specs = sorted((ROOT / "specs").rglob("*.net")) + sorted((ROOT / "tests" / "specs").glob("*.net"))
+    texts = [p.read_text() for p in specs]
+    tokenized = page.evaluate("ts => ts.map(t => NetspecEditor.tokens(t))", texts)
+    for path, text, tokens in zip(specs, texts, tokenized, strict=True):
+        expected = []
+        for t in lex(text):
+            if t.type == "LABEL_OPEN":  # `name{` of a computed label: a name and a brace
+                expected += [[t.start_pos, t.end_pos - 1, "name"],
+                             [t.end_pos - 1, t.end_pos, "punctuation"]]
+            elif t.type != "WS":
+                expected.append([t.start_pos, t.end_pos, classes[t.type]])
+        assert tokens == expected, path.name
 
 
 def test_an_error_is_underlined_with_its_message_and_a_fix_updates_the_diagram(server, page):
     _, lenet, _ = server
-    text = lenet.read_text()
-    page.fill("#source", text.replace("-> c3: conv(16, k=5)", "-> c3: convv(16, k=5)"))
-    mark = page.wait_for_selector("mark.diag.error")
-    underlined = page.eval_on_selector_all("mark.diag.error", "ms => ms.map(m => m.textContent)")
-    assert "".join(underlined) == "convv(16, k=5)"  # the call's span, token by token
-    assert mark.get_attribute("data-message") == "unknown op or block `convv`"
+    text = editor_text(page)
+    at = text.index("conv(16, k=5)") + len("conv")
+    type_at(page, at, "v")  # c3: convv(16, k=5)
+    page.wait_for_selector(".cm-lintRange-error")
+    underlined = page.eval_on_selector_all(".cm-lintRange-error",
+                                           "ms => ms.map(m => m.textContent).join('')")
+    assert underlined == "convv(16, k=5)"  # the call's span
+    assert page.locator(".cm-gutter-lint .cm-lint-marker-error").count() == 1
+    page.hover(".cm-lintRange-error")
+    tooltip = page.wait_for_selector(".cm-tooltip-lint .cm-diagnostic-error")
+    assert tooltip.text_content() == "unknown op or block `convv`hint: did you mean `conv`?"
     item = page.text_content("#diagnostics li.error")
     assert "unknown op or block `convv`" in item and "hint: did you mean `conv`?" in item
     assert page.text_content("#status") == "1 error"
+    assert page.title().startswith("● lenet5.net")
 
-    fixed = text.replace("-> f6: linear(84) -> tanh", "-> f6: linear(84) -> tanh -> extra: relu")
-    page.fill("#source", fixed)
+    type_at(page, at + 1, backspaces=1)  # the fix, with the keyboard
+    page.wait_for_function("() => document.getElementById('status').textContent === 'ok'")
+    assert page.locator(".cm-lintRange").count() == 0
+    tanh = editor_text(page).index("-> f6: linear(84) -> tanh") + len("-> f6: linear(84) -> tanh")
+    type_at(page, tanh, " -> extra: relu")
     page.wait_for_selector('#diagram g.node[data-layer="extra"]')
-    assert page.locator("mark.diag").count() == 0
     assert page.locator('#summary tr[data-name="extra"]').count() == 1
+    assert editor_text(page) == text.replace("-> f6: linear(84) -> tanh",
+                                             "-> f6: linear(84) -> tanh -> extra: relu")
+    assert lenet.read_text() == text  # not saved yet
 
 
 def test_clicking_a_layer_selects_its_row_and_headers_sort(server, page):
@@ -193,18 +305,22 @@ def test_the_diagram_zooms_with_the_wheel_and_pans_with_a_drag(server, page):
 
 def test_save_writes_the_file_and_a_change_on_disk_reloads_the_page(server, page):
     _, lenet, _ = server
-    text = page.input_value("#source")
-    page.click("#save")
+    text = editor_text(page)
+    assert "-> extra: relu" in text  # typed by the test above
+    page.locator(".cm-content").click()
+    page.keyboard.press("Control+s")
     page.wait_for_function("() => document.getElementById('status').textContent === 'saved'")
     assert lenet.read_text() == text
+    assert not page.title().startswith("●")
+    assert page.locator("#save").is_disabled()
 
     changed = text.replace("network lenet5", "# edited elsewhere\nnetwork lenet5")
     time.sleep(0.05)
     lenet.write_text(changed)
     os.utime(lenet)
-    page.wait_for_function("() => document.getElementById('source').value"
-                           ".includes('# edited elsewhere')")
-    assert page.input_value("#source") == changed
+    page.wait_for_function("() => state.editor.text().includes('# edited elsewhere')")
+    assert editor_text(page) == changed
+    page.wait_for_selector(".cm-content .t-comment >> text=# edited elsewhere")
 
 
 def test_another_spec_side_by_side(server, page):
@@ -228,4 +344,4 @@ def test_a_second_spec_with_collapsible_blocks(server, page):
     page.click(f'#summary tr[data-name="{block}"] td')
     assert all(not page.locator(inside).nth(k).is_visible()
                for k in range(page.locator(inside).count()))
-    assert page.input_value("#source") == tiny.read_text()
+    assert editor_text(page) == tiny.read_text()

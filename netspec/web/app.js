@@ -1,16 +1,12 @@
-// netspec serve: the page. Text goes to the server, data comes back (diagnostics as JSON,
-// the spec highlighted as escaped HTML, summary rows, the diagram's SVG). No spec text is
-// ever evaluated here; the SVG is sanitized before it joins the page.
+// netspec serve: the page. The editor is CodeMirror 6 (editor.js, bundled from editors/web):
+// it highlights the spec and, as you type, sends the text to the server and underlines the
+// diagnostics that come back; the same answer carries the summary rows and the diagram's SVG.
+// No spec text is ever evaluated here; the SVG is sanitized before it joins the page.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { index: 0, files: [], dirty: false, mtime: null, seq: 0, shown: 0,
-                sort: null, view: null };
-
-function escapeHtml(text) {
-  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;",
-                                            '"': "&quot;", "'": "&#39;" })[c]);
-}
+const state = { index: 0, files: [], dirty: false, mtime: null, sort: null, view: null,
+                editor: null };
 
 async function api(path, options = {}) {
   const response = await fetch(path, { headers: { "Content-Type": "application/json" },
@@ -48,11 +44,10 @@ async function loadFiles() {
 async function openFile(index) {
   state.index = index;
   const body = await api(`/api/files/${index}`);
-  $("source").value = body.text;
+  state.editor.setText(body.text);  // checked at once: the diagnostics, table and diagram
   state.mtime = body.mtime;
   setDirty(false);
   $("banner").hidden = true;
-  update();
 }
 
 function setDirty(dirty) {
@@ -63,12 +58,12 @@ function setDirty(dirty) {
 
 async function save() {
   if (!state.dirty || !state.files[state.index].writable) return;
-  const text = $("source").value;
+  const text = state.editor.text();
   try {
     const body = await api(`/api/files/${state.index}`,
                            { method: "PUT", body: JSON.stringify({ text }) });
     state.mtime = body.mtime;
-    if ($("source").value === text) setDirty(false);
+    if (state.editor.text() === text) setDirty(false);
     setStatus("saved");
   } catch (error) {
     setStatus(`not saved: ${error.message}`);
@@ -92,29 +87,20 @@ function watchDisk() {
 
 // ---- checking as you type --------------------------------------------------------------------
 
-let timer = null;
-function edited() {
-  setDirty(true);
-  $("highlight").innerHTML = escapeHtml($("source").value) + "\n";
-  clearTimeout(timer);
-  timer = setTimeout(update, 200);
-}
-
-async function update() {
-  const seq = ++state.seq;
-  const text = $("source").value;
+// The editor's linter calls this after each pause in typing (and when a file is opened):
+// one request answers with the diagnostics to underline, the table and the diagram.
+async function check(text) {
+  const index = state.index;
   let data;
   try {
-    data = await api(`/api/files/${state.index}/check`,
+    data = await api(`/api/files/${index}/check`,
                      { method: "POST", body: JSON.stringify({ text }) });
   } catch (error) {
     setStatus(`check failed: ${error.message}`);
-    return;
+    return [];
   }
-  if (seq < state.shown || $("source").value !== text) return;  // a newer check is coming
-  state.shown = seq;
-  $("highlight").innerHTML = data.highlighted + "\n";  // escaped by the server
-  showDiagnostics(data.diagnostics);
+  if (index !== state.index || state.editor.text() !== text) return [];  // a newer one comes
+  showDiagnostics(data.diagnostics, data.file);
   const errors = data.diagnostics.filter((d) => d.severity === "error").length;
   setStatus(errors ? `${errors} error${errors > 1 ? "s" : ""}` : "ok");
   document.body.dataset.state = errors ? "errors" : "ok";
@@ -123,7 +109,13 @@ async function update() {
     $("total").textContent = totalsText(data.totals);
     showRows(data.rows || []);
     showDiagram(data.svg, data.svg_error);
+  } else if (data.title) {  // a block library: no table, no diagram
+    $("title").textContent = data.title;
+    $("total").textContent = "";
+    showRows([]);
+    showDiagram(null, "");
   }
+  return data.diagnostics.filter((d) => d.file === data.file);
 }
 
 function totalsText(totals) {
@@ -161,13 +153,14 @@ async function showComparison() {
   }
 }
 
-function showDiagnostics(diagnostics) {
+function showDiagnostics(diagnostics, file) {
   const list = $("diagnostics");
   list.replaceChildren();
   for (const d of diagnostics) {
     const item = document.createElement("li");
     item.className = d.severity;
-    const where = d.line ? `${d.line}:${d.column} ` : "";
+    const elsewhere = d.file && d.file !== file;  // in an imported file
+    const where = d.line ? `${elsewhere ? d.file + ":" : ""}${d.line}:${d.column} ` : "";
     item.appendChild(document.createTextNode(where + d.message));
     if (d.hint) {
       const hint = document.createElement("span");
@@ -175,18 +168,11 @@ function showDiagnostics(diagnostics) {
       hint.textContent = "hint: " + d.hint;
       item.appendChild(hint);
     }
-    if (d.line) item.addEventListener("click", () => jumpTo(d.line, d.column));
+    if (d.line && !elsewhere) {
+      item.addEventListener("click", () => state.editor.jumpTo(d.line, d.column));
+    }
     list.appendChild(item);
   }
-}
-
-function jumpTo(line, column) {
-  const source = $("source");
-  const lines = source.value.split("\n");
-  let offset = 0;
-  for (let k = 0; k < line - 1 && k < lines.length; k++) offset += lines[k].length + 1;
-  source.focus();
-  source.setSelectionRange(offset + column - 1, offset + column - 1);
 }
 
 // ---- summary table -----------------------------------------------------------------------------
@@ -342,17 +328,8 @@ function selectLayer(name, fromDiagram) {
 // ---- wiring ----------------------------------------------------------------------------------------
 
 document.addEventListener("DOMContentLoaded", () => {
-  const source = $("source");
-  source.addEventListener("input", edited);
-  source.addEventListener("scroll", () => {
-    $("highlight").style.transform =
-      `translate(${-source.scrollLeft}px, ${-source.scrollTop}px)`;
-  });
-  source.addEventListener("keydown", (event) => {
-    if (event.key === "Tab") {
-      event.preventDefault();
-      document.execCommand("insertText", false, "    ");
-    }
+  state.editor = window.NetspecEditor.create({
+    parent: $("editor"), check, onChange: () => setDirty(true),
   });
   document.addEventListener("keydown", (event) => {
     if ((event.ctrlKey || event.metaKey) && event.key === "s") {
