@@ -7,7 +7,6 @@ gradients, initialization, caches and state dicts. NumPy and the standard librar
 """
 import math
 import os
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 
@@ -313,28 +312,23 @@ class Model:
         return report
 
     def save(self, path) -> None:
-        """Write the state dict to an .npz file (no pickles), atomically."""
-        path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".netspec-", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **self.state_dict())
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        """Write the state dict (PyTorch's names, no pickles) to an .npz file, atomically.
+        netspec's one weight format: `load`, `netspec eval --weights` and `--init-from` read
+        it, and so do training checkpoints (the same arrays under param/ and buffer/)."""
+        from netspec.train.checkpoint import atomic_savez
+
+        atomic_savez(os.fspath(path), self.state_dict())
 
     def load(self, path, strict: bool = True) -> LoadReport:
-        """Read a state dict written by save (or any .npz of arrays by name)."""
-        with np.load(os.fspath(path), allow_pickle=False) as data:
-            state = {name: data[name] for name in data.files}
-        # NaN weights would run and score at chance level without a word: refuse them.
-        bad = [n for n, v in state.items() if v.dtype.kind == "f" and not np.isfinite(v).all()]
-        if bad:
-            raise ValueError(f"{os.fspath(path)}: '{bad[0]}' holds NaN or Inf values; these "
-                             "weights are not usable")
+        """Read weights into the model: a file of `save`, a training checkpoint (last.npz,
+        best.npz), any .npz of arrays by name, or a PyTorch state dict (.pt/.pth, with torch
+        installed; torch.load(weights_only=True), never code). strict: every name and shape
+        must match (StateDictError lists the differences); otherwise load what matches and
+        report the rest. A damaged file or NaN/Inf weights raise ValueError naming the file."""
+        from netspec.train.checkpoint import CheckpointError, read_weights
+
+        try:
+            state = read_weights(os.fspath(path)).model_state()
+        except CheckpointError as e:
+            raise ValueError(str(e)) from None
         return self.load_state_dict(state, strict=strict)

@@ -167,7 +167,12 @@ def test_load_matching_reports_loaded_mismatched_and_skipped(tmp_path):
     assert report.mismatched == [("fc.weight", (10, 16), (5, 16))]
     assert report.missing == ["fc.bias"] and report.unexpected == ["old_head.bias"]
     assert np.all(model.params["conv1.weight"] == 1) and np.all(model.params["fc.weight"] == 0)
-    assert "loaded 1, mismatched 1, skipped 2" in report.summary()
+    assert report.summary().splitlines() == [
+        (f"init from {tmp_path / 'src.npz'}: loaded 1 of the model's 3 tensors; missing 1, "
+         "unexpected 1, mismatched 1"),
+        "  mismatched fc.weight: file [10, 16] vs model [5, 16] (kept at init)",
+        "  missing fc.bias: not in the file (kept at init)",
+        "  unexpected old_head.bias: not in the model (ignored)"]
 
 
 def test_load_weights_needs_every_name_and_shape(tmp_path):

@@ -56,6 +56,13 @@ BAD_VALUES = [
     ("train {spec} -o {spec}/run", "-o"),
     ("train {spec} --backend jax", "--backend"), ("train {spec} --nproc 0", "--nproc"),
     ("train {spec} --device cpu", "--device"), ("train {spec} --precision fp8", "--precision"),
+    ("train {spec} --input 0x8x8", "--input"), ("train {spec} --input 1xHx8", "--input"),
+    ("train {spec} --normalize imagnet", "--normalize imagnet"),
+    ("train {spec} --normalize [1,0]", "--normalize [1,0]"),
+    ("eval {spec} --weights w.npz --input 3x", "--input"),
+    ("predict {spec} --weights w.npz --input abc", "--input"),
+    ("eval {spec} --weights w.npz --normalize [[1],[2],[3]]", "--normalize"),
+    ("predict {spec} --weights w.npz --normalize nosuch", "--normalize"),
     # eval and predict
     ("eval {spec} --weights /nonexistent.npz", "--weights"),
     ("eval {spec} --weights w.npz --split nosuch", "--split"),

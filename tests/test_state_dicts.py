@@ -85,9 +85,9 @@ def test_init_from_reports_loaded_missing_unexpected_and_mismatched(torch_resnet
     np.testing.assert_array_equal(model.params["conv1.weight"],
                                   state["conv1.weight"].numpy())
     text = report.summary()
-    assert "mismatched fc.weight: checkpoint [10, 512] vs model [1000, 512]" in text
-    assert "not in model: extra.weight" in text
-    assert "not in checkpoint: layer4.1.bn2.running_var" in text
+    assert "mismatched fc.weight: file [10, 512] vs model [1000, 512]" in text
+    assert "unexpected extra.weight: not in the model" in text
+    assert "missing layer4.1.bn2.running_var: not in the file" in text
 
 
 class _Payload:
@@ -142,4 +142,4 @@ def test_cli_eval_and_train_read_plain_state_dicts(tmp_path, capsys):
     assert main(["train", str(spec), "-o", str(tmp_path / "run"), "--no-progress",
                  "--limit", "200", "--init-from", str(tmp_path / "saved.pt")]) == 0
     out, err = capsys.readouterr()
-    assert "loaded 4, mismatched 0, skipped 0" in out + err
+    assert "loaded 4 of the model's 4 tensors; missing 0, unexpected 0, mismatched 0" in out + err

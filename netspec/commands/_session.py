@@ -43,6 +43,10 @@ def add_data_arguments(p) -> None:
                    help="keep only these labels, renumbered 0..k-1, e.g. 3,5,8")
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="use at most this many training examples")
+    p.add_argument("--normalize", metavar="STATS",
+                   help="fixed per-channel statistics instead of the training split's: "
+                        "imagenet, or [MEAN, STD] as JSON, e.g. '[[0.5,0.5,0.5],[0.2,0.2,0.2]]' "
+                        "(on 0..1 pixel values for 8-bit images; spec: normalize)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", type=assignment,
                    help="any training setting by its dotted name, e.g. optimizer.beta1=0.8")
 
@@ -85,19 +89,46 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, Any]:
 
 
 def load_net(args):
-    """The spec's network, with --param values; an error they cause says they were given."""
+    """The spec's network, with --param values and the --input shape; an error they cause
+    says they were given."""
     import netspec
 
     params = parse_assignments(args.param, "--param")
     try:
-        return netspec.load(args.spec, args.network, params,
-                            allow_imports=getattr(args, "allow_imports", ()))
+        net = netspec.load(args.spec, args.network, params,
+                           allow_imports=getattr(args, "allow_imports", ()))
     except NetspecError as exc:
         if params:
             given = " ".join(f"--param {p}" for p in args.param)
             for d in exc.diagnostics:
                 d.notes.append(Note(f"network parameters given on the command line: {given}"))
         raise
+    if getattr(args, "input", None):
+        set_input_shape(net, args.input, f"--input {'x'.join(map(str, args.input))}")
+    return net
+
+
+def set_input_shape(net, shape: tuple[int, ...], flag: str) -> None:
+    """Declare the network's input as `shape` (as if the spec said so), after checking that
+    every layer accepts it: the shape errors it causes are located and name the flag."""
+    import netspec
+
+    try:
+        netspec.analyze(net, tuple(shape))
+    except NetspecError as exc:
+        for d in exc.diagnostics:
+            d.notes.append(Note(f"with the input shape given on the command line: {flag}"))
+        raise
+    net.node(net.inputs[0])["attrs"]["shape"] = list(shape)
+
+
+def add_input_argument(p) -> None:
+    """--input CxHxW for the commands that compile a spec for data (train, eval, predict)."""
+    from netspec.commands.compile import parse_shape
+
+    p.add_argument("--input", metavar="SHAPE", type=parse_shape,
+                   help="per-sample input shape overriding the spec's, e.g. 3x32x32 or 1x8x8 "
+                        "(eval/predict default: the shape the checkpoint was trained at)")
 
 
 @contextmanager
@@ -132,7 +163,7 @@ def config_from(net, args, extra: dict[str, Any] | None = None):
     flags: list[tuple[str, str, Any]] = [  # (flag as the user wrote it, key, value)
         (f"--{key.replace('_', '-')} {value}", key, value)
         for key, value in (extra or {}).items() if value is not None]
-    for key in ("data", "val", "limit", "classes"):
+    for key in ("data", "val", "limit", "classes", "normalize"):
         value = getattr(args, key, None)
         if value is not None:
             shown = ",".join(map(str, value)) if key == "classes" else value
@@ -161,10 +192,12 @@ def check_data_fits(net, data) -> None:
     shape = tuple(net.node(net.inputs[0])["attrs"]["shape"])
     fit_sequence_view(data, shape)  # digits [1, 8, 8] read row by row by an [8, 8] input
     if tuple(data.input_shape) != shape:
+        flag = "--input " + "x".join(map(str, data.input_shape))
         raise NetspecError(Diagnostic(
             "error", f"the spec's input is {list(shape)} but the data's examples are "
             f"{list(data.input_shape)}", net.node(net.inputs[0])["span"],
-            f"change the spec's input to {list(data.input_shape)}, or train it on matching data"))
+            f"give the network the data's shape with {flag} (no edit of the spec needed), "
+            "or use data of the spec's shape"))
 
 
 def compile_model(net, seed: int = 0, allow_large: bool = False):
@@ -197,6 +230,7 @@ def use_checkpoint_statistics(data, ckpt) -> None:
 def add_trained_arguments(p) -> None:
     """Arguments of the commands that run trained weights (eval, predict)."""
     add_spec_arguments(p)
+    add_input_argument(p)
     add_data_arguments(p)
     p.add_argument("--weights", required=True, metavar="CKPT",
                    help="a checkpoint written by netspec train (.npz, e.g. "
@@ -234,6 +268,7 @@ def load_trained(args):
     with training_errors(net):
         cfg = config_from(net, args)
         ckpt = read_weights(args.weights)
+        use_trained_input_shape(net, ckpt, args)
         cfg.data.classes = checkpoint_classes(ckpt, cfg.data.classes, args)
         data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
@@ -243,6 +278,20 @@ def load_trained(args):
         check_classes_fit(model, data, ckpt, args)
         use_checkpoint_statistics(data, ckpt)
     return net, cfg, data, model
+
+
+def use_trained_input_shape(net, ckpt, args) -> None:
+    """Without --input, run the network at the input shape its checkpoint was trained at
+    (`train --input 3x32x32` records it), so eval and predict need no flag to repeat it."""
+    trained = ckpt.state.get("input_shape") if isinstance(ckpt.state, dict) else None
+    if getattr(args, "input", None) or not isinstance(trained, list) or not trained:
+        return
+    if not all(type(d) is int and d >= 1 for d in trained):
+        return
+    declared = list(net.node(net.inputs[0])["attrs"]["shape"])
+    if trained != declared and len(trained) == len(declared):
+        set_input_shape(net, tuple(trained), f"the input shape {args.weights} was trained at "
+                        f"({'x'.join(map(str, trained))})")
 
 
 def checkpoint_classes(ckpt, classes: list[int] | None, args) -> list[int] | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from netspec.commands._session import (
     add_data_arguments,
+    add_input_argument,
     add_spec_arguments,
     check_data_fits,
     compile_model,
@@ -33,6 +34,7 @@ def add_arguments(p) -> None:
     from netspec.train.config import AugmentConfig, LossConfig, OptimizerConfig, ScheduleConfig
 
     add_spec_arguments(p)
+    add_input_argument(p)
     add_data_arguments(p)
     p.add_argument("--epochs", type=positive_int, metavar="N",
                    help="passes over the training split (spec: epochs)")

@@ -254,13 +254,15 @@ class TransferReport:
         return self.missing + self.unexpected
 
     def summary(self) -> str:
-        head = (f"init from {self.path}: loaded {len(self.loaded)}, "
-                f"mismatched {len(self.mismatched)}, skipped {len(self.skipped)}")
-        lines = [head]
-        lines += [f"  mismatched {n}: checkpoint {list(a)} vs model {list(b)}"
+        """The report `train --init-from` prints: counts, then every name not loaded."""
+        total = len(self.loaded) + len(self.missing) + len(self.mismatched)
+        lines = [(f"init from {self.path}: loaded {len(self.loaded)} of the model's {total} "
+                  f"tensors; missing {len(self.missing)}, unexpected {len(self.unexpected)}, "
+                  f"mismatched {len(self.mismatched)}")]
+        lines += [f"  mismatched {n}: file {list(a)} vs model {list(b)} (kept at init)"
                   for n, a, b in self.mismatched]
-        lines += [f"  not in checkpoint: {n}" for n in self.missing]
-        lines += [f"  not in model: {n}" for n in self.unexpected]
+        lines += [f"  missing {n}: not in the file (kept at init)" for n in self.missing]
+        lines += [f"  unexpected {n}: not in the model (ignored)" for n in self.unexpected]
         return "\n".join(lines)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -113,6 +114,41 @@ def name_list(key: str, v: Any) -> list[str]:
             raise ConfigError(key, f"must be layer names or globs, got {item!r}")
         names.append(item)
     return names
+
+
+# Named per-channel statistics for `normalize`, on values in [0, 1] (torchvision's).
+NORMALIZE_PRESETS = {
+    "imagenet": [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]],  # torchvision's pretrained
+}
+
+
+def fixed_normalization(key: str, v: Any) -> list[list[float]] | None:
+    """`normalize`: "data" (the training split's statistics) -> None; a preset name; or
+    [mean, std], each a number or one number per channel, std > 0 -> [[mean...], [std...]]."""
+    if isinstance(v, dict) and set(v) == {"type"}:
+        v = v["type"]  # a bare name in the spec: normalize = imagenet
+    if v is None or v == "data":
+        return None
+    if isinstance(v, str):
+        if v not in NORMALIZE_PRESETS:
+            raise ConfigError(key, f"unknown statistics {v!r}",
+                              did_you_mean(v, ["data", *NORMALIZE_PRESETS]))
+        return [list(x) for x in NORMALIZE_PRESETS[v]]
+    example = "e.g. normalize = [[0.485, 0.456, 0.406], [0.229, 0.224, 0.225]] (ImageNet's)"
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise ConfigError(key, f"must be [mean, std], a preset ({', '.join(NORMALIZE_PRESETS)})"
+                               f" or \"data\", got {show(v)}", example)
+    mean, std = ([x] if is_number(x) else x for x in v)
+    for name, values in (("mean", mean), ("std", std)):
+        if not isinstance(values, (list, tuple)) or not values or not all(
+                is_number(x) and math.isfinite(x) for x in values):
+            raise ConfigError(key, f"the {name} must be a number or a list of numbers, one "
+                                   f"per channel, got {show(values)}", example)
+    if not all(x > 0 for x in std):
+        raise ConfigError(key, f"every std must be > 0, got {show(list(std))}", example)
+    if len(mean) != len(std) and 1 not in (len(mean), len(std)):
+        raise ConfigError(key, f"{len(mean)} means but {len(std)} stds", example)
+    return [[float(x) for x in mean], [float(x) for x in std]]
 
 
 def check_of(f) -> Callable[[str, Any], Any]:
@@ -369,6 +405,9 @@ class TrainConfig:
     reinit: list = field(default_factory=list, metadata=meta(
         name_list, "layers re-initialized (the head with the data's class count) after init_from"))
     seed: int = setting(0, non_negative_int, "seed of init, shuffling, augmentation, dropout")
+    normalize: list | None = field(default=None, metadata=meta(
+        fixed_normalization, "fixed per-channel [mean, std] (or imagenet) instead of the "
+        "training split's statistics"))
 
     @classmethod
     def from_spec(cls, d: dict | None) -> TrainConfig:

@@ -71,20 +71,27 @@ def load_dataset(cfg, input_shape: tuple[int, ...] | None = None) -> Dataset:
 
     The config needs: type, path, val, test, normalize, classes, limit, split_seed.
     ``input_shape`` (the spec's) sizes the images of an image folder, read lazily from disk.
+    A TrainConfig's ``normalize = [mean, std]`` replaces the training split's statistics.
     """
     dc = getattr(cfg, "data", cfg)
+    fixed = cfg.normalize if hasattr(cfg, "data") else None
     if dc.type == "imagefolder":
         from netspec.train.imagefolder import load_image_folder
 
-        return load_image_folder(dc, input_shape)
+        return load_image_folder(dc, input_shape, fixed)
     if dc.type == "text":
         from netspec.train.text import load_text
 
+        if fixed is not None:
+            from netspec.train.config import ConfigError
+
+            raise ConfigError("normalize", "text data is token ids, which are not normalized",
+                              "drop normalize")
         if not dc.context:
             raise DataError(dc.path, "text data needs a context length (data.context)")
         return load_text(dc.path, dc.context, dc.val, dc.test, dc.limit)
     raw = read_raw(dc.type, dc.path)
-    return prepare(raw, dc)
+    return prepare(raw, dc, fixed)
 
 
 def read_raw(kind: str, path: str | None) -> RawData:
@@ -95,7 +102,7 @@ def read_raw(kind: str, path: str | None) -> RawData:
     return LOADERS[kind](path)
 
 
-def prepare(raw: RawData, dc) -> Dataset:
+def prepare(raw: RawData, dc, fixed: list | None = None) -> Dataset:
     rng = np.random.default_rng(dc.split_seed)
     where = dc.path or dc.type
     x, y = as_images(raw.x_train), check_labels(where, raw.y_train, "training labels")
@@ -113,7 +120,9 @@ def prepare(raw: RawData, dc) -> Dataset:
     if dc.limit:
         pick = np.sort(rng.permutation(len(y))[: dc.limit])
         x, y = x[pick], y[pick]
-    if dc.normalize:
+    if fixed is not None:
+        mean, std = fixed_stats(fixed, x.dtype, x.shape[1] if x.ndim > 1 else 1)
+    elif dc.normalize:
         mean, std = channel_stats(x)
     else:
         mean, std = np.zeros(1, np.float32), np.ones(1, np.float32)
@@ -196,6 +205,25 @@ def channel_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x64 = x.astype(np.float64)
     mean, std = np.atleast_1d(x64.mean(axis=axes)), np.atleast_1d(x64.std(axis=axes))
     return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
+
+
+def fixed_stats(fixed: list, dtype: np.dtype, channels: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """`normalize = [mean, std]` in the data's own units. As torchvision's ToTensor then
+    Normalize: 8-bit images (uint8 arrays, image files) are read as values in [0, 1], i.e.
+    (x / 255 - mean) / std = (x - 255 mean) / (255 std); other data as it is."""
+    scale = 255.0 if np.dtype(dtype) == np.uint8 else 1.0
+    mean, std = (np.asarray(v, np.float64) for v in fixed)
+    for values in (mean, std):
+        if values.size not in (1, channels):
+            from netspec.train.config import ConfigError
+
+            count = "one number" if channels == 1 else f"1 or {channels} numbers"
+            raise ConfigError("normalize", f"{values.size} values per statistic, but the data "
+                                           f"has {channels} channel{'s' if channels > 1 else ''}",
+                              f"give {count} for the mean and for the std")
+    mean, std = (np.broadcast_to(v, (channels,)) if channels > 1 else v for v in (mean, std))
+    return (mean * scale).astype(np.float32), (std * scale).astype(np.float32)
 
 
 def normalize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from netspec.train.data import DataError, Dataset, stratified_split
+from netspec.train.data import DataError, Dataset, fixed_stats, stratified_split
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
               ".pgm")
@@ -150,8 +150,10 @@ def channel_stats(images: ImageArray, rng: np.random.Generator) -> tuple[np.ndar
     return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
 
 
-def load_image_folder(dc, input_shape: tuple[int, ...] | None = None) -> Dataset:
-    """The splits of an ImageFolder directory as lazy ImageArrays (a DataConfig ``dc``)."""
+def load_image_folder(dc, input_shape: tuple[int, ...] | None = None,
+                      fixed: list | None = None) -> Dataset:
+    """The splits of an ImageFolder directory as lazy ImageArrays (a DataConfig ``dc``);
+    ``fixed``: normalize = [mean, std] on pixel values in [0, 1], as torchvision's."""
     paths, labels, names = scan(dc.path)
     shape = image_shape(paths, input_shape)
     rng = np.random.default_rng(dc.split_seed)
@@ -178,8 +180,12 @@ def load_image_folder(dc, input_shape: tuple[int, ...] | None = None) -> Dataset
     raw = ImageArray(tuple(paths), shape, np.zeros(shape[0], np.float32),
                      np.ones(shape[0], np.float32))
     train = raw.subset(rows)
-    mean, std = (channel_stats(train, np.random.default_rng(dc.split_seed)) if dc.normalize
-                 else (raw.mean, raw.std))
+    if fixed is not None:  # image files hold 8-bit pixels, read as 0..255
+        mean, std = fixed_stats(fixed, np.uint8, shape[0])
+    elif dc.normalize:
+        mean, std = channel_stats(train, np.random.default_rng(dc.split_seed))
+    else:
+        mean, std = raw.mean, raw.std
     split = {name: raw.subset(r).with_stats(mean, std)
              for name, r in (("train", rows), ("val", val_rows), ("test", test_rows))}
     return Dataset(split["train"], labels, split["val"], val_y, split["test"], test_y,
