@@ -50,6 +50,8 @@ BAD_VALUES = [
     (f"train {{spec}} --param num_classes={DEEP}", "--param"),
     ("train {spec} --data /nonexistent", "--data /nonexistent"),
     ("train {spec} --data digitz", "--data digitz"),
+    ("train {spec} --data sort --set data.examples=0", "--set data.examples=0"),
+    ("train {spec} --data copy --set data.length=0", "--set data.length=0"),
     ("train {spec} --reinit nosuch", "--reinit nosuch"),
     ("train {spec} --freeze nosuch", "--freeze nosuch"),
     ("train {spec} --init-from /nonexistent.npz", "--init-from"),

@@ -35,8 +35,9 @@ def add_import_argument(p) -> None:
 
 def add_data_arguments(p) -> None:
     p.add_argument("--data", metavar="DATA", help="digits (default), or a path: CIFAR-10 "
-                   "batches directory, MNIST IDX directory, an .npz with x_train/y_train, or a "
-                   "folder of images per class (ImageFolder layout)")
+                   "batches directory, MNIST IDX directory, an .npz with x_train/y_train, a "
+                   "folder of images per class (ImageFolder layout) or a text file; or a "
+                   "generated task: copy, sort (digit sequences)")
     p.add_argument("--val", type=fraction, metavar="F",
                    help="validation fraction of the training split, in [0, 1)")
     p.add_argument("--classes", type=labels, metavar="LIST",

@@ -154,14 +154,17 @@ def run(args) -> int:
             history.checkpoint
         load_weights(model, best)
         test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch)
+        exact = task_score(model, data)
         write_results(out, {"network": net.name, "status": history.status,
                             "test": test, "checkpoint": best.name,
+                            **({"exact": exact} if exact else {}),
                             "best_epoch": history.best_epoch, "epochs": cfg.epochs,
                             "classes": list(data.classes),
                             "final": asdict(history.last) if history.last else None})
     status = "" if history.status == "completed" else f" ({history.status})"
     print(f"{net.name}: test accuracy {test['accuracy']:.2%} on {test['n']} examples, "
           f"loss {test['loss']:.4f}{status}")
+    report_task(net.name, exact)
     print(f"checkpoints, metrics, curves and results.json in {printable(str(out))}/ "
           f"(best: {best.name})")
     return 0 if history.status == "completed" else 130
@@ -250,11 +253,26 @@ def train_torch(args, workers, device: str) -> int:
             history.checkpoint
         load_weights(model, best)
         test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch)
+        exact = task_score(model, data)
     status = "" if history.status == "completed" else f" ({history.status})"
     print(f"{net.name}: test accuracy {test['accuracy']:.2%} on {test['n']} examples, "
           f"loss {test['loss']:.4f}{status}")
+    report_task(net.name, exact)
     print(f"checkpoints, metrics and curves in {printable(str(out))}/ (best: {best.name})")
     return 0 if history.status == "completed" else 130
+
+
+def task_score(model, data) -> dict | None:
+    """For a copy/sort task: the test sequences answered exactly by greedy decoding."""
+    from netspec.train.tasks import exact_sequences, task_of
+
+    return exact_sequences(model, data) if task_of(data) else None
+
+
+def report_task(name: str, exact: dict | None) -> None:
+    if exact:
+        print(f"{name}: {exact['exact']:.2%} of {exact['n']} unseen test sequences answered "
+              f"exactly (greedy decoding from the prompt)")
 
 
 def check_batch_splits(batch: int, workers: int) -> None:

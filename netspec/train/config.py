@@ -317,6 +317,9 @@ class DataConfig(Section):
         "npz": ("path", "test") + SPLITS,
         "imagefolder": ("path", "test") + SPLITS,  # netspec.train.imagefolder
         "text": ("path", "val", "test", "context", "limit"),
+        # generated in the process (netspec.train.tasks): no path
+        "copy": ("length", "examples", "val", "test", "limit", "split_seed"),
+        "sort": ("length", "examples", "val", "test", "limit", "split_seed"),
     }
     type: str = "digits"
     path: str | None = setting(None, optional(text), "file or directory of the data")
@@ -331,6 +334,10 @@ class DataConfig(Section):
     split_seed: int = setting(0, non_negative_int, "seed of the train/val/test split")
     context: int | None = setting(None, optional(positive_int), "text: characters per example "
                                   "(default: the spec's input length)")
+    length: int | None = setting(None, optional(positive_int), "copy/sort: digits per sequence "
+                                 "(default: half the spec's input length)")
+    examples: int = setting(20_000, positive_int, "copy/sort: training sequences (val and test "
+                                                  "are fractions of it)")
 
     @classmethod
     def from_value(cls, key, value):
@@ -339,7 +346,7 @@ class DataConfig(Section):
         return super().from_value(key, value)
 
     def validated(self, key):
-        if self.type != "digits" and not self.path:
+        if self.type not in ("digits", "copy", "sort") and not self.path:
             raise ConfigError(f"{key}.path", f"data type '{self.type}' needs a path",
                               f"e.g. data = {self.type}(path=\"...\")")
         return self

@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-FORMATS = ("digits", "cifar10", "mnist", "npz", "imagefolder", "text")
+FORMATS = ("digits", "cifar10", "mnist", "npz", "imagefolder", "text", "copy", "sort")
 
 
 class DataError(Exception):
@@ -90,6 +90,17 @@ def load_dataset(cfg, input_shape: tuple[int, ...] | None = None) -> Dataset:
         if not dc.context:
             raise DataError(dc.path, "text data needs a context length (data.context)")
         return load_text(dc.path, dc.context, dc.val, dc.test, dc.limit)
+    if dc.type in ("copy", "sort"):
+        from netspec.train.tasks import length_for, make_task
+
+        length = dc.length or (length_for(input_shape, dc.type) if input_shape else None)
+        if not length:
+            raise DataError(f"data = {dc.type}", "the task needs a sequence length "
+                                                 "(data.length, or the spec's input [T])")
+        data = make_task(dc.type, length, dc.examples, dc.val, dc.test, dc.split_seed)
+        if dc.limit:
+            data.x_train, data.y_train = data.x_train[:dc.limit], data.y_train[:dc.limit]
+        return data
     raw = read_raw(dc.type, dc.path)
     return prepare(raw, dc, fixed)
 
