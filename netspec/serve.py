@@ -60,6 +60,7 @@ def render_spec(text: str, path: str) -> dict[str, Any]:
     }
     if result.ok and result.network is not None:
         out.update(_analysis(result.network))
+        _add_sources(out["rows"], result.network, path)
     elif result.library is not None:
         out["title"] = f"library: {', '.join(result.library)}"
     return out
@@ -81,6 +82,27 @@ def _analysis(net) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - Graphviz missing or failing: say so, go on
         out["svg_error"] = f"no diagram: {type(exc).__name__}: {exc}"[:300]
     return out
+
+
+def _add_sources(rows: list[dict[str, Any]], net, path: str) -> None:
+    """Give each row the line and column in this file where it is written: a layer's own
+    span, or, for a layer inside a block from another file, the call of its outermost block
+    written here; a block's row, its call. The page jumps there when a row or node is
+    clicked."""
+    spans = {}
+    for name, data in net.graph.nodes(data=True):
+        frames = [f for f in data.get("path", ()) if f.span is not None and f.span.path == path]
+        for frame in frames:
+            spans.setdefault(frame.instance, frame.span)
+        span = data.get("span")
+        if span is not None and span.path == path:
+            spans[name] = span
+        elif frames:
+            spans[name] = frames[0].span
+    for row in rows:
+        span = spans.get(row["name"])
+        if span is not None:
+            row["line"], row["column"] = span.line, span.col
 
 
 # ---- the app -------------------------------------------------------------------------------

@@ -102,6 +102,30 @@ def test_serves_only_the_files_it_was_given(server):
         assert request(url + path)[0] == 404, path
 
 
+def test_a_bundled_spec_by_name_is_served_read_only(tmp_path):
+    from netspec.specfiles import resolve
+
+    bundled = Path(resolve("lenet5"))
+    before = bundled.read_text()
+    proc = subprocess.Popen([sys.executable, "-m", "netspec", "serve", "lenet5",
+                             "--no-browser"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[2]
+        (entry,) = json.loads(request(url + "api/files")[1])
+        assert entry["name"] == "lenet5.net" and entry["writable"] is False
+        assert json.loads(request(url + "api/files/0")[1])["text"] == before
+        headers = {"Origin": url.rstrip("/"), "Content-Type": "application/json"}
+        status, body = request(url + "api/files/0", "PUT", {"text": "x"}, headers)
+        assert status == 403 and "read-only" in body
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+    assert bundled.read_text() == before
+
+
 # ---- the editor's bundle (no browser needed) ---------------------------------------------------
 
 WEB = ROOT / "editors" / "web"
@@ -271,9 +295,12 @@ def test_an_error_is_underlined_with_its_message_and_a_fix_updates_the_diagram(s
     assert lenet.read_text() == text  # not saved yet
 
 
-def test_clicking_a_layer_selects_its_row_and_headers_sort(server, page):
+def test_clicking_a_layer_selects_its_row_shows_its_source_and_headers_sort(server, page):
     page.click('#diagram g.node[data-layer="c5"]')
     assert page.get_attribute('#summary tr[data-name="c5"]', "class") == "selected"
+    span = netspec.load(str(server[1])).graph.nodes["c5"]["span"]
+    assert page.evaluate("() => state.editor.cursor()") == {"line": span.line,
+                                                           "column": span.col}
     page.click('#summary th[data-key="params"]')
     first = page.eval_on_selector("#summary tbody tr", "r => r.dataset.name")
     assert first in ("x", "tanh", "s2", "s4", "extra")  # no parameters: sorted first
@@ -344,4 +371,9 @@ def test_a_second_spec_with_collapsible_blocks(server, page):
     page.click(f'#summary tr[data-name="{block}"] td')
     assert all(not page.locator(inside).nth(k).is_visible()
                for k in range(page.locator(inside).count()))
+    # the block's row shows the block's call in the editor
+    call = next(f.span for _, d in netspec.load(str(tiny)).graph.nodes(data=True)
+                for f in d["path"] if f.instance == block)
+    assert page.evaluate("() => state.editor.cursor()") == {"line": call.line,
+                                                           "column": call.col}
     assert editor_text(page) == tiny.read_text()

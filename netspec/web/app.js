@@ -311,7 +311,11 @@ function enablePanZoom() {
   });
 }
 
+// A layer picked in the diagram or the table: its row and node are marked, and the editor
+// shows where it is written (its own line, or the call of the block it comes from).
 function selectLayer(name, fromDiagram) {
+  const data = (state.rows || []).find((r) => r.name === name);
+  if (data && data.line) state.editor.jumpTo(data.line, data.column, false);
   for (const row of $("summary").tBodies[0].rows) {
     const hit = row.dataset.name === name;
     row.classList.toggle("selected", hit);

@@ -159,11 +159,17 @@ function create(options) {
       }
       forceLinting(view);
     },
-    jumpTo(line, column) {
+    // Put the cursor at a 1-based line and column and scroll there (focus: type there next).
+    jumpTo(line, column, focus = true) {
       const l = view.state.doc.line(Math.min(Math.max(line, 1), view.state.doc.lines));
       const pos = Math.min(l.from + Math.max(column, 1) - 1, l.to);
       view.dispatch({ selection: { anchor: pos }, scrollIntoView: true });
-      view.focus();
+      if (focus) view.focus();
+    },
+    cursor() {
+      const head = view.state.selection.main.head;
+      const line = view.state.doc.lineAt(head);
+      return { line: line.number, column: head - line.from + 1 };
     },
     recheck: () => forceLinting(view),
   };
