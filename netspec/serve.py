@@ -192,6 +192,24 @@ def create_app(files: list[SpecFile], port_holder: dict[str, int]) -> Starlette:
                     "svg": None}
         return JSONResponse(body)
 
+    async def format_(request: Request) -> Response:
+        """The text in `netspec fmt`'s style; a spec that does not parse is refused with
+        its diagnostics (the page leaves the text as it is)."""
+        from netspec.fmt import format_text
+
+        f = spec_file(request)
+        if f is None:
+            return PlainTextResponse("no such file", status_code=404)
+        text = await _json_text(request)
+        if text is None:
+            return JSONResponse({"error": "expected {\"text\": \"...\"}"}, status_code=400)
+        try:
+            formatted = await asyncio.to_thread(format_text, text, _display(f.path))
+        except NetspecError as exc:
+            return JSONResponse({"error": exc.diagnostics[0].message if exc.diagnostics
+                                 else str(exc)}, status_code=422)
+        return JSONResponse({"text": formatted})
+
     async def events(request: Request) -> Response:
         async def stream():
             seen = {k: _mtime(f.path) for k, f in enumerate(files)}
@@ -218,6 +236,7 @@ def create_app(files: list[SpecFile], port_holder: dict[str, int]) -> Starlette:
         route("/api/files/{index}", read),
         route("/api/files/{index}", write, methods=("PUT",)),
         route("/api/files/{index}/check", check, methods=("POST",)),
+        route("/api/files/{index}/format", format_, methods=("POST",)),
         route("/api/events", events),
     ])
 

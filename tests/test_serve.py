@@ -377,3 +377,31 @@ def test_a_second_spec_with_collapsible_blocks(server, page):
     assert page.evaluate("() => state.editor.cursor()") == {"line": call.line,
                                                            "column": call.col}
     assert editor_text(page) == tiny.read_text()
+
+
+def test_format_rewrites_the_text_in_fmts_style_and_undo_takes_it_back(server, page):
+    from netspec.fmt import format_text
+
+    messy = "network n{input x:[4]\n  output x->linear(2)}\n"
+    page.evaluate("t => state.editor.replace(t)", messy)
+    page.wait_for_function("() => document.getElementById('status').textContent === 'ok'")
+    page.click("#format")
+    page.wait_for_function("() => document.getElementById('status').textContent"
+                           " === 'formatted'")
+    assert editor_text(page) == format_text(messy)
+    page.locator(".cm-content").click()
+    page.keyboard.press("Control+z")
+    assert editor_text(page) == messy
+
+
+def test_format_refuses_a_spec_that_does_not_parse(server):
+    url = server[0]
+    headers = {"Origin": url.rstrip("/"), "Content-Type": "application/json"}
+    status, body = request(url + "api/files/0/format", "POST", {"text": "network n {"}, headers)
+    assert status == 422 and "unexpected" in json.loads(body)["error"]
+    status, body = request(url + "api/files/0/format", "POST", {"text": "network n{input x:[4]"
+                                                                " output x}"}, headers)
+    assert status == 200 and json.loads(body)["text"] == \
+        "network n {\n    input x: [4]\n    output x\n}\n"
+    evil = {"Origin": "http://evil.example", "Content-Type": "application/json"}
+    assert request(url + "api/files/0/format", "POST", {"text": "x"}, evil)[0] == 403

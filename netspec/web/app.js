@@ -70,6 +70,20 @@ async function save() {
   }
 }
 
+// `netspec fmt` on the editor's text, as an edit of the user's (undo takes it back).
+async function format() {
+  const text = state.editor.text();
+  try {
+    const body = await api(`/api/files/${state.index}/format`,
+                           { method: "POST", body: JSON.stringify({ text }) });
+    if (state.editor.text() !== text) return;  // typed meanwhile: format again later
+    if (body.text !== text) state.editor.replace(body.text);
+    setStatus("formatted");
+  } catch (error) {
+    setStatus(`not formatted: ${error.message}`);
+  }
+}
+
 function watchDisk() {
   const events = new EventSource("/api/events");
   events.addEventListener("changed", async (event) => {
@@ -339,9 +353,13 @@ document.addEventListener("DOMContentLoaded", () => {
     if ((event.ctrlKey || event.metaKey) && event.key === "s") {
       event.preventDefault();
       save();
+    } else if (event.shiftKey && event.altKey && event.code === "KeyF") {
+      event.preventDefault();
+      format();
     }
   });
   $("save").addEventListener("click", save);
+  $("format").addEventListener("click", format);
   $("reload").addEventListener("click", () => openFile(state.index));
   for (const th of $("summary").tHead.rows[0].cells) {
     th.addEventListener("click", () => sortBy(th.dataset.key));

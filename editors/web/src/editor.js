@@ -159,6 +159,11 @@ function create(options) {
       }
       forceLinting(view);
     },
+    // Replace the whole text as the user's edit (marks the file changed; undo restores).
+    replace(text) {
+      view.dispatch({ changes: { from: 0, to: view.state.doc.length, insert: text },
+                      userEvent: "input.format" });
+    },
     // Put the cursor at a 1-based line and column and scroll there (focus: type there next).
     jumpTo(line, column, focus = true) {
       const l = view.state.doc.line(Math.min(Math.max(line, 1), view.state.doc.lines));
