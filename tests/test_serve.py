@@ -295,6 +295,21 @@ def test_an_error_is_underlined_with_its_message_and_a_fix_updates_the_diagram(s
     assert lenet.read_text() == text  # not saved yet
 
 
+def test_hovering_a_layer_in_the_editor_shows_its_shape_parameters_and_macs(page):
+    text = editor_text(page)
+    at = text.index("c3: conv(") + len("c3: ") + 1  # inside `conv`
+    box = page.evaluate("at => { const c = state.editor.view.coordsAtPos(at);"
+                        " return {x: (c.left + c.right) / 2 + 2, y: (c.top + c.bottom) / 2}; }",
+                        at)
+    page.mouse.move(box["x"], box["y"])
+    info = page.wait_for_selector(".cm-tooltip .layer-info").text_content()
+    params = 16 * (6 * 5 * 5 + 1)  # 16 filters of 6x5x5 and a bias each
+    macs = 16 * 10 * 10 * 6 * 5 * 5  # a 10x10 output grid, each a 6x5x5 dot product
+    assert info == (f"c3 conv 5x5, 16: output [16, 10, 10], {params:,} parameters, "
+                    f"{macs:,} MACs, receptive field 14")  # c1 5, s2 6, c3 6 + (5 - 1) * 2
+    page.mouse.move(0, 0)
+
+
 def test_clicking_a_layer_selects_its_row_shows_its_source_and_headers_sort(server, page):
     page.click('#diagram g.node[data-layer="c5"]')
     assert page.get_attribute('#summary tr[data-name="c5"]', "class") == "selected"

@@ -119,6 +119,7 @@ async function check(text) {
   setStatus(errors ? `${errors} error${errors > 1 ? "s" : ""}` : "ok");
   document.body.dataset.state = errors ? "errors" : "ok";
   if (data.ok) {
+    state.checked = text;  // the rows' source positions are this text's
     $("title").textContent = data.title || "";
     $("total").textContent = totalsText(data.totals);
     showRows(data.rows || []);
@@ -130,6 +131,31 @@ async function check(text) {
     showDiagram(null, "");
   }
   return data.diagnostics.filter((d) => d.file === data.file);
+}
+
+// Hovering a layer's call or label (or a block's call) in the editor: its rows' output
+// shape, parameters, MACs and receptive field, from the last check of this very text.
+function hover(line, column, word) {
+  if (state.checked !== state.editor.text()) return null;
+  const rows = (state.rows || []).filter((r) =>
+    (r.line === line && r.column === column && r.depth === 0) || r.name === word);
+  if (rows.length === 0) return null;
+  const box = document.createElement("div");
+  box.className = "layer-info";
+  for (const r of rows.slice(0, 6)) {
+    const item = document.createElement("div");
+    const name = document.createElement("b");
+    name.textContent = r.name;
+    item.appendChild(name);
+    const rf = r.receptive_field && r.receptive_field.size != null
+      ? `, receptive field ${[].concat(r.receptive_field.size).join("x")}` : "";
+    item.appendChild(document.createTextNode(
+      ` ${r.op}: output [${r.output_shape.join(", ")}], ${number(r.params)} parameters, ` +
+      `${number(r.macs)} MACs${rf}`));
+    box.appendChild(item);
+  }
+  if (rows.length > 6) box.appendChild(document.createTextNode(`and ${rows.length - 6} more`));
+  return box;
 }
 
 function totalsText(totals) {
@@ -347,7 +373,7 @@ function selectLayer(name, fromDiagram) {
 
 document.addEventListener("DOMContentLoaded", () => {
   state.editor = window.NetspecEditor.create({
-    parent: $("editor"), check, onChange: () => setDirty(true),
+    parent: $("editor"), check, hover, onChange: () => setDirty(true),
   });
   document.addEventListener("keydown", (event) => {
     if ((event.ctrlKey || event.metaKey) && event.key === "s") {

@@ -12,8 +12,8 @@ import { forceLinting, lintGutter, lintKeymap, linter } from "@codemirror/lint";
 import { highlightSelectionMatches, search, searchKeymap } from "@codemirror/search";
 import { Compartment, EditorState } from "@codemirror/state";
 import {
-  EditorView, drawSelection, highlightActiveLine, highlightActiveLineGutter, keymap,
-  lineNumbers,
+  EditorView, drawSelection, highlightActiveLine, highlightActiveLineGutter, hoverTooltip,
+  keymap, lineNumbers,
 } from "@codemirror/view";
 import { Tag, tags } from "@lezer/highlight";
 import grammarTokens from "./tokens.json";
@@ -114,7 +114,8 @@ function toLint(doc, d) {
 // ---- the editor ------------------------------------------------------------------------------
 
 // options: parent (element), text, readOnly, check(text) -> Promise<diagnostics of this
-// file>, onChange(text) after each edit by the user.
+// file>, onChange(text) after each edit by the user, hover(line, column, word) -> an
+// element describing what is written there, or null.
 function create(options) {
   const readOnly = new Compartment();
   let quiet = false; // a text set by the page (open, reload) is not the user's edit
@@ -135,6 +136,16 @@ function create(options) {
           return diagnostics.map((d) => toLint(doc, d)).filter((d) => d !== null);
         }, { delay: 250 }),
         readOnly.of(EditorState.readOnly.of(Boolean(options.readOnly))),
+        hoverTooltip((v, pos) => {
+          if (!options.hover) return null;
+          const word = v.state.wordAt(pos);
+          if (!word) return null;
+          const line = v.state.doc.lineAt(word.from);
+          const dom = options.hover(line.number, word.from - line.from + 1,
+                                    v.state.sliceDoc(word.from, word.to));
+          return dom ? { pos: word.from, end: word.to, above: true, create: () => ({ dom }) }
+                     : null;
+        }),
         EditorView.updateListener.of((update) => {
           if (update.docChanged && !quiet && options.onChange) {
             options.onChange(update.state.doc.toString());
