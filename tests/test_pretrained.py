@@ -182,3 +182,29 @@ def test_model_save_files_and_training_checkpoints_read_each_other(tmp_path, cap
     report = strict.load(tmp_path / "saved.npz", strict=False)
     assert sorted(report.loaded) == ["conv1.bias", "conv1.weight", "fc.bias"]
     assert [m[0] for m in report.mismatched] == ["fc.weight"]
+
+
+# ---------------------------------------------------------------- predict on image files
+
+def test_predict_on_images_refuses_what_it_cannot_read_naming_the_flag(tmp_path, capsys):
+    spec = write_spec(tmp_path, "s")
+    netspec.compile(spec).save(tmp_path / "w.npz")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "ok.png")
+    cases = [
+        (tmp_path / "empty", ["--normalize", "[0, 16]"], "the folder holds no images"),
+        (tmp_path / "bad.png", ["--normalize", "[0, 16]"], "cannot decode the image"),
+        (tmp_path / "ok.png", [], "holds no input statistics"),  # a plain state dict
+    ]
+    for path, extra, message in cases:
+        capsys.readouterr()
+        code = main(["predict", spec, "--weights", str(tmp_path / "w.npz"), "--inputs",
+                     str(path), *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err, err
+        assert ("--weights" if not extra else f"--inputs {path}") in err
+    assert main(["predict", spec, "--weights", str(tmp_path / "w.npz"), "--inputs",
+                 str(tmp_path / "ok.png"), "--normalize", "[0, 16]", "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"{tmp_path / 'ok.png'}: ") and out.count("%") == 3

@@ -269,6 +269,7 @@ def load_trained(args):
     with training_errors(net):
         cfg = config_from(net, args)
         ckpt = read_weights(args.weights)
+        note_preprocessing(net, ckpt)
         use_trained_input_shape(net, ckpt, args)
         cfg.data.classes = checkpoint_classes(ckpt, cfg.data.classes, args)
         data = load_dataset(cfg, spec_input_shape(net))
@@ -279,6 +280,18 @@ def load_trained(args):
         check_classes_fit(model, data, ckpt, args)
         use_checkpoint_statistics(data, ckpt)
     return net, cfg, data, model
+
+
+def note_preprocessing(net, ckpt) -> None:
+    """A plain state dict loaded into a spec whose torchvision original expects an input step
+    the spec lacks (GoogLeNet's transform_input): say what replaces it."""
+    import sys
+
+    from netspec.train.pretrained import preprocessing_note
+
+    note = preprocessing_note(net.name) if not ckpt.config else None
+    if note:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def use_trained_input_shape(net, ckpt, args) -> None:

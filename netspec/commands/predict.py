@@ -2,19 +2,22 @@
 from __future__ import annotations
 
 import json
+import os
 
 from netspec.commands._session import add_trained_arguments, load_trained, run_threads, split
 from netspec.commands._types import non_negative_int, positive_int
 from netspec.diagnostics import NetspecError, UsageError
 
-HELP = "predict classes with trained weights (for an .npy of inputs, or a data split)"
+HELP = "predict classes with trained weights (for image files, an .npy of inputs, or a " \
+       "data split)"
 
 
 def add_arguments(p) -> None:
     add_trained_arguments(p)
-    p.add_argument("--inputs", metavar="NPY", help="raw inputs (N, C, H, W) or (N, H, W) as "
-                   ".npy, normalized with the training split's statistics (default: the "
-                   "--split of the data)")
+    p.add_argument("--inputs", metavar="PATH", help="an image file, a folder of images (every "
+                   "image under it), or raw inputs (N, C, H, W) or (N, H, W) as .npy; "
+                   "normalized with the checkpoint's statistics (default: the --split of the "
+                   "data)")
     p.add_argument("--top", type=positive_int, default=1, metavar="K",
                    help="classes shown per example, most probable first (default: 1)")
     p.add_argument("--show", type=non_negative_int, default=20, metavar="N",
@@ -65,9 +68,33 @@ def _read_inputs(path: str, shape: tuple[int, ...]):
     return x
 
 
+def image_files(path: str) -> list[str] | None:
+    """--inputs as images: the file itself, or every image under a folder (sorted); None
+    when the path is neither (an .npy)."""
+    from pathlib import Path
+
+    from netspec.train.imagefolder import EXTENSIONS
+
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.rglob("*")
+                       if f.is_file() and f.suffix.lower() in EXTENSIONS)
+        if not files:
+            raise UsageError(f"--inputs {path}", "the folder holds no images",
+                             f"image files: {', '.join(EXTENSIONS)}")
+        return files
+    return [str(p)] if p.suffix.lower() in EXTENSIONS else None
+
+
 def run(args) -> int:
     import numpy as np
 
+    files = image_files(args.inputs) if args.inputs else None
+    if files is not None:
+        net, cfg, model, stats, names = load_for_images(args)
+        scores = image_scores(args, net, cfg, model, stats, files)
+        rows = ranked(scores, names, args.top, [{"file": f} for f in files])
+        return show(rows, args, key="file")
     from netspec.train import predict
 
     net, cfg, data, model = load_trained(args)
@@ -77,21 +104,127 @@ def run(args) -> int:
         x, y = split(data, args.split)
     with run_threads(net, cfg.eval_batch, args.threads):
         scores = predict(model, x)
+    names = data.class_names or [int(c) for c in data.classes] or None
+    rows = ranked(scores, names, args.top, [
+        {"index": i, **({"label": label_of(names, y[i])} if y is not None else {})}
+        for i in range(len(x))])
+    show(rows, args, key="index")
+    if y is not None and args.format == "text":
+        print(f"accuracy {np.mean(scores.argmax(axis=1) == y):.2%} on {len(y)} examples")
+    return 0
+
+
+def label_of(names, index: int):
+    return names[index] if names else int(index)
+
+
+def ranked(scores, names, k: int, rows: list[dict]) -> list[dict]:
+    """Each row with its k most probable classes (softmax of the scores), named."""
+    import numpy as np
+
+    if names is not None and len(names) != scores.shape[1]:
+        names = None  # a record that does not fit this head: class indices instead
     z = scores - scores.max(axis=1, keepdims=True)
     prob = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    top = np.argsort(-prob, axis=1)[:, :max(1, args.top)]
-    labels = data.classes or list(range(scores.shape[1]))
-    rows = [{"index": i, "predicted": [int(labels[c]) for c in top[i]],
-             "probability": [round(float(prob[i, c]), 4) for c in top[i]],
-             **({"label": int(labels[y[i]])} if y is not None else {})}
-            for i in range(len(x))]
+    top = np.argsort(-prob, axis=1, kind="stable")[:, :max(1, k)]
+    for row, best, p in zip(rows, top, prob):
+        row["predicted"] = [label_of(names, c) for c in best]
+        row["probability"] = [round(float(p[c]), 4) for c in best]
+    return rows
+
+
+def show(rows: list[dict], args, key: str) -> int:
+    from netspec.diagnostics import printable
+
     if args.format == "json":
         print(json.dumps(rows))
         return 0
+    width = 5 if key == "index" else 0
     for row in rows[:args.show]:
-        guess = ", ".join(f"{c} ({p:.1%})" for c, p in zip(row["predicted"], row["probability"]))
-        truth = f"   label {row['label']}" if "label" in row else ""
-        print(f"{row['index']:>5}: {guess}{truth}")
-    if y is not None:
-        print(f"accuracy {np.mean(top[:, 0] == y):.2%} on {len(y)} examples")
+        guess = ", ".join(f"{printable(str(c))} ({p:.1%})"
+                          for c, p in zip(row["predicted"], row["probability"]))
+        truth = f"   label {printable(str(row['label']))}" if "label" in row else ""
+        print(f"{printable(str(row[key])):>{width}}: {guess}{truth}")
+    if len(rows) > args.show:
+        print(f"... {len(rows) - args.show} more (--show N, or --format json for all)")
     return 0
+
+
+def load_for_images(args):
+    """(net, cfg, model, (mean, std), class names) for image files: the checkpoint's
+    weights, input shape, statistics and class names, without reading any data set (the
+    statistics of a plain state dict come from normalize / --normalize)."""
+    import numpy as np
+
+    from netspec.commands._session import (
+        apply_weights,
+        compile_model,
+        config_from,
+        fit_head,
+        load_net,
+        note_preprocessing,
+        training_errors,
+        use_trained_input_shape,
+    )
+    from netspec.train.checkpoint import read_weights
+    from netspec.train.data import fixed_stats
+
+    net = load_net(args)
+    if not os.path.isfile(args.weights):
+        raise UsageError(f"--weights {args.weights}", "no such checkpoint file",
+                         "netspec train writes runs/<network>/best.npz and last.npz")
+    with training_errors(net):
+        cfg = config_from(net, args)
+        ckpt = read_weights(args.weights)
+        note_preprocessing(net, ckpt)
+        use_trained_input_shape(net, ckpt, args)
+        shape = tuple(net.node(net.inputs[0])["attrs"]["shape"])
+        if len(shape) != 3 or shape[0] not in (1, 3):
+            raise UsageError(f"--inputs {args.inputs}", f"image files feed networks whose "
+                             f"input is [1 or 3, H, W], not {list(shape)}")
+        model = compile_model(net, allow_large=getattr(args, "allow_large", False))
+        fit_head(model, ckpt)
+        apply_weights(model, ckpt, args.weights)
+        mean, std = ckpt.extra.get("data.mean"), ckpt.extra.get("data.std")
+        if args.normalize is not None or mean is None or std is None:
+            if cfg.normalize is None:
+                raise UsageError(f"--weights {args.weights}", "holds no input statistics (a "
+                                 "plain state dict): give the ones it was trained with",
+                                 "--normalize imagenet, or --normalize '[MEAN, STD]'")
+            mean, std = fixed_stats(cfg.normalize, np.uint8, shape[0])
+    return net, cfg, model, (mean, std), checkpoint_names(ckpt)
+
+
+def checkpoint_names(ckpt) -> list | None:
+    """Class names (an image folder's) or original labels recorded in a checkpoint."""
+    names = ckpt.extra.get("data.class_names")
+    if names is not None and names.size and names.dtype.kind == "U":
+        return [str(n) for n in names.ravel()]
+    labels = ckpt.extra.get("data.classes")
+    if labels is not None and labels.size and labels.dtype.kind in "iu":
+        return [int(c) for c in labels.ravel()]
+    return None
+
+
+def image_scores(args, net, cfg, model, stats, files: list[str]):
+    """The scores of the images, decoded (Pillow, the spec's channels and size) and
+    normalized as in training, in batches; an unreadable image names itself and the flag."""
+    import numpy as np
+
+    from netspec.commands._session import run_threads
+    from netspec.train import predict
+    from netspec.train.data import DataError
+    from netspec.train.imagefolder import ImageArray
+
+    shape = tuple(int(d) for d in net.node(net.inputs[0])["attrs"]["shape"])
+    images = ImageArray(tuple(files), shape, np.asarray(stats[0], np.float32),
+                        np.asarray(stats[1], np.float32))
+    out = []
+    with run_threads(net, cfg.eval_batch, args.threads):
+        for start in range(0, len(files), cfg.eval_batch):
+            try:
+                batch = images[start:start + cfg.eval_batch]
+            except DataError as e:
+                raise UsageError(f"--inputs {args.inputs}", f"{e.path}: {e.message}") from None
+            out.append(predict(model, batch))
+    return np.concatenate(out)

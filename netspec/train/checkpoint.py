@@ -248,6 +248,7 @@ class TransferReport:
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # name, ckpt, model
     missing: list[str] = field(default_factory=list)      # in the model, not in the checkpoint
     unexpected: list[str] = field(default_factory=list)   # in the checkpoint, not in the model
+    notes: list[str] = field(default_factory=list)  # what the weights expect besides tensors
 
     @property
     def skipped(self) -> list[str]:
@@ -263,6 +264,7 @@ class TransferReport:
                   for n, a, b in self.mismatched]
         lines += [f"  missing {n}: not in the file (kept at init)" for n in self.missing]
         lines += [f"  unexpected {n}: not in the model (ignored)" for n in self.unexpected]
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
 
@@ -335,9 +337,14 @@ def _read_torch(path: str | Path) -> dict[str, np.ndarray]:
 def load_matching(model, path: str | Path) -> TransferReport:
     """Load every tensor whose name and shape match the model's (``--init-from``), from a
     checkpoint or a plain state dict (read_weights)."""
-    source = read_weights(path).model_state()
-    target = model.state_dict()
+    from netspec.train.pretrained import preprocessing_note
+
+    ckpt = read_weights(path)
+    source, target = ckpt.model_state(), model.state_dict()
     report = TransferReport(str(path))
+    note = preprocessing_note(getattr(model, "name", "")) if not ckpt.config else None
+    if note:  # a plain state dict, maybe a torchvision model's
+        report.notes.append(note)
     matching = {}
     for name, value in source.items():
         if name not in target:

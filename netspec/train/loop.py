@@ -335,6 +335,7 @@ def make_checkpoint(run: Run, state: LoopState, status: str) -> Checkpoint:
         optimizer=run.optimizer.state_dict(),
         extra={"data.mean": data.mean, "data.std": data.std,
                "data.classes": np.asarray(getattr(data, "classes", []), np.int64),
+               "data.class_names": np.asarray(getattr(data, "class_names", None) or [], str),
                "loader.order": state.order, **run.backend.checkpoint_extra(run)},
         config=run.cfg.to_dict(),
         state={"status": status, "epoch": state.epoch, "iteration": state.iteration,
