@@ -76,6 +76,9 @@ def __getattr__(name: str):
     if name == "threads":
         from netspec.train.threads import threads
         return threads
+    if name == "fit":
+        from netspec.train.fit import fit
+        return fit
     raise AttributeError(name)
 
 
@@ -87,6 +90,7 @@ __all__ = [
     "compile",
     "draw",
     "export",
+    "fit",
     "load",
     "parse",
     "threads",

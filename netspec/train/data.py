@@ -79,14 +79,14 @@ def load_dataset(cfg, input_shape: tuple[int, ...] | None = None) -> Dataset:
         from netspec.train.imagefolder import load_image_folder
 
         return load_image_folder(dc, input_shape, fixed)
+    if fixed is not None and dc.type in ("text", "copy", "sort"):
+        from netspec.train.config import ConfigError
+
+        raise ConfigError("normalize", f"{dc.type} data is token ids, which are not "
+                                       "normalized", "drop normalize")
     if dc.type == "text":
         from netspec.train.text import load_text
 
-        if fixed is not None:
-            from netspec.train.config import ConfigError
-
-            raise ConfigError("normalize", "text data is token ids, which are not normalized",
-                              "drop normalize")
         if not dc.context:
             raise DataError(dc.path, "text data needs a context length (data.context)")
         return load_text(dc.path, dc.context, dc.val, dc.test, dc.limit)
