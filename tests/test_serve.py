@@ -126,6 +126,30 @@ def test_a_bundled_spec_by_name_is_served_read_only(tmp_path):
     assert bundled.read_text() == before
 
 
+def test_without_no_browser_the_users_browser_is_opened_on_the_page(tmp_path):
+    """Python's webbrowser honours $BROWSER: a script stands in for the user's browser and
+    records the address it is given."""
+    opened = tmp_path / "opened.txt"
+    browser = tmp_path / "browser"
+    browser.write_text(f'#!/bin/sh\nprintf "%s" "$1" > {opened}\n')
+    browser.chmod(0o755)
+    env = {**os.environ, "BROWSER": f"{browser} %s"}
+    proc = subprocess.Popen([sys.executable, "-m", "netspec", "serve", "lenet5"], cwd=tmp_path,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split()[2]
+        deadline = time.monotonic() + 30
+        while not (opened.exists() and opened.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert opened.read_text() == url
+        assert request(url)[0] == 200
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
 # ---- the editor's bundle (no browser needed) ---------------------------------------------------
 
 WEB = ROOT / "editors" / "web"
@@ -420,3 +444,13 @@ def test_format_refuses_a_spec_that_does_not_parse(server):
         "network n {\n    input x: [4]\n    output x\n}\n"
     evil = {"Origin": "http://evil.example", "Content-Type": "application/json"}
     assert request(url + "api/files/0/format", "POST", {"text": "x"}, evil)[0] == 403
+
+
+def test_a_block_library_is_checked_as_a_library(server):
+    url = server[0]
+    headers = {"Origin": url.rstrip("/"), "Content-Type": "application/json"}
+    library = (ROOT / "specs" / "blocks" / "resnet.net").read_text()
+    status, body = request(url + "api/files/0/check", "POST", {"text": library}, headers)
+    answer = json.loads(body)
+    assert status == 200 and answer["ok"] and answer["diagnostics"] == []
+    assert answer["title"] == "library: basic, bottleneck" and answer["rows"] == []
