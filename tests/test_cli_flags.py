@@ -61,6 +61,7 @@ BAD_VALUES = [
     ("train {spec} --input 0x8x8", "--input"), ("train {spec} --input 1xHx8", "--input"),
     ("train {spec} --normalize imagnet", "--normalize imagnet"),
     ("train {spec} --normalize [1,0]", "--normalize [1,0]"),
+    ("train {spec} --normalize imagenet", "--normalize imagenet"),  # 3 values, 1 channel
     ("eval {spec} --weights w.npz --input 3x", "--input"),
     ("predict {spec} --weights w.npz --input abc", "--input"),
     ("eval {spec} --weights w.npz --normalize [[1],[2],[3]]", "--normalize"),

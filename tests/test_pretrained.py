@@ -129,10 +129,23 @@ def test_bad_statistics_are_refused_naming_the_setting(value, message):
     assert message in str(e.value)
 
 
-def test_statistics_per_channel_must_match_the_data(tmp_path, capsys):
+def test_statistics_per_channel_must_match_the_network_and_the_data(tmp_path, capsys):
     assert main(["train", write_spec(tmp_path, "s"), "--normalize", "imagenet",
-                 "-o", str(tmp_path / "r"), *QUICK]) == 1
-    assert "3 values per statistic, but the data has 1 channel" in capsys.readouterr().err
+                 "-o", str(tmp_path / "r"), *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert "--normalize imagenet" in err and "3 values per statistic, but the network's " \
+        "input has 1 channel" in err
+    spec = write_spec(tmp_path, "t", extra="normalize = imagenet")
+    assert main(["train", spec, "-o", str(tmp_path / "r"), *QUICK]) == 1
+    assert "t.net:" in capsys.readouterr().err  # located at the setting
+    np.savez(tmp_path / "rgb.npz", x_train=np.zeros((20, 3, 8, 8), np.uint8),
+             y_train=np.arange(20) % 2)
+    cfg = TrainConfig.from_spec({"normalize": "imagenet", "data": str(tmp_path / "rgb.npz")})
+    load_dataset(cfg)  # three channels: fine
+    cfg = TrainConfig.from_spec({"normalize": [[1, 2], [1, 2]],
+                                 "data": str(tmp_path / "rgb.npz")})
+    with pytest.raises(ValueError, match="2 values per statistic, but the data has 3"):
+        load_dataset(cfg)
 
 
 def test_the_checkpoint_keeps_the_statistics_for_eval_and_predict(tmp_path, capsys):

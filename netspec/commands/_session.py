@@ -179,7 +179,28 @@ def config_from(net, args, extra: dict[str, Any] | None = None):
             raise UsageError(flag, f"train.{exc.key}: {exc.message}", exc.hint) from None
     if cfg.data.type == "text" and cfg.data.context is None:  # windows as long as the input
         cfg.data.context = int(net.node(net.inputs[0])["attrs"]["shape"][0])
+    check_normalize_channels(net, cfg, next((f for f, key, _ in flags if key == "normalize"),
+                                            None))
     return cfg
+
+
+def check_normalize_channels(net, cfg, flag: str | None) -> None:
+    """normalize = [mean, std] gives 1 value per statistic or one per channel of an image
+    network's input; checked before any data is read, naming the flag or the spec's line."""
+    shape = net.node(net.inputs[0])["attrs"]["shape"]
+    if cfg.normalize is None or len(shape) != 3 or not isinstance(shape[0], int):
+        return
+    channels = shape[0]
+    sizes = sorted({len(values) for values in cfg.normalize} - {1})
+    if not sizes or sizes == [channels]:
+        return
+    message = (f"train.normalize: {sizes[-1]} values per statistic, but the network's input "
+               f"has {channels} channel{'s' if channels > 1 else ''}")
+    hint = "give one number each for a grey network" if channels == 1 else \
+        f"give 1 or {channels} numbers for the mean and for the std"
+    if flag:
+        raise UsageError(flag, message, hint)
+    raise NetspecError(Diagnostic("error", message, net.train_spans.get("normalize"), hint))
 
 
 def spec_input_shape(net) -> tuple[int, ...]:
