@@ -140,6 +140,9 @@ def _layer(name: str, op: Op, data: dict, specs: list[ParamSpec], var: str) -> L
             "error", f"{name}: {op.name} declares {len(trainable)} parameters and "
             f"{len(buffers)} buffers but kernel {forward.__name__} takes {n_slots}", data["span"]))
     keys = [f"{name}.{s.name}" for s in trainable] + [None] * (n_trainable - len(trainable))
+    if op.kernel_params:  # absent tensors in the middle of the kernel's arguments
+        present = {s.name for s in trainable}
+        keys = [f"{name}.{n}" if n in present else None for n in op.kernel_params]
     slots = [f"p[{k!r}]" if k else "None" for k in keys]
     slots += [f"buf[{name + '.' + s.name!r}]" for s in buffers]
     args = [f"{k}={_literal(v)}" for k, v in kwargs.items()] + [f"{f}={f}" for f in flags]

@@ -61,6 +61,28 @@ class Graph:
         self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=name, **attrs))
         return name
 
+    def multi(self, op_type: str, inputs: list[str], suffix: str, outputs: list[str | None],
+              **attrs) -> list[str]:
+        """Add a node with several outputs (LSTM's Y and Y_h, Split's parts): output k is named
+        `<layer>/<suffix>:<outputs[k]>`, or left out ("") where outputs[k] is None. Returns
+        the output names."""
+        from onnx import helper
+
+        name = self._unique(f"{self.layer}/{suffix}")
+        names = ["" if o is None else self._unique(f"{name}:{o}") for o in outputs]
+        self.nodes.append(helper.make_node(op_type, list(inputs), names, name=name, **attrs))
+        return names
+
+    def matmul(self, x: str, weight: str, bias: str | None, suffix: str | None = None) -> str:
+        """x @ weightᵀ (+ bias) over the last axis of x, for a torch-layout (out, in) weight on
+        a [N, T, in] tensor (Gemm takes matrices only)."""
+        base = weight.rsplit(".", 1)[-1] if suffix is None else suffix
+        w_t = self.node("Transpose", [weight], suffix=f"{base}_t", perm=[1, 0])
+        if bias is None:
+            return self.node("MatMul", [x, w_t], suffix=suffix)
+        product = self.node("MatMul", [x, w_t], suffix=f"{base}_matmul")
+        return self.node("Add", [product, bias], suffix=suffix)
+
     def param(self, local: str) -> str:
         """The initializer of this layer's tensor `local` ("weight", "running_mean")."""
         name = f"{self.layer}.{local}"
@@ -153,13 +175,15 @@ def build(net: Network, state: dict | None = None, input_shape: tuple[int, ...] 
     for p in graph.params:
         graph._unique(p)
     elem = TensorProto.FLOAT
+    # token ids (`input x: [T] int`) are int64, as onnxruntime's Gather takes them
+    in_elem = TensorProto.INT64 if g_ir.nodes[inp]["attrs"].get("dtype") == "int" else elem
     # a symbolic input size (H, W) stays a named axis, like the batch
     in_shape = [BATCH, *(d if isinstance(d, int) else str(d) for d in g_ir.nodes[inp]["shape"])]
     out_shape = [BATCH, *(d if isinstance(d, int) else str(d) for d in g_ir.nodes[out]["shape"])]
     initializers = [numpy_helper.from_array(np.asarray(state[p], dtype=np.float32), p)
                     for p in graph.params]
     onnx_graph = helper.make_graph(
-        graph.nodes, net.name, [helper.make_tensor_value_info(inp, elem, in_shape)],
+        graph.nodes, net.name, [helper.make_tensor_value_info(inp, in_elem, in_shape)],
         [helper.make_tensor_value_info(result, elem, out_shape)], initializers)
     model = helper.make_model(onnx_graph, producer_name="netspec",
                               opset_imports=[helper.make_opsetid("", OPSET)])

@@ -538,6 +538,9 @@ SEQUENCE_CASES = [
     {"id": "layernorm-per-step", "op": "layernorm", "make": norm_inputs((2, 3, 6), 6)},
     {"id": "softmax-per-step", "op": "softmax", "make": x_only((2, 3, 5))},
     {"id": "gelu", "op": "gelu", "make": x_only((3, 4, 5), lambda r, *s: normal(r, *s, scale=2))},
+    {"id": "gelu-tanh", "op": "gelu", "make": x_only((3, 4, 5),
+                                                     lambda r, *s: normal(r, *s, scale=2)),
+     "kwargs": {"approximate": "tanh"}},
     {
         "id": "embedding-repeated-ids",
         "op": "embedding",

@@ -18,3 +18,26 @@ SMALL_INPUT |= {n: (3, 32, 32) for n in BUNDLED if n.startswith(("resnet", "vgg"
 def spec_id(spec: str) -> str:
     """"resnet18" or "tiny_vgg_bn" for a bundled name or a test spec's path."""
     return os.path.basename(spec).removesuffix(".net")
+
+
+# Every sequence op and option the bundled specs leave out (recurrent layers, directions and
+# last steps of rnn, lstm and gru; causal and bias-free attention; both GELUs; pooling over
+# time; class token and patches), for the torch and ONNX targets' tests.
+SEQUENCE_ZOO = ["""network seqzoo {
+    input x: [6] int
+    h = x -> tok: embedding(11, 8) -> sinusoidal -> pos: pos_embedding -> cell: rnn(8)
+          -> lstm2: lstm(4, layers=2, bidirectional=true) -> att: attention(2, causal=true)
+          -> ln: layernorm -> g1: gelu -> nb: attention(4, bias=false)
+          -> g2: gelu(approximate="tanh") -> fc: linear(6) -> softmax
+    m = h -> mean
+    f = h -> first
+    l = h -> last
+    b = h -> bigru: gru(3, layers=2, bidirectional=true, last=true)
+    u = h -> uni: lstm(6, last=true)
+    r = h -> birnn: rnn(3, bidirectional=true, last=true)
+    output (m, f, l, b, u, r) -> add -> head: linear(4)
+}""", """network patchzoo {
+    input x: [2, 8, 12]
+    output x -> patches(4) -> emb: linear(8) -> cls: class_token -> pos: pos_embedding
+             -> att: attention(2) -> gru: gru(5, layers=3) -> first -> head: linear(3)
+}"""]

@@ -123,7 +123,7 @@ TORCH_OPS = {
     "sigmoid": lambda t, kw: torch.sigmoid(t["x"]),
     "tanh": lambda t, kw: torch.tanh(t["x"]),
     "softmax": lambda t, kw: F.softmax(t["x"], dim=-1 if t["x"].ndim == 3 else 1),
-    "gelu": lambda t, kw: nn.GELU(approximate="tanh")(t["x"]),
+    "gelu": lambda t, kw: nn.GELU(approximate=kw.get("approximate", "none"))(t["x"]),
     "embedding": lambda t, kw: F.embedding(t["x"], t["w"]),
     "pos_embedding": lambda t, kw: t["x"] + t["w"],
     "sinusoidal": _sinusoidal,

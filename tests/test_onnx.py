@@ -11,7 +11,7 @@ import sys
 import networkx as nx
 import numpy as np
 import pytest
-from _specs import BUNDLED, SMALL_INPUT, TEST_SPECS
+from _specs import BUNDLED, SEQUENCE_ZOO, SMALL_INPUT, TEST_SPECS
 from _specs import spec_id as _id
 
 import netspec
@@ -30,19 +30,7 @@ HERE = os.path.dirname(__file__)
 # googlenet_paper GoogLeNet's at 224x224, the TF-Slim ResNets ResNet-50's at 224x224.
 HEAVY = {"alexnet", "resnet34", "resnet101", "resnet152", "googlenet_paper", "resnet_v1_paper",
          "resnet_v1_slim"} | {n for n in BUNDLED if n.startswith("vgg")}
-# Issue 13's sequence ops have NumPy kernels and torch lowerings but no ONNX lowering yet
-# (LSTM/GRU gates reordered for ONNX's iofc, attention as MatMul/Softmax): exporting a spec
-# that uses one is the located "no lowering" error the test below checks, not a silent gap.
-ONNX_PENDING = {"embedding", "pos_embedding", "sinusoidal", "class_token", "patches", "mean",
-                "first", "last", "rnn", "lstm", "gru", "attention", "gelu"}
-
-
-def _uses_pending(spec: str) -> bool:
-    return any(d["op"] in ONNX_PENDING for d in netspec.load(spec).graph.nodes.values())
-
-
-SEQUENCE_SPECS = [s for s in BUNDLED + TEST_SPECS if _uses_pending(s)]
-SPECS = [s for s in BUNDLED + TEST_SPECS if _id(s) not in HEAVY and s not in SEQUENCE_SPECS]
+SPECS = [s for s in BUNDLED + TEST_SPECS if _id(s) not in HEAVY]
 RTOL = 1e-4
 
 
@@ -57,9 +45,22 @@ def inferred_shapes(model) -> dict[str, list]:
             for v in values}
 
 
+def random_input(model_proto, model, n=2, seed=0) -> np.ndarray:
+    """float32 values, or int64 token ids anywhere in the vocabulary: below the rows of every
+    table the graph's input indexes (the embeddings' Gather)."""
+    rng = np.random.default_rng(seed)
+    shape = (n,) + tuple(model.input_shape)
+    if model.input_dtype == "int":
+        graph = model_proto.graph
+        rows = {t.name: t.dims[0] for t in graph.initializer}
+        vocab = min(rows[node.input[0]] for node in graph.node
+                    if node.op_type == "Gather" and node.input[1] == graph.input[0].name)
+        return rng.integers(0, vocab, shape).astype(np.int64)
+    return rng.standard_normal(shape).astype(np.float32)
+
+
 def assert_matches_numpy(model_proto, model, n=2, seed=0):
-    x = np.random.default_rng(seed).standard_normal((n,) + tuple(model.input_shape))
-    x = x.astype(np.float32)
+    x = random_input(model_proto, model, n, seed)
     sess = session(model_proto)
     (got,) = sess.run(None, {sess.get_inputs()[0].name: x})
     expected = model.forward(x)
@@ -88,8 +89,9 @@ def test_export_checks_infers_the_analyzers_shapes_and_equals_numpy(spec):
         assert isinstance(batch, str) and batch and rest == list(g.nodes[name]["shape"]), name
     model = netspec.compile(netspec.load(spec), input_shape=shape, seed=3)
     initializers = {t.name: tuple(t.dims) for t in proto.graph.initializer}
-    assert initializers == {k: v.shape for k, v in model.state_dict().items()
-                            if k.rsplit(".", 1)[0] in live}
+    owned = {f"{n}.{t.name}" for n in live for t in REGISTRY[g.nodes[n]["op"]].params(
+        g.nodes[n]["attrs"], [g.nodes[i]["shape"] for i in g.nodes[n]["inputs"]])}
+    assert initializers == {k: v.shape for k, v in model.state_dict().items() if k in owned}
     assert {node.name for node in proto.graph.node} >= \
         {n for n in live if n not in net.inputs and g.nodes[n]["op"] != "dropout"}
     assert_matches_numpy(proto, model)
@@ -126,6 +128,28 @@ def test_every_op_outside_the_specs(tmp_path):
     for name in net.order():
         if name in shapes:
             assert shapes[name] == ["N", *net.graph.nodes[name]["shape"]], name
+    assert_matches_numpy(proto, model, n=3)
+
+
+@pytest.mark.parametrize("text", SEQUENCE_ZOO, ids=["tokens", "patches"])
+def test_every_sequence_op_with_perturbed_weights(text):
+    """Every sequence op and option (recurrent layers, directions, last step; causal and
+    bias-free attention; both GELUs; class token, patches, pooling over time) from weights
+    with nonzero biases, so a gate block out of ONNX's order or a bias in the wrong half of
+    B changes the output."""
+    model = netspec.compile(netspec.parse(text), seed=4)
+    rng = np.random.default_rng(1)
+    model.load_state_dict({k: v + 0.3 * rng.standard_normal(v.shape).astype(np.float32)
+                           for k, v in model.state_dict().items()})
+    net = netspec.parse(text)
+    proto = onnxgen.export(net, weights=model.state_dict())
+    netspec.analyze(net)
+    shapes = inferred_shapes(proto)
+    for name in net.order():
+        if name not in net.inputs:
+            assert shapes[name] == ["N", *net.graph.nodes[name]["shape"]], name
+    if model.input_dtype == "int":
+        assert proto.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
     assert_matches_numpy(proto, model, n=3)
 
 
@@ -178,24 +202,10 @@ def test_an_op_without_a_lowering_names_op_layer_and_target(monkeypatch):
     assert "layer `act`" in message and "op `unlowered`" in message and "onnx" in message
 
 
-@pytest.mark.parametrize("op", sorted(n for n in REGISTRY if n not in {"input"} | ONNX_PENDING))
+@pytest.mark.parametrize("op", sorted(n for n in REGISTRY if n != "input"))
 def test_every_op_has_an_onnx_lowering(op):
     assert type(REGISTRY[op]).onnx is not Op.onnx, \
         f"op `{op}` has no ONNX lowering (onnx in netspec/ops/)"
-
-
-@pytest.mark.parametrize("op", sorted(ONNX_PENDING))
-def test_the_pending_sequence_ops_are_still_unlowered(op):
-    # when one gains its lowering, drop it from ONNX_PENDING so the tests above cover it
-    assert type(REGISTRY[op]).onnx is Op.onnx
-
-
-@pytest.mark.parametrize("spec", SEQUENCE_SPECS, ids=_id)
-def test_a_sequence_spec_export_names_the_unlowered_op(spec):
-    with pytest.raises(NetspecError) as info:
-        onnxgen.export(netspec.load(spec))
-    message = info.value.diagnostics[0].message
-    assert "onnx" in message and any(f"op `{op}`" in message for op in ONNX_PENDING), message
 
 
 # ---- the command line -------------------------------------------------------------------------

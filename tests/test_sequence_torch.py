@@ -19,7 +19,7 @@ network n {{ input x: [{t}, {d}]
 
 
 def torch_layer(norm_first: bool, gelu: bool, d: int = 8, heads: int = 2, ff: int = 16):
-    act = nn.GELU(approximate="tanh") if gelu else nn.ReLU()
+    act = nn.GELU() if gelu else nn.ReLU()
     layer = nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, activation=act,
                                        batch_first=True, norm_first=norm_first,
                                        dtype=torch.float64)
@@ -109,7 +109,7 @@ class TinyGPT(nn.Module):
         self.pos = nn.Module()
         self.pos.weight = nn.Parameter(0.1 * torch.randn(context, d, **f64))
         layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, batch_first=True,
-                                           norm_first=True, activation=nn.GELU("tanh"), **f64)
+                                           norm_first=True, activation=nn.GELU(), **f64)
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).layers
         self.norm = nn.LayerNorm(d, **f64)
         self.head = nn.Linear(d, vocab, **f64)

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 import pytest
-from _specs import BUNDLED, SMALL_INPUT, TEST_SPECS
+from _specs import BUNDLED, SEQUENCE_ZOO, SMALL_INPUT, TEST_SPECS
 from _specs import spec_id as _id
 
 import netspec
@@ -127,6 +127,25 @@ def test_torch_module_equals_numpy_model(spec):
     for step in range(2):
         assert_same(model, module, numpy_step(model, x, y, True),
                     torch_step(module, x, y, True), f"train step {step}")
+
+
+@pytest.mark.parametrize("text", SEQUENCE_ZOO, ids=["tokens", "patches"])
+def test_every_sequence_op_equals_torch_with_perturbed_weights(text):
+    """The sequence ops and options no bundled spec uses (bias-free attention, both GELUs,
+    bidirectional last steps, ...), from weights with nonzero biases: eval and train mode
+    agree in scores, loss and every gradient."""
+    model = netspec.compile(netspec.parse(text), dtype="float64", seed=6)
+    rng = np.random.default_rng(2)
+    model.load_state_dict({k: v + 0.3 * rng.standard_normal(v.shape)
+                           for k, v in model.state_dict().items()})
+    module = netspec.compile(netspec.parse(text), dtype="float64", target="torch")
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in model.state_dict().items()})
+    x, y = batch(model.input_shape, model.output_shape[0], n=3)
+    if model.input_dtype == "int":
+        x = np.random.default_rng(1).integers(0, 11, x.shape)
+    for train in (False, True):
+        assert_same(model, module, numpy_step(model, x, y, train),
+                    torch_step(module, x, y, train), "train" if train else "eval")
 
 
 def test_train_mode_dropout_is_inverted_dropout_with_the_spec_rate():

@@ -126,19 +126,48 @@ class Tanh(_Activation):
 
 class GELU(_Activation):
     name = "gelu"
-    doc = ("0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))): GELU in its tanh form, GPT-2's and "
-           "nn.GELU(approximate=\"tanh\") (within 5e-4 of the erf form).")
+    doc = ("x Φ(x) = 0.5 x (1 + erf(x / sqrt(2))), as nn.GELU() (BERT's, ViT's, torch's "
+           "TransformerEncoderLayer's); approximate=\"tanh\": 0.5 x (1 + tanh(sqrt(2/pi) "
+           "(x + 0.044715 x³))), GPT-2's and nn.GELU(approximate=\"tanh\"), within 5e-4 of it.")
+    args = (Arg("approximate", "choice", "none", doc="\"none\": the exact erf form; "
+                "\"tanh\": the tanh approximation", choices=("none", "tanh")),)
     kernel = "gelu"
     flops_per_element = 8
 
     def saved(self, attrs, inputs, out):
-        return Saved(values=math.prod(out), keeps_input=True)  # x and its tanh term
+        return Saved(values=math.prod(out), keeps_input=True)  # x and its erf or tanh term
 
     def workspace(self, attrs, inputs, out, need_dx=True):
         return 3 * math.prod(out)  # the derivative's factors before their product
 
+    def kernel_args(self, attrs):
+        return {"approximate": attrs["approximate"]}
+
     def torch_forward(self, attrs, inputs, xs, module):
-        return f"F.gelu({xs[0]}, approximate='tanh')"
+        if attrs["approximate"] == "tanh":
+            return f"F.gelu({xs[0]}, approximate='tanh')"
+        return f"F.gelu({xs[0]})"
+
+    def onnx(self, g, attrs, inputs, xs):
+        # opset 18 has no Gelu (opset 20 does): the formula from Erf or Tanh
+        x = xs[0]
+        if attrs["approximate"] == "tanh":
+            square = g.node("Mul", [x, x], suffix="square")
+            cube = g.node("Mul", [square, x], suffix="cube")
+            inner = g.node("Add", [x, g.node("Mul", [cube, g.constant(0.044715, "c3")],
+                                             suffix="cubic")], suffix="inner")
+            scaled = g.node("Mul", [inner, g.constant(math.sqrt(2 / math.pi), "c")],
+                            suffix="scaled")
+            curve = g.node("Tanh", [scaled], suffix="tanh")
+        else:
+            scaled = g.node("Mul", [x, g.constant(1 / math.sqrt(2), "c")], suffix="scaled")
+            curve = g.node("Erf", [scaled], suffix="erf")
+        one_plus = g.node("Add", [curve, g.constant(1.0, "one")], suffix="one_plus")
+        product = g.node("Mul", [x, one_plus], suffix="product")
+        return g.node("Mul", [product, g.constant(0.5, "half")])
+
+    def describe(self, attrs):
+        return "gelu" + (" (tanh)" if attrs["approximate"] == "tanh" else "")
 
 
 class Softmax(_Activation):
@@ -151,7 +180,7 @@ class Softmax(_Activation):
         return f"F.softmax({xs[0]}, dim={-1 if len(inputs[0]) == 2 else 1})"
 
     def onnx(self, g, attrs, inputs, xs):
-        return g.node("Softmax", xs, axis=1)
+        return g.node("Softmax", xs, axis=-1 if len(inputs[0]) == 2 else 1)
 
 
 class Maxout(_Activation):

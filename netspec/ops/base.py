@@ -217,6 +217,10 @@ class Op:
     # global pooling): the receptive-field step is a window as large as that grid.
     whole_grid: ClassVar[bool] = False
     token_input: ClassVar[bool] = False  # reads integer token ids (embedding); no other op does
+    # The kernel's tensor arguments by parameter name, in its order, where one a layer may
+    # lack is not the last (attention's in_proj_bias): an absent one is passed as None.
+    # Empty: the op's trainable tensors in params() order, absent ones trailing.
+    kernel_params: ClassVar[tuple[str, ...]] = ()
 
     def normalize(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Cross-argument checks and derived defaults, after each Arg.check."""

@@ -62,6 +62,8 @@ class Linear(Op):
         return f"{module}({xs[0]}.flatten(1))" if flat else f"{module}({xs[0]})"
 
     def onnx(self, g, attrs, inputs, xs):
+        if _per_step(inputs):  # [N, T, D] @ Wᵀ at every step: MatMul (Gemm is 2-D only)
+            return g.matmul(xs[0], g.param("weight"), g.param("bias") if attrs["bias"] else None)
         x = g.node("Flatten", xs, suffix="flatten", axis=1) if len(inputs[0]) > 1 else xs[0]
         params = [g.param("weight")] + ([g.param("bias")] if attrs["bias"] else [])
         return g.node("Gemm", [x, *params], transB=1)

@@ -109,9 +109,9 @@ class LayerNorm(_Norm):
         return f"nn.GroupNorm(1, {inputs[0][0]}{options})"  # statistics over all of C, H, W
 
     def onnx(self, g, attrs, inputs, xs):
-        if len(inputs[0]) == 1:
+        if len(inputs[0]) <= 2:  # a vector, or a sequence: statistics over the last axis
             return g.node("LayerNormalization", [xs[0], g.param("weight"), g.param("bias")],
-                          axis=1, epsilon=attrs["eps"])
+                          axis=-1, epsilon=attrs["eps"])
         return _onnx_group_norm(g, attrs, inputs, xs, 1)  # statistics over all of C, H, W
 
 

@@ -60,6 +60,9 @@ class Embedding(Op):
     def torch_forward(self, attrs, inputs, xs, module):
         return f"{module}({xs[0]})"
 
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Gather", [g.param("weight"), xs[0]], axis=0)  # ids are int64
+
     def describe(self, attrs):
         return f"embedding {attrs['vocab']}x{attrs['dim']}"
 
@@ -86,6 +89,9 @@ class PosEmbedding(Op):
 
     def torch_forward(self, attrs, inputs, xs, module):
         return f"{xs[0]} + {module}.weight"
+
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Add", [xs[0], g.param("weight")])  # (T, D) broadcast over the batch
 
     def extra_flops(self, attrs, inputs, out):
         return math.prod(out)
@@ -117,6 +123,11 @@ class Sinusoidal(Op):
         return (f"{x} + torch.stack([torch.sin({angle}), torch.cos({angle})], -1)"
                 f".reshape({t}, {d})")
 
+    def onnx(self, g, attrs, inputs, xs):
+        from netspec.runtime.sequence import sinusoid_table  # NumPy only: the same table
+
+        return g.node("Add", [xs[0], g.constant(sinusoid_table(*inputs[0]), "table")])
+
     def extra_flops(self, attrs, inputs, out):
         return math.prod(out)
 
@@ -145,6 +156,20 @@ class ClassToken(Op):
     def torch_forward(self, attrs, inputs, xs, module):
         x = xs[0]
         return f"torch.cat([{module}.token.expand({x}.shape[0], 1, -1), {x}], 1)"
+
+    def onnx(self, g, attrs, inputs, xs):
+        # One row of the (1, D) token per sample: Gather with an [N, 1] index tensor of zeros
+        # built from x's first column (x < x is false everywhere, NaN included), so shape
+        # inference follows the dynamic batch axis (an Expand to Shape(x) would lose it).
+        x = xs[0]
+        column = g.node("Slice", [x, g.constant([0, 0], "starts"), g.constant([1, 1], "ends"),
+                                  g.constant([1, 2], "axes")], suffix="column")
+        never = g.node("Less", [column, column], suffix="never")
+        zeros = g.node("Cast", [never], suffix="zeros", to=7)  # TensorProto.INT64
+        row = g.node("Unsqueeze", [g.param("token"), g.constant([0], "row_axis")], suffix="row")
+        tokens = g.node("Gather", [row, g.node("Squeeze", [zeros, g.constant([2], "axis")],
+                                               suffix="index")], suffix="tokens", axis=0)
+        return g.node("Concat", [tokens, x], axis=1)
 
     def describe(self, attrs):
         return "class token"
@@ -181,6 +206,15 @@ class Patches(Op):
         return (f"{xs[0]}.unflatten(2, ({h // p}, {p})).unflatten(4, ({w // p}, {p}))"
                 ".permute(0, 2, 4, 1, 3, 5).flatten(3).flatten(1, 2)")
 
+    def onnx(self, g, attrs, inputs, xs):
+        c, h, w = inputs[0]
+        p = attrs["p"]
+        grid = g.node("Reshape", [xs[0], g.constant([0, c, h // p, p, w // p, p], "grid_shape")],
+                      suffix="grid")
+        moved = g.node("Transpose", [grid], suffix="moved", perm=[0, 2, 4, 1, 3, 5])
+        return g.node("Reshape", [moved, g.constant([0, (h // p) * (w // p), c * p * p],
+                                                    "shape")])
+
     def describe(self, attrs):
         return f"patches {attrs['p']}x{attrs['p']}"
 
@@ -204,6 +238,9 @@ class Mean(_TimePool):
     def torch_forward(self, attrs, inputs, xs, module):
         return f"{xs[0]}.mean(1)"
 
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("ReduceMean", [xs[0], g.constant([1], "axes")], keepdims=0)
+
     def extra_flops(self, attrs, inputs, out):
         return math.prod(inputs[0])
 
@@ -225,6 +262,9 @@ class First(_TimePool):
     def torch_forward(self, attrs, inputs, xs, module):
         return f"{xs[0]}[:, 0]"
 
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Gather", [xs[0], g.constant(0, "index")], axis=1)
+
     def describe(self, attrs):
         return "first step"
 
@@ -243,6 +283,9 @@ class Last(_TimePool):
     def torch_forward(self, attrs, inputs, xs, module):
         return f"{xs[0]}[:, -1]"
 
+    def onnx(self, g, attrs, inputs, xs):
+        return g.node("Gather", [xs[0], g.constant(-1, "index")], axis=1)
+
     def describe(self, attrs):
         return "last step"
 
@@ -252,6 +295,11 @@ class Last(_TimePool):
 class _Recurrent(Op):
     family = "recurrent"
     gates: int = 1  # weight rows per hidden unit: rnn 1, gru 3, lstm 4
+    onnx_op = "RNN"
+    # torch's gate blocks in ONNX's order (LSTM: torch i f g o, ONNX i o f c; GRU: torch
+    # r z n, ONNX z r h)
+    onnx_gates: tuple[int, ...] = (0,)
+    onnx_attrs: tuple[tuple[str, int], ...] = ()  # attributes of the ONNX node
     args = (
         Arg("hidden", "posint", doc="hidden size H"),
         Arg("layers", "posint", 1, doc="stacked layers"),
@@ -337,6 +385,55 @@ class _Recurrent(Op):
         # the forward direction's last step and the backward direction's first
         return f"torch.cat([{out}[:, -1, :{h}], {out}[:, 0, {h}:]], -1)"
 
+    def onnx(self, g, attrs, inputs, xs):
+        """ONNX's RNN/LSTM/GRU op per layer, time-major (onnxruntime runs layout 0 only), both
+        directions in one node. The state dict's torch-layout tensors are reordered to ONNX's
+        gate order in the graph (a Gather of rows), so the initializers keep torch's names
+        and values. `last`: the final hidden state Y_h (the forward direction's last step, the
+        backward direction's first), as the torch lowering takes it."""
+        t = inputs[0][0]
+        h, dirs, layers = attrs["hidden"], self.dirs(attrs), attrs["layers"]
+        order = g.constant([b * h + k for b in self.onnx_gates for k in range(h)], "gate_rows") \
+            if len(self.onnx_gates) > 1 else None
+        axis0 = g.constant([0], "axis0")
+        seq = g.node("Transpose", xs, suffix="time_major", perm=[1, 0, 2])  # [T, N, I]
+        for layer in range(layers):
+            stacked = {}
+            for what in ("W", "R", "B"):
+                parts = []
+                for d in range(dirs):
+                    suffix = f"_l{layer}" + ("_reverse" if d else "")
+                    names = {"W": ["weight_ih"], "R": ["weight_hh"],
+                             "B": ["bias_ih", "bias_hh"]}[what]
+                    tensors = [g.param(n + suffix) for n in names]
+                    if order is not None:
+                        tensors = [g.node("Gather", [p, order], suffix=f"{n}{suffix}_onnx_gates",
+                                          axis=0) for p, n in zip(tensors, names)]
+                    if len(tensors) > 1:  # ONNX's B is [Wb, Rb]
+                        tensors = [g.node("Concat", tensors, suffix=f"bias{suffix}", axis=0)]
+                    parts.append(g.node("Unsqueeze", [tensors[0], axis0],
+                                        suffix=f"{what}{suffix}_dir"))
+                stacked[what] = parts[0] if dirs == 1 else \
+                    g.node("Concat", parts, suffix=f"{what}_l{layer}", axis=0)
+            final = layer == layers - 1
+            outputs = [None if final and attrs["last"] else "Y",
+                       "Y_h" if final and attrs["last"] else None]
+            y, y_h = g.multi(self.onnx_op, [seq, stacked["W"], stacked["R"], stacked["B"]],
+                             f"l{layer}", outputs, hidden_size=h,
+                             direction="bidirectional" if dirs == 2 else "forward",
+                             **dict(self.onnx_attrs))
+            if final and attrs["last"]:  # Y_h [dirs, N, H] -> [N, dirs·H]
+                moved = g.node("Transpose", [y_h], suffix="last_moved", perm=[1, 0, 2])
+                return g.node("Reshape", [moved, g.constant([0, dirs * h], "shape")])
+            if final:  # Y [T, dirs, N, H] -> [N, T, dirs·H]
+                moved = g.node("Transpose", [y], suffix="moved", perm=[2, 0, 1, 3])
+                return g.node("Reshape", [moved, g.constant([0, t, dirs * h], "shape")])
+            # the next layer's input: [T, N, dirs·H]
+            moved = g.node("Transpose", [y], suffix=f"l{layer}_moved", perm=[0, 2, 1, 3])
+            seq = g.node("Reshape", [moved, g.constant([0, 0, dirs * h], f"l{layer}_shape")],
+                         suffix=f"l{layer}_out")
+        raise AssertionError("unreachable: layers >= 1")
+
     def describe(self, attrs):
         text = f"{self.name} {attrs['hidden']}"
         if attrs["layers"] > 1:
@@ -358,6 +455,8 @@ class LSTM(_Recurrent):
     doc = "LSTM (nn.LSTM), gates i, f, g, o; weights (4H, ·)."
     kernel = "lstm"
     gates = 4
+    onnx_op = "LSTM"
+    onnx_gates = (0, 3, 1, 2)
 
     def saved(self, attrs, inputs, out):
         base = super().saved(attrs, inputs, out)
@@ -371,6 +470,10 @@ class GRU(_Recurrent):
     doc = "GRU (nn.GRU), gates r, z, n; weights (3H, ·)."
     kernel = "gru"
     gates = 3
+    onnx_op = "GRU"
+    onnx_gates = (1, 0, 2)
+    # torch applies r to (W_hn h + b_hn), ONNX's default to h before its product
+    onnx_attrs = (("linear_before_reset", 1),)
 
     def saved(self, attrs, inputs, out):
         base = super().saved(attrs, inputs, out)
@@ -401,6 +504,7 @@ class Attention(Op):
         Arg("bias", "bool", True, doc="learn in_proj_bias and out_proj.bias"),
     )
     kernel = "attention"
+    kernel_params = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
     uses_train = True
     uses_rng = True
 
@@ -459,6 +563,35 @@ class Attention(Op):
         mask = (f", attn_mask=torch.ones({t}, {t}, dtype=torch.bool, device={x}.device)"
                 ".triu(1)") if attrs["causal"] else ""
         return f"{module}({x}, {x}, {x}, need_weights=False{mask})[0]"
+
+    def onnx(self, g, attrs, inputs, xs):
+        """MatMul/Softmax per head, as nn.MultiheadAttention computes it in eval mode (no
+        dropout): the causal mask adds -inf above the diagonal before the softmax."""
+        t, d = inputs[0]
+        heads = attrs["heads"]
+        dh = d // heads
+        bias = attrs["bias"]
+        qkv = g.matmul(xs[0], g.param("in_proj_weight"),
+                       g.param("in_proj_bias") if bias else None, suffix="qkv")
+        split = g.node("Reshape", [qkv, g.constant([0, t, 3, heads, dh], "heads_shape")],
+                       suffix="qkv_split")
+        qkv_heads = g.node("Transpose", [split], suffix="qkv_heads", perm=[2, 0, 3, 1, 4])
+        q, k, v = (g.node("Gather", [qkv_heads, g.constant(i, f"{name}_index")], suffix=name,
+                          axis=0) for i, name in enumerate("qkv"))  # [N, heads, T, dh] each
+        k_t = g.node("Transpose", [k], suffix="k_t", perm=[0, 1, 3, 2])
+        scores = g.node("Mul", [g.node("MatMul", [q, k_t], suffix="qk"),
+                                g.constant(1 / math.sqrt(dh), "scale")], suffix="scores")
+        if attrs["causal"]:
+            future = [[-math.inf if j > i else 0.0 for j in range(t)] for i in range(t)]
+            scores = g.node("Add", [scores, g.constant(future, "causal_mask")],
+                            suffix="masked")
+        weights = g.node("Softmax", [scores], suffix="weights", axis=-1)
+        ctx = g.node("MatMul", [weights, v], suffix="context")
+        moved = g.node("Transpose", [ctx], suffix="context_moved", perm=[0, 2, 1, 3])
+        joined = g.node("Reshape", [moved, g.constant([0, t, d], "context_shape")],
+                        suffix="context_joined")
+        return g.matmul(joined, g.param("out_proj.weight"),
+                        g.param("out_proj.bias") if bias else None)
 
     def describe(self, attrs):
         text = f"attention {attrs['heads']} head" + ("s" if attrs["heads"] > 1 else "")

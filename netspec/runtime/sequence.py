@@ -202,24 +202,72 @@ def seq_select_backward(dout: np.ndarray, cache):
 
 
 # ----------------------------------------------------------------------------------------------
-# GELU (the tanh form, GPT-2's and nn.GELU(approximate="tanh"))
+# GELU: the exact form x Φ(x) (nn.GELU()) and the tanh approximation (GPT-2's)
 
 _GELU_C = math.sqrt(2 / math.pi)
 
+# NumPy has no erf and the runtime must stay NumPy-only (--standalone copies it into a file
+# that imports nothing else), so erf is computed here, checked against math.erf and torch in
+# tests/test_kernels_gradcheck.py:
+# - float32: Numerical Recipes' Chebyshev fit of erfc (Press et al., "erfcc"), fractional
+#   error below 1.2e-7 in float64 arithmetic: as close as float32 resolves, at about the cost
+#   of tanh;
+# - float64: the Maclaurin series below |x| = 2 (30 terms, Horner in x²) and the continued
+#   fraction of erfc above (60 levels): within 1e-15 of math.erf.
+_ERFC_NR = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+            -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+_ERF_SERIES = tuple((-1) ** n / (math.factorial(n) * (2 * n + 1)) for n in range(30))
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """erf(x) elementwise in x's dtype (float32 or float64)."""
+    z = np.abs(x)
+    if x.dtype.itemsize <= 4:
+        t = 1 / (1 + 0.5 * z)
+        poly = _ERFC_NR[-1] * t + _ERFC_NR[-2]
+        for c in _ERFC_NR[-3::-1]:
+            poly *= t
+            poly += c
+        poly -= z * z
+        return np.copysign(1 - t * np.exp(poly), x)
+    out = np.empty_like(x)
+    small = z < 2.0
+    xs = x[small]
+    x2 = xs * xs
+    acc = np.full_like(xs, _ERF_SERIES[-1])
+    for c in _ERF_SERIES[-2::-1]:
+        acc *= x2
+        acc += c
+    out[small] = (2 / math.sqrt(math.pi)) * xs * acc
+    zb = z[~small]
+    # erfc(z) = exp(-z²) / sqrt(pi) / (z + (1/2) / (z + 1 / (z + (3/2) / (z + ...))))
+    frac = zb.copy()
+    for k in range(60, 0, -1):
+        frac = zb + (k / 2) / frac
+    out[~small] = np.copysign(1 - np.exp(-zb * zb) / (math.sqrt(math.pi) * frac), x[~small])
+    return out
+
 
 @batchwise_forward
-def gelu_forward(x: np.ndarray):
-    """0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x³))). x: any shape."""
-    th = np.tanh(_GELU_C * (x + 0.044715 * x * x * x))
-    return 0.5 * x * (1 + th), (x, th)
+def gelu_forward(x: np.ndarray, approximate: str = "none"):
+    """x Φ(x) = 0.5 x (1 + erf(x / sqrt(2))) (nn.GELU()); approximate="tanh": 0.5 x (1 +
+    tanh(sqrt(2/pi) (x + 0.044715 x³))) (GPT-2's, nn.GELU(approximate="tanh")). x: any shape."""
+    if approximate == "tanh":
+        th = np.tanh(_GELU_C * (x + 0.044715 * x * x * x))
+        return 0.5 * x * (1 + th), (x, th, approximate)
+    cdf = 0.5 * (1 + _erf(x * (1 / math.sqrt(2))))
+    return x * cdf, (x, cdf, approximate)
 
 
 @batchwise_backward
 def gelu_backward(dout: np.ndarray, cache):
-    """d/dx = 0.5 (1 + th) + 0.5 x (1 - th²) sqrt(2/pi) (1 + 3 * 0.044715 x²)."""
-    x, th = cache
-    inner = _GELU_C * (1 + 3 * 0.044715 * x * x)
-    return dout * (0.5 * (1 + th) + 0.5 * x * (1 - th * th) * inner)
+    """exact: d/dx = Φ(x) + x φ(x), φ(x) = exp(-x²/2) / sqrt(2 pi); tanh: 0.5 (1 + th) +
+    0.5 x (1 - th²) sqrt(2/pi) (1 + 3 * 0.044715 x²)."""
+    x, term, approximate = cache
+    if approximate == "tanh":
+        inner = _GELU_C * (1 + 3 * 0.044715 * x * x)
+        return dout * (0.5 * (1 + term) + 0.5 * x * (1 - term * term) * inner)
+    return dout * (term + x * np.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi)))
 
 
 # ----------------------------------------------------------------------------------------------
