@@ -84,6 +84,24 @@ def _analysis(net) -> dict[str, Any]:
     return out
 
 
+_KINDS = {"Function": "function", "Class": "class", "Variable": "variable", "Field": "property"}
+
+
+def completion_items(text: str, path: str, line: int, column: int) -> list[dict[str, Any]]:
+    """The language server's completions (netspec.lsp.completions) as plain data for the
+    page's editor; none without lsprotocol (the `lsp` extra)."""
+    try:
+        from lsprotocol import types as T
+
+        from netspec.lsp import completions
+    except ImportError:
+        return []
+    result = check_text(text, path)
+    items = completions(result, text, T.Position(line=line - 1, character=column - 1))
+    return [{"label": i.label, "kind": _KINDS.get(i.kind.name if i.kind else "", "text"),
+             "detail": i.detail, "apply": i.insert_text or i.label} for i in items]
+
+
 def _add_sources(rows: list[dict[str, Any]], net, path: str) -> None:
     """Give each row the line and column in this file where it is written: a layer's own
     span, or, for a layer inside a block from another file, the call of its outermost block
@@ -210,6 +228,23 @@ def create_app(files: list[SpecFile], port_holder: dict[str, int]) -> Starlette:
                                  else str(exc)}, status_code=422)
         return JSONResponse({"text": formatted})
 
+    async def complete(request: Request) -> Response:
+        """Completions at a 1-based line and column of the text: the language server's (op,
+        block and tensor names; argument names inside a call)."""
+        f = spec_file(request)
+        if f is None:
+            return PlainTextResponse("no such file", status_code=404)
+        try:
+            body = await request.json()
+            text, line, column = body["text"], int(body["line"]), int(body["column"])
+        except (ValueError, KeyError, TypeError):
+            return JSONResponse({"error": "expected {\"text\", \"line\", \"column\"}"},
+                                status_code=400)
+        if not isinstance(text, str) or len(text) > MAX_TEXT or line < 1 or column < 1:
+            return JSONResponse({"error": "bad text or position"}, status_code=400)
+        items = await asyncio.to_thread(completion_items, text, _display(f.path), line, column)
+        return JSONResponse({"items": items})
+
     async def events(request: Request) -> Response:
         async def stream():
             seen = {k: _mtime(f.path) for k, f in enumerate(files)}
@@ -237,6 +272,7 @@ def create_app(files: list[SpecFile], port_holder: dict[str, int]) -> Starlette:
         route("/api/files/{index}", write, methods=("PUT",)),
         route("/api/files/{index}/check", check, methods=("POST",)),
         route("/api/files/{index}/format", format_, methods=("POST",)),
+        route("/api/files/{index}/complete", complete, methods=("POST",)),
         route("/api/events", events),
     ])
 

@@ -454,3 +454,24 @@ def test_a_block_library_is_checked_as_a_library(server):
     answer = json.loads(body)
     assert status == 200 and answer["ok"] and answer["diagnostics"] == []
     assert answer["title"] == "library: basic, bottleneck" and answer["rows"] == []
+
+
+def test_completion_offers_op_names_and_a_calls_argument_names(page):
+    page.wait_for_selector("#diagram svg g.node")  # the page has loaded its file
+    page.evaluate("t => state.editor.replace(t)",
+                  "network n {\n    input x: [3, 8, 8]\n    output x -> \n}\n")
+    at = editor_text(page).index("-> \n") + 3
+    type_at(page, at, "maxp")
+    option = page.wait_for_selector(".cm-tooltip-autocomplete li[aria-selected] .cm-completionLabel")
+    assert option.text_content() == "maxpool"
+    page.keyboard.press("Enter")
+    page.keyboard.type("(2, ")
+    page.keyboard.press("Control+Space")
+    page.wait_for_selector(".cm-tooltip-autocomplete")
+    labels = page.eval_on_selector_all(".cm-tooltip-autocomplete .cm-completionLabel",
+                                       "ls => ls.map(l => l.textContent)")
+    from netspec.ops import lookup
+
+    assert sorted(labels) == sorted(f"{a.name}=" for a in lookup("maxpool").args)
+    page.keyboard.press("Escape")
+    assert "output x -> maxpool(2, " in editor_text(page)

@@ -158,6 +158,17 @@ function hover(line, column, word) {
   return box;
 }
 
+// Completions at a place in the text, from the server (the language server's).
+async function complete(text, line, column) {
+  try {
+    const body = await api(`/api/files/${state.index}/complete`,
+                           { method: "POST", body: JSON.stringify({ text, line, column }) });
+    return body.items;
+  } catch (error) {
+    return null;
+  }
+}
+
 function totalsText(totals) {
   return totals ? `${number(totals.params)} parameters, ${number(totals.macs)} MACs` : "";
 }
@@ -373,7 +384,7 @@ function selectLayer(name, fromDiagram) {
 
 document.addEventListener("DOMContentLoaded", () => {
   state.editor = window.NetspecEditor.create({
-    parent: $("editor"), check, hover, onChange: () => setDirty(true),
+    parent: $("editor"), check, hover, complete, onChange: () => setDirty(true),
   });
   document.addEventListener("keydown", (event) => {
     if ((event.ctrlKey || event.metaKey) && event.key === "s") {

@@ -3,6 +3,7 @@
 // (@codemirror/lint, fed by the server's analysis through options.check). Bundled by esbuild
 // into netspec/web/editor.js; the page (netspec/web/app.js) uses window.NetspecEditor.
 // Spec text is only ever tokenized and displayed here, never evaluated.
+import { autocompletion, completionKeymap } from "@codemirror/autocomplete";
 import { defaultKeymap, history, historyKeymap, indentWithTab } from "@codemirror/commands";
 import {
   HighlightStyle, StreamLanguage, StringStream, bracketMatching, indentOnInput,
@@ -113,9 +114,29 @@ function toLint(doc, d) {
 
 // ---- the editor ------------------------------------------------------------------------------
 
+// Completion items the page gets from the server (the language server's completions):
+// [{label, kind, detail, apply}] for a 1-based line and column.
+function completionSource(complete) {
+  return async (context) => {
+    const word = context.matchBefore(/[A-Za-z_][A-Za-z0-9_]*/);
+    if (!word && !context.explicit) return null;
+    const line = context.state.doc.lineAt(context.pos);
+    const items = await complete(context.state.doc.toString(), line.number,
+                                 context.pos - line.from + 1);
+    if (context.aborted || !items) return null;
+    return {
+      from: word ? word.from : context.pos,
+      options: items.map((i) => ({ label: i.label, type: i.kind, detail: i.detail || undefined,
+                                   apply: i.apply || i.label })),
+      validFor: /^[A-Za-z_][A-Za-z0-9_]*$/,
+    };
+  };
+}
+
 // options: parent (element), text, readOnly, check(text) -> Promise<diagnostics of this
 // file>, onChange(text) after each edit by the user, hover(line, column, word) -> an
-// element describing what is written there, or null.
+// element describing what is written there, or null, complete(text, line, column) ->
+// Promise<completion items>.
 function create(options) {
   const readOnly = new Compartment();
   let quiet = false; // a text set by the page (open, reload) is not the user's edit
@@ -127,8 +148,10 @@ function create(options) {
         lineNumbers(), highlightActiveLineGutter(), history(), drawSelection(),
         indentOnInput(), bracketMatching(), highlightActiveLine(), search({ top: true }),
         highlightSelectionMatches(), indentUnit.of("    "), EditorState.tabSize.of(4),
-        keymap.of([...defaultKeymap, ...historyKeymap, ...searchKeymap, ...lintKeymap,
-                   indentWithTab]),
+        keymap.of([...completionKeymap, ...defaultKeymap, ...historyKeymap, ...searchKeymap,
+                   ...lintKeymap, indentWithTab]),
+        options.complete ? autocompletion({ override: [completionSource(options.complete)] })
+                         : [],
         netspecLanguage, syntaxHighlighting(highlighting), lintGutter(),
         linter(async (v) => {
           const doc = v.state.doc;
