@@ -220,6 +220,8 @@ def page(server, tmp_path_factory):
         page.set_default_timeout(TIMEOUT_MS)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
+        # console errors too: a script or style the content security policy refused
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         page.goto(server[0])
         yield page
         context.close()
