@@ -19,8 +19,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 ALL = sorted(p.stem for p in (Path(__file__).parent.parent / "specs").glob("*.net"))
-# Sequence specs (embeddings, RNNs, attention) have no twin here yet: not compared (issue 14
-# closing note); test_uncovered_specs_are_exactly_the_sequence_ones keeps the list honest.
+# Sequence specs (embeddings, RNNs, attention) have no twin here: their generated torch
+# modules are counted instead (test_sequence_specs_flops_match_flop_counter_mode);
+# test_uncovered_specs_are_exactly_the_sequence_ones keeps the list honest.
 UNCOVERED = {"char_lstm", "gpt_tiny", "gru_digits", "lstm_digits", "vit_digits"}
 SPECS = [n for n in ALL if n not in UNCOVERED]
 SMALL = 64  # the input size for image networks whose size is free (keeps torch quick)
@@ -164,3 +165,49 @@ def test_uncovered_specs_are_exactly_the_sequence_ones():
             except AssertionError:
                 lacking.add(name)
     assert lacking == UNCOVERED
+
+
+# ---- the sequence specs: their generated torch modules ------------------------------------
+
+
+def _counted(name: str) -> tuple:
+    """The analysis (2mac) and FlopCounterMode's forward and training FLOPs of the spec's
+    generated torch module on a batch of 2 (real CPU tensors: the sequence specs are small).
+    torch's math attention replaces its fused CPU kernel (aten._scaled_dot_product_flash_
+    attention_for_cpu, which FlopCounterMode has no formula for) and oneDNN's fused LSTM
+    (aten.mkldnn_rnn_layer, the same) is switched off, so every product is an mm, addmm or
+    bmm it counts: Q Kᵀ and the weighted sum of V are the bmm's."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    over = {"context": 16} if name in ("char_lstm", "gpt_tiny") else {}  # T² still counts
+    net = netspec.load(name, overrides=over)
+    analysis = netspec.analyze(net, flops="2mac")
+    module = netspec.compile(netspec.load(name, overrides=over), target="torch").train()
+    data = net.node(net.inputs[0])
+    shape = (2, *data["attrs"]["shape"])
+    x = torch.randint(0, 5, shape) if data["attrs"].get("dtype") == "int" else torch.randn(shape)
+    mkldnn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            with FlopCounterMode(display=False) as forward:
+                module(x)
+            with FlopCounterMode(display=False) as both:
+                module(x).sum().backward()
+    finally:
+        torch.backends.mkldnn.enabled = mkldnn
+    return net, analysis, forward, both
+
+
+@pytest.mark.parametrize("name", sorted(UNCOVERED))
+def test_sequence_specs_flops_match_flop_counter_mode(name):
+    """Forward and forward + backward FLOPs equal torch's count exactly, recurrences (the
+    hidden state's gradient flows through T - 1 steps even when the input needs none) and
+    attention's T² products (2·T²·D MACs a layer forward, twice that backward) included."""
+    _, a, forward, both = _counted(name)
+    batch = 2
+    assert a.totals.flops * batch == forward.get_total_flops()
+    assert a.totals.training_flops * batch == both.get_total_flops()
+    quadratic = sum(2 * 2 * r.output_shape[0] ** 2 * r.output_shape[1] for r in a.layers if r.op == "attention")
+    counted = forward.get_flop_counts()["Global"]
+    assert counted.get(torch.ops.aten.bmm, 0) == batch * quadratic  # the T² terms

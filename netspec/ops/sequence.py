@@ -346,6 +346,18 @@ class _Recurrent(Op):
             total += dirs * t * self.gates * h * (fan_in + h)
         return total
 
+    def backward_macs(self, attrs, inputs, out):
+        """(the first layer's input gradient, everything the weight gradients need): the
+        weight products of every step, the hidden state's gradient through W_hh at T - 1
+        steps (h before the first step is a constant) and the inner layers' input gradients,
+        which the weights of the layers below need even when the op's input needs none
+        (as torch's autograd computes them; checked with FlopCounterMode)."""
+        t, i_dim = inputs[0]
+        h, dirs, g = attrs["hidden"], self.dirs(attrs), self.gates * attrs["hidden"]
+        dw = self.macs(attrs, inputs, out) + attrs["layers"] * dirs * (t - 1) * g * h
+        dw += (attrs["layers"] - 1) * dirs * t * g * h * dirs
+        return (dirs * t * g * i_dim, dw)
+
     def extra_flops(self, attrs, inputs, out):
         # gate nonlinearities and the elementwise state update, ~ 3 per gate element
         t = inputs[0][0]
@@ -530,6 +542,13 @@ class Attention(Op):
         # projections 3TD² + TD², then Q Kᵀ and weights @ V, T²D each (the full square is
         # computed even when causal: the masked half is set to -inf, not skipped)
         return 4 * t * d * d + 2 * t * t * d
+
+    def backward_macs(self, attrs, inputs, out):
+        # Only the input projection's input gradient (3TD²) serves x alone; out_proj's and
+        # the four T²D products of Q Kᵀ and weights @ V serve the weights of in_proj too.
+        t, d = inputs[0]
+        both = 2 * self.macs(attrs, inputs, out)
+        return (3 * t * d * d, both - 3 * t * d * d)
 
     def extra_flops(self, attrs, inputs, out):
         t, d = inputs[0]
