@@ -4,12 +4,19 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The demo's environment: netspec and its runtime dependencies only (about 130 MB, no torch,
+# scikit-learn or matplotlib); the test set-up adds the rest to the same venv.
+RUNTIME := $(VENV)/.runtime
 
 .PHONY: demo test bench setup editor
 
-$(STAMP): pyproject.toml constraints.txt editors/vscode/package-lock.json editors/web/package-lock.json
+$(RUNTIME): pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e . -c constraints.txt
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME) pyproject.toml constraints.txt editors/vscode/package-lock.json editors/web/package-lock.json
 	$(PY) -m pip install -q -e '.[test]' -c constraints.txt
 	@command -v dot >/dev/null 2>&1 || { \
 	  echo "installing Graphviz (dot) with apt-get"; \
@@ -36,7 +43,7 @@ $(STAMP): pyproject.toml constraints.txt editors/vscode/package-lock.json editor
 
 setup: $(STAMP)
 
-demo: $(STAMP)
+demo: $(RUNTIME)
 	$(VENV)/bin/netspec train
 
 test: $(STAMP)

@@ -8,6 +8,7 @@ it to a file. Spec text reaches the source only as sanitized identifiers, repr()
 repr()-quoted comments, never raw.
 """
 from __future__ import annotations
+import __future__
 
 import ast
 import builtins
@@ -211,8 +212,9 @@ def _reserved() -> frozenset[str]:
     """Names the generated module binds or reads besides the layers' own: keywords,
     builtins, the methods' locals, and every module-level name of the generated file
     (kernels, imports, Model). None of them may start with a layer prefix."""
-    module_names = {n for m in INLINED_MODULES for n in _module_definitions(m)[0]}
-    module_names |= {n for m in INLINED_MODULES for n in _module_imports(m)}
+    # From the imported modules, not their parsed source: parsing ~100 KB of runtime took
+    # a third of `netspec train`'s start-up. tests/test_codegen.py checks both ways agree.
+    module_names = {n for m in INLINED_MODULES for n in _module_names(m)}
     module_names |= set(importlib.import_module(RUNTIME).__all__) | {"Network"}
     reserved = frozenset(keyword.kwlist) | frozenset(keyword.softkwlist) | METHOD_LOCALS \
         | frozenset(module_names) | frozenset(dir(builtins))
@@ -220,6 +222,24 @@ def _reserved() -> frozenset[str]:
     if clash:  # a runtime change broke the naming scheme: a bug in netspec, not in the spec
         raise RuntimeError(f"generated-code names {clash} use a layer-variable prefix")
     return reserved
+
+
+def _module_names(module: str) -> frozenset[str]:
+    """The names a module binds at its top level, read from the imported module: its own
+    definitions and its non-netspec imports (what _module_definitions and _module_imports
+    find in its source), without dunders or ``from __future__`` features."""
+    mod = importlib.import_module(module)
+    names = set()
+    for name, value in vars(mod).items():
+        if name.startswith("__") and name.endswith("__") or isinstance(value, __future__._Feature):
+            continue
+        owner = value.__name__ if isinstance(value, types.ModuleType) else \
+            getattr(value, "__module__", None)
+        from_netspec = isinstance(owner, str) and owner.split(".")[0] == "netspec"
+        if from_netspec and (isinstance(value, types.ModuleType) or owner != module):
+            continue  # imported from another netspec module: that module's name
+        names.add(name)
+    return frozenset(names)
 
 
 def sanitize(name: str, reserved: frozenset[str] = frozenset()) -> str:

@@ -789,7 +789,8 @@ class Lowerer:
         """An input's shape: a name not bound to a value is a size symbol (`[3, H, W]`)."""
         if not isinstance(e, S.ListExpr):
             return self.value(e, env)
-        return [_size_symbol(item.name) if isinstance(item, S.Name) and item.name not in env
+        return [_size_symbol(item.name, item.span)
+                if isinstance(item, S.Name) and item.name not in env
                 else self.value(item, env) for item in e.items]
 
     def size_condition(self, e: S.Expr, env: dict[str, Any], shape: tuple) -> Any:
@@ -1003,9 +1004,15 @@ _COMPARISONS = ("==", "!=", "<", "<=", ">", ">=")
 _SIZE_OPS = ("+", "-", "*", "//", "%") + _COMPARISONS
 
 
-def _size_symbol(name: str) -> Any:
-    from netspec.analysis.symbolic import size_symbol
-
+def _size_symbol(name: str, span=None) -> Any:
+    try:
+        from netspec.analysis.symbolic import size_symbol
+    except ModuleNotFoundError as exc:  # SymPy is the optional `symbolic` extra (~80 MB)
+        if exc.name != "sympy":
+            raise
+        raise NetspecError(Diagnostic(
+            "error", f"the input size `{name}` is symbolic, which needs SymPy (not installed)",
+            span, "pip install 'netspec[symbolic]', or give the size as a number")) from None
     return size_symbol(name)
 
 

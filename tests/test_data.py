@@ -32,6 +32,15 @@ def test_digits_are_images_split_three_ways():
     assert np.bincount(d.y_test).min() >= 35  # stratified: every class ~20%
 
 
+def test_the_shipped_digits_equal_scikit_learns():
+    from netspec.train.data import load_digits
+
+    raw, bunch = load_digits(), sklearn_digits()
+    np.testing.assert_array_equal(raw.x_train[:, 0], bunch.images.astype(np.float32))
+    np.testing.assert_array_equal(raw.y_train, bunch.target)
+    assert raw.x_train.dtype == np.float32 and raw.x_train.shape == (1797, 1, 8, 8)
+
+
 def test_digits_split_is_fixed_and_disjoint():
     raw = load_dataset(replace(DIGITS, normalize=False))
     again = load_dataset(replace(DIGITS, normalize=False))

@@ -14,7 +14,7 @@ from netspec.train.config import ConfigError, TrainConfig
 from netspec.train.data import load_dataset
 from netspec.train.loop import DivergedError, TrainError, evaluate, train
 from netspec.train.metrics import read_metrics
-from netspec.train.progress import ProgressBar
+from netspec.train.progress import epoch_bar, show
 from netspec.train.regularize import Regularization, apply_max_norm, regularized_names
 
 
@@ -341,17 +341,24 @@ class FakeTerminal(io.StringIO):
 
 def test_progress_bar_shows_loss_acc_lr_and_throughput():
     term = FakeTerminal()
-    bar = ProgressBar(10, "epoch 1/3", stream=term)
-    bar.update(5, 320, loss=0.5, acc=0.75, lr=1e-3)
-    bar.close(10, 640, loss=0.4, acc=0.8, lr=1e-3)
+    bar = epoch_bar(640, 0, "epoch 1/3", True, stream=term)
+    show(bar, 320, loss=0.5, acc=0.75, lr=1e-3)
+    bar.refresh()
     out = term.getvalue()
-    assert "epoch 1/3" in out and "10/10" in out and "loss 0.4" in out and "acc 0.8" in out
-    assert "lr 1.00e-03" in out and "ex/s" in out and out.endswith("\n")
+    bar.close()
+    assert "epoch 1/3" in out and "320/640" in out and "loss 0.5" in out and "acc 0.75" in out
+    assert "lr 1.00e-03" in out and "ex/s" in out and "\r" in out
 
 
 def test_progress_bar_is_quiet_off_a_terminal_unless_forced():
     pipe = io.StringIO()
-    ProgressBar(10, stream=pipe).close(10, 640, loss=0.4)
+    bar = epoch_bar(640, 0, "epoch 1/3", True, stream=pipe)
+    show(bar, 640, loss=0.4, acc=0.8, lr=1e-3)
+    bar.close()
     assert pipe.getvalue() == ""
-    ProgressBar(10, stream=pipe, force=True).close(10, 640, loss=0.4)
-    assert "10/10" in pipe.getvalue()
+    assert epoch_bar(640, 0, "epoch 1/3", False, stream=pipe) is None
+    bar = epoch_bar(640, 0, "epoch 1/3", "always", stream=pipe)
+    show(bar, 640, loss=0.4, acc=0.8, lr=1e-3)
+    bar.refresh()
+    bar.close()
+    assert "640/640" in pipe.getvalue()

@@ -99,6 +99,17 @@ CASES = {"adam": {"optimizer": OPTIMIZERS["adam"]},
                          "loss": {"type": "svm", "delta": 0.5, "squared": True}}}
 
 
+def test_clip_bounds_the_gradient_norm_on_the_torch_backend_as_on_numpy(net, data, tmp_path):
+    cfg = config(OPTIMIZERS["nesterov"], clip=0.05, epochs=1)
+    a = train(numpy_model(net, cfg.seed), cfg, data, tmp_path / "numpy", progress=False)
+    b = train(torch_model(net, cfg.seed), cfg, data, tmp_path / "torch", progress=False)
+    assert_same_tensors(load_checkpoint(a.checkpoint).model_state(),
+                        load_checkpoint(b.checkpoint).model_state())
+    unclipped = train(torch_model(net, cfg.seed), config(OPTIMIZERS["nesterov"], epochs=1),
+                      data, tmp_path / "unclipped", progress=False)
+    assert unclipped.last.train_loss != pytest.approx(b.last.train_loss, rel=1e-6)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_torch_and_numpy_backends_give_the_same_losses_and_weights(net, data, case, tmp_path):
     settings = dict(CASES[case])

@@ -44,7 +44,12 @@ def plot(analyses: list[Analysis], path: str | Path, sizes: list[int]) -> Path:
     if path.suffix.lower() not in FORMATS:
         raise NetspecError(Diagnostic("error", f"cannot plot to `{path}`", None,
                                       "give a .png or .svg file: --plot cost.png"))
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # the optional `plot` extra
+        raise NetspecError(Diagnostic("error", "--plot needs matplotlib, which is not "
+                                      "installed", None,
+                                      "pip install 'netspec[plot]'")) from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

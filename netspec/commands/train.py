@@ -1,6 +1,7 @@
 """`netspec train [FILE]`: compile a spec and train it (default: digits_cnn on digits)."""
 from __future__ import annotations
 
+import shutil
 import sys
 from dataclasses import asdict
 from fnmatch import fnmatchcase
@@ -20,6 +21,7 @@ from netspec.commands._session import (
 )
 from netspec.commands._types import (
     fraction,
+    integer,
     non_negative,
     non_negative_int,
     positive,
@@ -27,11 +29,19 @@ from netspec.commands._types import (
 )
 from netspec.diagnostics import Diagnostic, NetspecError, UsageError, printable
 
-HELP = "train a spec (default: the digits CNN on scikit-learn's bundled digits)"
+HELP = "train a spec (default: the digits CNN on the bundled 8x8 digits)"
+
+at_least_two = integer(2, "an integer >= 2")
 
 
 def add_arguments(p) -> None:
-    from netspec.train.config import AugmentConfig, LossConfig, OptimizerConfig, ScheduleConfig
+    from netspec.train.config import (
+        MONITORS,
+        AugmentConfig,
+        LossConfig,
+        OptimizerConfig,
+        ScheduleConfig,
+    )
 
     add_spec_arguments(p)
     add_input_argument(p)
@@ -74,6 +84,17 @@ def add_arguments(p) -> None:
                    help="replace the run in DIR (without it, a DIR holding a run is refused)")
     p.add_argument("--resume", action="store_true",
                    help="continue from DIR/last.npz (default DIR: the network's latest run)")
+    p.add_argument("--top-k", type=at_least_two, metavar="K",
+                   help="also record top-K accuracy, K >= 2 (validation, test; spec: top_k)")
+    p.add_argument("--patience", type=positive_int, metavar="N",
+                   help="early stopping: stop after N epochs without a better --monitor "
+                        "(spec: patience)")
+    p.add_argument("--monitor", choices=MONITORS,
+                   help="the validation metric that picks best.npz and that --patience "
+                        "watches (default val_acc; spec: monitor)")
+    p.add_argument("--tensorboard", action="store_true",
+                   help="write TensorBoard event files to DIR/tensorboard (needs the "
+                        "tensorboard extra: pip install 'netspec[tensorboard]')")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="threads (default: 1 for a network of small layers, such as the "
@@ -114,15 +135,11 @@ def run(args) -> int:
     from netspec.train.metrics import write_results
 
     check_backend_flags(args)
+    check_tensorboard_flag(args)
     if args.backend == "torch":
         return run_torch(args)
     net = load_net(args)
-    flags = {"epochs": args.epochs, "batch": args.batch, "lr": args.lr,
-             "optimizer": args.optimizer, "momentum": args.momentum, "schedule": args.schedule,
-             "warmup": args.warmup, "loss": args.loss, "l1": args.l1, "l2": args.l2,
-             "max_norm": args.max_norm, "clip": args.clip, "augment": args.augment,
-             "seed": args.seed,
-             "init_from": args.init_from}
+    flags = train_flags(args)
     with training_errors(net):
         cfg = config_from(net, args, flags)
         if args.freeze:
@@ -133,6 +150,7 @@ def run(args) -> int:
             raise UsageError(f"--init-from {args.init_from}", "no such checkpoint file")
         data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
+        check_top_k(args, cfg, data)
         if not args.allow_large:
             from netspec.analysis.memory import require_training_memory
             require_training_memory(net, cfg.batch, cfg.optimizer.type)
@@ -147,13 +165,14 @@ def run(args) -> int:
         keep_freed_memory()  # each step reuses the last one's pages (a process of our own)
         with run_threads(net, cfg.batch, args.threads):
             history = train(model, cfg, data, out, resume=args.resume,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, callbacks=callbacks_of(args, out))
         if history.transfer is not None:
             print(history.transfer.summary(), file=sys.stderr)
         best = history.best_checkpoint if history.best_checkpoint.exists() else \
             history.checkpoint
         load_weights(model, best)
-        test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch)
+        test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch,
+                        top_k=cfg.top_k)
         exact = task_score(model, data)
         write_results(out, {"network": net.name, "status": history.status,
                             "test": test, "checkpoint": best.name,
@@ -161,13 +180,47 @@ def run(args) -> int:
                             "best_epoch": history.best_epoch, "epochs": cfg.epochs,
                             "classes": list(data.classes),
                             "final": asdict(history.last) if history.last else None})
-    status = "" if history.status == "completed" else f" ({history.status})"
-    print(f"{net.name}: test accuracy {test['accuracy']:.2%} on {test['n']} examples, "
-          f"loss {test['loss']:.4f}{status}")
+    print(outcome_line(net.name, test, history.status))
     report_task(net.name, exact)
-    print(f"checkpoints, metrics, curves and results.json in {printable(str(out))}/ "
+    curves = "curves, " if (out / "curves.png").exists() else ""
+    print(f"checkpoints, metrics, {curves}results.json in {printable(str(out))}/ "
           f"(best: {best.name})")
-    return 0 if history.status == "completed" else 130
+    return 0 if history.status in FINISHED else 130
+
+
+# A run that ends by itself: every epoch, or early stopping (exit 0); "interrupted" is 130.
+FINISHED = ("completed", "early_stopped")
+
+
+def outcome_line(network: str, test: dict, status: str) -> str:
+    top = (f", top-{test['top_k']} {test['top_k_accuracy']:.2%}" if "top_k" in test else "")
+    note = "" if status == "completed" else f" ({status.replace('_', ' ')})"
+    return (f"{network}: test accuracy {test['accuracy']:.2%}{top} on {test['n']} examples, "
+            f"loss {test['loss']:.4f}{note}")
+
+
+def callbacks_of(args, out: Path) -> list:
+    """--tensorboard: a TensorBoard callback writing to OUT/tensorboard."""
+    if not args.tensorboard:
+        return []
+    from netspec.train.callbacks import TensorBoard
+
+    return [TensorBoard(out / "tensorboard")]
+
+
+def check_top_k(args, cfg, data) -> None:
+    """--top-k K (or the spec's top_k) below the data's class count, naming the flag."""
+    if args.top_k is not None and args.top_k >= data.num_classes:
+        raise UsageError(f"--top-k {args.top_k}",
+                         f"must be below the data's {data.num_classes} classes")
+
+
+def check_tensorboard_flag(args) -> None:
+    """--tensorboard without tensorboardX is refused before any work, naming the flag."""
+    from netspec.train.callbacks import TENSORBOARD_MISSING, tensorboard_available
+
+    if args.tensorboard and not tensorboard_available():
+        raise UsageError("--tensorboard", TENSORBOARD_MISSING)
 
 
 def run_torch(args) -> int:
@@ -216,6 +269,7 @@ def train_torch(args, workers, device: str) -> int:
         check_batch_splits(cfg.batch, workers.world)
         data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)
+        check_top_k(args, cfg, data)
         torch = import_torch()
         if device == "cpu" or not device.startswith("cuda"):
             # the NumPy backend's choice (1 thread for small layers), or --threads
@@ -238,7 +292,8 @@ def train_torch(args, workers, device: str) -> int:
             f"lr={cfg.optimizer.lr:g}")
         try:
             history = train(model, cfg, data, out, resume=args.resume,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress,
+                            callbacks=callbacks_of(args, out) if workers.writer else [])
         except Exception as exc:
             if workers.distributed and distributed.is_worker_failure(exc):
                 raise NetspecError(Diagnostic(
@@ -246,20 +301,20 @@ def train_torch(args, workers, device: str) -> int:
                     f"{distributed.checkpoint_note(out)}")) from None
             raise
         if not workers.writer:
-            return 0 if history.status == "completed" else 130
+            return 0 if history.status in FINISHED else 130
         if history.transfer is not None:
             say(history.transfer.summary())
         best = history.best_checkpoint if history.best_checkpoint.exists() else \
             history.checkpoint
         load_weights(model, best)
-        test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch)
+        test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch,
+                        top_k=cfg.top_k)
         exact = task_score(model, data)
-    status = "" if history.status == "completed" else f" ({history.status})"
-    print(f"{net.name}: test accuracy {test['accuracy']:.2%} on {test['n']} examples, "
-          f"loss {test['loss']:.4f}{status}")
+    print(outcome_line(net.name, test, history.status))
     report_task(net.name, exact)
-    print(f"checkpoints, metrics and curves in {printable(str(out))}/ (best: {best.name})")
-    return 0 if history.status == "completed" else 130
+    curves = " and curves" if (out / "curves.png").exists() else ""
+    print(f"checkpoints, metrics{curves} in {printable(str(out))}/ (best: {best.name})")
+    return 0 if history.status in FINISHED else 130
 
 
 def task_score(model, data) -> dict | None:
@@ -288,8 +343,9 @@ def train_flags(args) -> dict:
     return {"epochs": args.epochs, "batch": args.batch, "lr": args.lr,
             "optimizer": args.optimizer, "momentum": args.momentum, "schedule": args.schedule,
             "warmup": args.warmup, "loss": args.loss, "l1": args.l1, "l2": args.l2,
-            "max_norm": args.max_norm, "augment": args.augment, "seed": args.seed,
-            "init_from": args.init_from}
+            "max_norm": args.max_norm, "clip": args.clip, "augment": args.augment,
+            "seed": args.seed, "init_from": args.init_from, "top_k": args.top_k,
+            "patience": args.patience, "monitor": args.monitor}
 
 
 def check_layer_flags(model, args) -> None:
@@ -314,6 +370,9 @@ def check_layer_flags(model, args) -> None:
 # The files of a run: a directory holding any of them holds a run.
 RUN_FILES = ("last.npz", "best.npz", "metrics.jsonl", "metrics.csv", "curves.png",
              "results.json")
+# Directories of a run that --overwrite clears as well (event files of an earlier run would
+# mix into TensorBoard's view of the new one).
+RUN_DIRS = ("tensorboard",)
 
 
 def holds_run(directory: Path) -> bool:
@@ -342,6 +401,9 @@ def run_dir(args, net) -> Path:
     if args.overwrite and not args.resume:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
+        for name in RUN_DIRS:
+            if (out / name).is_dir() and not (out / name).is_symlink():
+                shutil.rmtree(out / name)
     check_writable(out, "-o" if args.out else None)
     return out
 

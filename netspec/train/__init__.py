@@ -2,6 +2,7 @@
 
 The CLI needs only what is re-exported here; docs/training.md describes every setting.
 """
+from netspec.train.callbacks import Callback, Context, Step, TensorBoard
 from netspec.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -28,15 +29,19 @@ from netspec.train.optim import OPTIMIZERS, make_optimizer
 
 __all__ = [
     "OPTIMIZERS",
+    "Callback",
     "Checkpoint",
     "CheckpointError",
     "ConfigError",
+    "Context",
     "DataError",
     "Dataset",
     "DivergedError",
     "History",
     "KNearestNeighbor",
     "KnnReport",
+    "Step",
+    "TensorBoard",
     "TrainConfig",
     "TrainError",
     "TransferReport",

@@ -380,6 +380,10 @@ class AugmentConfig(Section):
         return Augment(self.type, self.pad)
 
 
+# What picks the best epoch (best.npz) and what early stopping watches: higher accuracy
+# (ties broken by the lower loss) or lower loss.
+MONITORS = ("val_acc", "val_loss", "val_top_k")
+
 SECTIONS: dict[str, type[Section]] = {
     "loss": LossConfig, "optimizer": OptimizerConfig, "schedule": ScheduleConfig,
     "data": DataConfig, "augment": AugmentConfig,
@@ -415,6 +419,13 @@ class TrainConfig:
     normalize: list | None = field(default=None, metadata=meta(
         fixed_normalization, "fixed per-channel [mean, std] (or imagenet) instead of the "
         "training split's statistics"))
+    top_k: int | None = setting(None, optional(number(2, integer=True)),
+                                "also record top-k accuracy (validation, eval, test) for this k")
+    patience: int | None = setting(None, optional(positive_int),
+                                   "early stopping: stop after this many epochs without a new "
+                                   "best `monitor`")
+    monitor: str = setting("val_acc", one_of(*MONITORS), "the metric that picks best.npz and "
+                           "that patience watches (the training one without a validation split)")
 
     @classmethod
     def from_spec(cls, d: dict | None) -> TrainConfig:
@@ -430,7 +441,10 @@ class TrainConfig:
                 values[key] = SECTIONS[key].from_value(key, value)
             else:
                 values[key] = check_of(by_name[key])(key, value)
-        return cls(**values)
+        cfg = cls(**values)
+        if cfg.monitor == "val_top_k" and cfg.top_k is None:
+            raise ConfigError("monitor", "'val_top_k' needs top_k", "e.g. top_k = 5")
+        return cfg
 
     def to_dict(self) -> dict:
         """The lowered form again: ``from_spec(cfg.to_dict()) == cfg``; JSON-serializable."""

@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from netspec.train.callbacks import Context, Step, check_callbacks, dispatch
 from netspec.train.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -45,8 +46,8 @@ from netspec.train.checkpoint import (
     save_checkpoint,
 )
 from netspec.train.config import ConfigError, LossConfig, TrainConfig, did_you_mean
-from netspec.train.metrics import EpochRecord, accuracy, write_metrics
-from netspec.train.progress import ProgressBar
+from netspec.train.metrics import EpochRecord, accuracy, top_k_hits, write_metrics
+from netspec.train.progress import epoch_bar, show
 from netspec.train.regularize import Regularization, regularized_names
 
 LossFn = Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
@@ -67,7 +68,7 @@ class DivergedError(TrainError):
 @dataclass
 class History:
     records: list[EpochRecord]
-    status: str                      # "completed" or "interrupted"
+    status: str                      # "completed", "early_stopped" or "interrupted"
     out_dir: Path
     best_epoch: int | None = None
     best_metric: float | None = None
@@ -141,6 +142,8 @@ class Run:
     log: Callable[[str], None]
     progress: bool | str
     backend: Any = None  # a Backend; make_run sets NUMPY
+    callbacks: list = field(default_factory=list)
+    context: Context | None = None  # what the callbacks see; run_training sets it
 
 
 @dataclass
@@ -161,12 +164,14 @@ class LoopState:
     records: list[EpochRecord] = field(default_factory=list)
     lr: float = 0.0
     initial_loss: float | None = None  # the first batch's loss: the divergence reference
+    stop_early: bool = False  # patience ran out (or a callback asked): set by finish_epoch
 
 
 def make_run(model, cfg: TrainConfig, data, out: Path, progress) -> Run:
     n = len(data.y_train)
     if n == 0:
         raise TrainError("the training split is empty")
+    check_metric_settings(cfg, data)
     reg = Regularization(cfg.l1, cfg.l2, cfg.max_norm, cfg.regularize)
     optimizer = cfg.optimizer.build()
     iters = math.ceil(n / cfg.batch)
@@ -175,6 +180,17 @@ def make_run(model, cfg: TrainConfig, data, out: Path, progress) -> Run:
                schedule=cfg.schedule.build(cfg.optimizer.lr, cfg.epochs, iters),
                reg=reg, reg_names=[], frozen=set(), augment=cfg.augment.build(),
                iters_per_epoch=iters, log=logger(progress), progress=progress, backend=NUMPY)
+
+
+def check_metric_settings(cfg: TrainConfig, data) -> None:
+    """top_k below the class count; monitor = "val_top_k" with a validation split to watch."""
+    if cfg.top_k is not None and cfg.top_k >= data.num_classes:
+        raise ConfigError("top_k", f"{cfg.top_k} is not below the data's {data.num_classes} "
+                          "classes (every example would be a hit)",
+                          f"use top_k < {data.num_classes}, or drop it")
+    if cfg.monitor == "val_top_k" and not len(data.y_val):
+        raise ConfigError("monitor", "'val_top_k' needs a validation split",
+                          "set data.val > 0 (CLI: --val 0.1), or monitor val_acc")
 
 
 def logger(progress) -> Callable[[str], None]:
@@ -244,7 +260,7 @@ def check_output_width(run: Run) -> None:
 
 def resume_from(run: Run, path: Path) -> LoopState:
     ckpt = load_checkpoint(path)
-    changed = changed_settings(ckpt.config, run.cfg.to_dict())
+    changed = changed_settings(ckpt.config, run.cfg.to_dict(), TrainConfig().to_dict())
     if changed:
         run.log(f"note: resuming with changed settings {', '.join(changed)}; "
                 "the run will differ from an uninterrupted one")
@@ -308,14 +324,18 @@ def check_same_optimizer(run: Run, ckpt: Checkpoint, path: Path) -> None:
                          f"run from these weights with --init-from {path}")
 
 
-def changed_settings(old: dict, new: dict, prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, ignoring epochs (extending a run is fine)."""
+def changed_settings(old: dict, new: dict, defaults: dict | None = None,
+                     prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring epochs (extending a run is fine) and
+    patience (extending a stopped one). A key the old config lacks (a setting newer than
+    the checkpoint) counts as its default."""
+    defaults = defaults if isinstance(defaults, dict) else {}
     out = []
     for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
+        a, b = old.get(key, defaults.get(key)), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
-            out += changed_settings(a, b, f"{prefix}{key}.")
-        elif a != b and f"{prefix}{key}" not in ("epochs", "init_from"):
+            out += changed_settings(a, b, defaults.get(key), f"{prefix}{key}.")
+        elif a != b and f"{prefix}{key}" not in ("epochs", "init_from", "patience"):
             out.append(f"{prefix}{key}")
     return out
 
@@ -458,7 +478,8 @@ class Snapshot:
 
 @dataclass
 class InterruptFlag:
-    requested: bool = False
+    requested: bool = False  # Ctrl-C (or SIGTERM under torchrun)
+    early: bool = False      # rank 0 stopped early; the torch backend shares it with the others
 
 
 @contextmanager
@@ -499,9 +520,9 @@ def run_epoch(run: Run, state: LoopState, flag: InterruptFlag) -> bool:
     if state.batch_index == 0:
         state.order = state.shuffle_rng.permutation(n)
         state.sums = {"loss": 0.0, "reg": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
-    bar = ProgressBar(run.iters_per_epoch, f"epoch {state.epoch + 1}/{run.cfg.epochs}",
-                      force=run.progress == "always") if run.progress else None
-    sums, start, done_before = state.sums, time.perf_counter(), state.sums["seen"]
+    bar = epoch_bar(n, min(state.batch_index * batch, n), f"epoch {state.epoch + 1}/"
+                    f"{run.cfg.epochs}", run.progress)
+    sums, start = state.sums, time.perf_counter()
     backend = run.backend
     while state.batch_index < run.iters_per_epoch:
         idx = state.order[state.batch_index * batch:(state.batch_index + 1) * batch]
@@ -519,17 +540,21 @@ def run_epoch(run: Run, state: LoopState, flag: InterruptFlag) -> bool:
         sums["seen"] += n
         state.batch_index += 1
         state.iteration += 1
-        if bar:
-            bar.update(state.batch_index, sums["seen"] - done_before,
-                       loss=sums["loss"] / sums["seen"], acc=sums["correct"] / sums["seen"],
-                       lr=state.lr)
+        if bar is not None:
+            show(bar, len(idx), sums["loss"] / sums["seen"], sums["correct"] / sums["seen"],
+                 state.lr)
+        if run.callbacks:
+            dispatch(run.callbacks, "on_step_end", run.context,
+                     Step(state.epoch + 1, state.batch_index, state.iteration, float(loss),
+                          state.lr, len(idx)))
         if backend.stop(flag):
             sums["seconds"] += time.perf_counter() - start
+            if bar is not None:
+                bar.close()
             return False
     sums["seconds"] += time.perf_counter() - start
-    if bar:
-        bar.close(state.batch_index, sums["seen"] - done_before, loss=sums["loss"] / sums["seen"],
-                  acc=sums["correct"] / sums["seen"], lr=state.lr)
+    if bar is not None:
+        bar.close()
     return True
 
 
@@ -542,24 +567,20 @@ def finish_epoch(run: Run, state: LoopState) -> EpochRecord | None:
         return None
     data = run.data
     val = (run.backend.evaluate(run, data.x_val, data.y_val) if len(data.y_val) else None)
+    top_k = run.cfg.top_k
     record = EpochRecord(
         epoch=state.epoch + 1, iteration=state.iteration, lr=state.lr,
         train_loss=sums["loss"] / sums["seen"], train_reg=sums["reg"] / sums["seen"],
         train_acc=sums["correct"] / sums["seen"],
         val_loss=val["loss"] if val else None, val_acc=val["accuracy"] if val else None,
-        seconds=sums["seconds"], samples_per_s=sums["seen"] / max(sums["seconds"], 1e-9))
+        seconds=sums["seconds"], samples_per_s=sums["seen"] / max(sums["seconds"], 1e-9),
+        top_k=top_k, val_top_k_acc=val["top_k_accuracy"] if val and top_k else None)
     state.records.append(record)
-    # Best = highest accuracy (validation, else training); equal accuracy -> lower loss, since
-    # a small validation split saturates at 100% early and would freeze "best" there.
-    metric = record.val_acc if val else record.train_acc
-    loss = record.val_loss if val else record.train_loss
-    improved = (state.best_metric is None or metric > state.best_metric
-                or (metric == state.best_metric and state.best_loss is not None
-                    and loss < state.best_loss))
-    if improved:
-        state.best_metric, state.best_loss, state.best_epoch = metric, loss, record.epoch
+    improved = update_best(run.cfg.monitor, state, record)
     state.epoch, state.batch_index = state.epoch + 1, 0
-    status = "completed" if state.epoch >= run.cfg.epochs else "running"
+    state.stop_early = early_stop_due(run.cfg, state)
+    status = ("completed" if state.epoch >= run.cfg.epochs else
+              "early_stopped" if state.stop_early else "running")
     for name, value in run.model.params.items():  # never save weights that are not numbers
         if not np.isfinite(value).all():
             raise DivergedError(f"training diverged: {name} holds NaN or Inf after epoch "
@@ -571,11 +592,50 @@ def finish_epoch(run: Run, state: LoopState) -> EpochRecord | None:
         save_checkpoint(run.out / "best.npz", ckpt)
     write_metrics(run.out, state.records)
     run.log(epoch_line(record, run.cfg.epochs, improved))
+    if state.stop_early and status == "early_stopped":
+        run.log(f"early stop: no better {run.cfg.monitor} for {run.cfg.patience} epochs since "
+                f"epoch {state.best_epoch} (patience {run.cfg.patience})")
+    if run.callbacks:
+        run.context.best_epoch = state.best_epoch
+        dispatch(run.callbacks, "on_epoch_end", run.context, record)
+        if run.context.stop_training and status == "running":
+            state.stop_early = True
+            run.log(f"stopped by a callback after epoch {record.epoch}")
     return record
+
+
+def update_best(monitor: str, state: LoopState, record: EpochRecord) -> bool:
+    """Whether ``record`` is the run's new best by ``monitor`` (the validation metric, the
+    training one without a validation split); if so it becomes the best. Accuracies: higher
+    wins, equal ones go to the lower loss, since a small validation split saturates at 100%
+    early and would freeze "best" there. Loss: lower wins."""
+    has_val = record.val_loss is not None
+    loss = record.val_loss if has_val else record.train_loss
+    if monitor == "val_loss":
+        metric = loss
+        improved = state.best_metric is None or metric < state.best_metric
+    else:
+        metric = (record.val_top_k_acc if monitor == "val_top_k" else
+                  record.val_acc if has_val else record.train_acc)
+        improved = (state.best_metric is None or metric > state.best_metric
+                    or (metric == state.best_metric and state.best_loss is not None
+                        and loss < state.best_loss))
+    if improved:
+        state.best_metric, state.best_loss, state.best_epoch = metric, loss, record.epoch
+    return improved
+
+
+def early_stop_due(cfg: TrainConfig, state: LoopState) -> bool:
+    """Patience ran out: ``patience`` epochs done since the best one (Keras' EarlyStopping
+    with min_delta=0; the best epoch is best.npz's)."""
+    return (cfg.patience is not None and state.best_epoch is not None
+            and state.epoch - state.best_epoch >= cfg.patience and state.epoch < cfg.epochs)
 
 
 def epoch_line(r: EpochRecord, epochs: int, improved: bool) -> str:
     val = f"  val loss {r.val_loss:.4f} acc {r.val_acc:.4f}" if r.val_loss is not None else ""
+    if r.val_top_k_acc is not None:
+        val += f" top-{r.top_k} {r.val_top_k_acc:.4f}"
     return (f"epoch {r.epoch}/{epochs}  loss {r.train_loss:.4f} acc {r.train_acc:.4f}{val}  "
             f"lr {r.lr:.2e}  {r.seconds:.1f}s{'  *best' if improved else ''}")
 
@@ -583,19 +643,24 @@ def epoch_line(r: EpochRecord, epochs: int, improved: bool) -> str:
 # ---------------------------------------------------------------- public API
 
 def train(model, cfg: TrainConfig, data, out_dir: str | Path, resume: bool = False,
-          progress: bool | str = True) -> History:
+          progress: bool | str = True, callbacks=None) -> History:
     """Train ``model`` on ``data`` (a Dataset) as ``cfg`` says; files go to ``out_dir``.
 
-    Writes last.npz / best.npz (checkpoints), metrics.jsonl / metrics.csv and curves.png.
-    ``resume=True`` continues from out_dir/last.npz exactly where it stopped.
-    ``progress``: False (silent), True (bar on a terminal, one line per epoch), "always".
-    Raises DivergedError on NaN/Inf, ConfigError for a freeze pattern matching nothing.
-    Ctrl-C saves last.npz and returns with ``status == "interrupted"``.
+    Writes last.npz / best.npz (checkpoints), metrics.jsonl / metrics.csv and curves.png
+    (with matplotlib, the `plot` extra). ``resume=True`` continues from out_dir/last.npz
+    exactly where it stopped. ``progress``: False (silent), True (a tqdm bar on a terminal
+    or in a notebook, one line per epoch), "always" (the bar into any stream).
+    ``callbacks``: objects with on_train_begin / on_step_end / on_epoch_end / on_train_end
+    (netspec.train.callbacks). Raises DivergedError on NaN/Inf, ConfigError for a freeze
+    pattern matching nothing. Ctrl-C saves last.npz and returns with ``status ==
+    "interrupted"``; running out of ``patience`` returns with "early_stopped".
     """
     out = Path(out_dir)
+    callbacks = check_callbacks(callbacks)
     out.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(out)  # left by a save that was killed
     run = make_run(model, cfg, data, out, progress)
+    run.callbacks = callbacks
     if hasattr(model, "attach_backend"):  # a TorchModel brings the torch backend
         model.attach_backend(run, resume)
     return run_training(run, resume)
@@ -616,8 +681,16 @@ def run_training(run: Run, resume: bool) -> History:
         attach_model(run)
     backend.started(run, state)
     status = "completed"
+    callbacks = run.callbacks if backend.writer else []
+    run.callbacks = callbacks
+    run.context = Context(run.model, cfg, data, out, state.records, best_epoch=state.best_epoch)
+    dispatch(callbacks, "on_train_begin", run.context)
+    if early_stop_due(cfg, state):  # resuming a run that stopped early: it stays stopped
+        run.log(f"early stop: no better {cfg.monitor} since epoch {state.best_epoch} "
+                f"(patience {cfg.patience}); nothing to resume")
+        state.stop_early = True
     with backend.interrupts() as flag, quiet_float_warnings():
-        while state.epoch < cfg.epochs:
+        while state.epoch < cfg.epochs and not state.stop_early:
             if not run_epoch(run, state, flag):
                 status = "interrupted"
                 state.sums = backend.total(state.sums)
@@ -627,19 +700,33 @@ def run_training(run: Run, resume: bool) -> History:
                         f"batch {state.batch_index}; continue with --resume")
                 break
             finish_epoch(run, state)
-            if backend.stop(flag):
-                status = "interrupted"
+            flag.early = state.stop_early
+            if backend.stop(flag):  # any worker interrupted, or rank 0 stopped early
+                status = "early_stopped" if flag.early else "interrupted"
                 break
+    if state.stop_early and status == "completed":
+        status = "early_stopped"
     if state.records and backend.writer:
-        from netspec.train.plot import plot_history
+        draw_curves(run, state)
+    history = History(state.records, status, out, state.best_epoch, state.best_metric, report)
+    dispatch(callbacks, "on_train_end", run.context, history)
+    return history
 
-        plot_history(state.records, out / "curves.png", title=getattr(data, "name", ""))
-    return History(state.records, status, out, state.best_epoch, state.best_metric, report)
+
+def draw_curves(run: Run, state: LoopState) -> None:
+    """curves.png titled with the network and data names, the best epoch marked; without
+    matplotlib a one-line note instead."""
+    from netspec.train.plot import MISSING, plot_history
+
+    names = [n for n in (getattr(run.model, "name", ""), getattr(run.data, "name", "")) if n]
+    if plot_history(state.records, run.out / "curves.png", title=" on ".join(names),
+                    best_epoch=state.best_epoch) is None:
+        run.log(f"note: no curves.png: {MISSING}")
 
 
 def evaluate_split(run: Run, x: np.ndarray, y: np.ndarray) -> dict:
-    """Validation of the NumPy backend: ``evaluate`` with the run's loss and batch size."""
-    return evaluate(run.model, x, y, run.loss_fn, run.cfg.eval_batch)
+    """Validation of the NumPy backend: ``evaluate`` with the run's loss, batch size, top_k."""
+    return evaluate(run.model, x, y, run.loss_fn, run.cfg.eval_batch, top_k=run.cfg.top_k)
 
 
 @dataclass(frozen=True)
@@ -663,7 +750,7 @@ class Backend:
     evaluate: Callable = evaluate_split
     writer: bool = True
     interrupts: Callable = deferred_interrupt
-    stop: Callable = lambda flag: flag.requested
+    stop: Callable = lambda flag: flag.requested or flag.early
     total: Callable = lambda sums: sums
     checkpoint_extra: Callable = lambda run: {}
     started: Callable = lambda run, state: None
@@ -673,18 +760,24 @@ NUMPY = Backend()
 
 
 def evaluate(model, x: np.ndarray, y: np.ndarray, loss: str | LossConfig | LossFn = "softmax",
-             batch: int = 256) -> dict:
-    """Mean data loss (no penalty) and accuracy over (x, y) in eval mode: {loss, accuracy, n}."""
+             batch: int = 256, top_k: int | None = None) -> dict:
+    """Mean data loss (no penalty) and accuracy over (x, y) in eval mode: {loss, accuracy, n};
+    with ``top_k``, also {top_k, top_k_accuracy} (the true class among the k highest)."""
     loss_fn = loss_function(loss)
-    total_loss, correct = 0.0, 0
+    total_loss, correct, top_hits = 0.0, 0, 0.0
     for start in range(0, len(y), batch):
         xb, yb = x[start:start + batch], y[start:start + batch]
         scores = model.forward(xb, train=False)
         total_loss += loss_fn(scores, yb)[0] * len(yb)
         correct += correct_count(scores, yb)
+        if top_k:
+            top_hits += top_k_hits(scores, yb, top_k)
     n = len(y)
-    return {"loss": total_loss / n if n else float("nan"),
-            "accuracy": correct / n if n else float("nan"), "n": n}
+    out = {"loss": total_loss / n if n else float("nan"),
+           "accuracy": correct / n if n else float("nan"), "n": n}
+    if top_k:
+        out.update(top_k=top_k, top_k_accuracy=top_hits / n if n else float("nan"))
+    return out
 
 
 def predict(model, x: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -16,6 +16,16 @@ def accuracy(scores: np.ndarray, y: np.ndarray) -> float:
     return float(np.mean(np.argmax(scores, axis=1) == y)) if len(y) else 0.0
 
 
+def top_k_hits(scores: np.ndarray, y: np.ndarray, k: int) -> float:
+    """Examples whose true class is among the k highest scores, one per example; with
+    per-token labels (N, T), each example counts the fraction of its tokens. A class ranks
+    by how many classes score strictly higher (ties count in the example's favour, as
+    scikit-learn's top_k_accuracy_score)."""
+    true = np.take_along_axis(scores, y[..., None].astype(np.intp), axis=-1)
+    hits = (scores > true).sum(axis=-1) < k
+    return float(hits.sum()) if hits.ndim == 1 else float(hits.reshape(len(y), -1).mean(1).sum())
+
+
 @dataclass
 class EpochRecord:
     epoch: int                # 1-based epoch number
@@ -28,6 +38,8 @@ class EpochRecord:
     val_acc: float | None
     seconds: float            # wall time of the epoch (excluded from equality checks)
     samples_per_s: float
+    top_k: int | None = None           # k of val_top_k_acc (the `top_k` setting), if set
+    val_top_k_acc: float | None = None  # true class among the k highest scores (validation)
 
     def comparable(self) -> dict:
         """Everything but the timings: equal for bit-identical runs."""

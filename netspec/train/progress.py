@@ -1,45 +1,41 @@
-"""Training stage: a dependency-free progress bar on stderr (throttled, quiet off a terminal)."""
+"""Training stage: the per-epoch progress bar, drawn by tqdm.auto (terminals, notebooks).
+
+tqdm decides how to draw: a text bar redrawn in place on a terminal (ASCII where the stream
+cannot encode its block characters, as under TERM=dumb consoles), a widget in Jupyter when
+ipywidgets is installed. Into a pipe or a file (CI logs, `2> log`) no bar is drawn and the
+loop's one line per epoch is all there is, unless ``progress="always"``.
+"""
 from __future__ import annotations
 
 import sys
-import time
-from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
 
-@dataclass
-class ProgressBar:
-    """``update(done, samples, loss=..., acc=..., lr=...)`` redraws at most every ``interval`` s.
+def in_notebook() -> bool:
+    """True inside a Jupyter kernel (whose stderr is not a terminal, yet shows a bar)."""
+    ipython = sys.modules.get("IPython")
+    try:
+        return "IPKernelApp" in ipython.get_ipython().config  # type: ignore[union-attr]
+    except Exception:  # noqa: BLE001 - no IPython, or a plain IPython shell
+        return False
 
-    Draws only when ``stream`` is a terminal, unless ``force`` (e.g. ``--progress always``).
-    """
 
-    total: int
-    label: str = ""
-    stream: TextIO = field(default_factory=lambda: sys.stderr)
-    force: bool = False
-    interval: float = 0.1
-    width: int = 24
-    started: float = field(default_factory=time.perf_counter)
-    last_draw: float = -1.0
+def epoch_bar(examples: int, done: int, label: str, progress: bool | str,
+              stream: TextIO | None = None) -> Any | None:
+    """A bar over the epoch's ``examples`` (``done`` of them already, after a resume), or None
+    when ``progress`` is False. ``progress=True`` draws only on a terminal or in a notebook;
+    "always" draws into any stream."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
 
-    @property
-    def enabled(self) -> bool:
-        return self.force or bool(getattr(self.stream, "isatty", lambda: False)())
+    always = progress == "always" or in_notebook()
+    return tqdm(total=examples, initial=done, desc=label, unit="ex",
+                file=stream if stream is not None else sys.stderr, leave=False,
+                disable=False if always else None, mininterval=0.1, dynamic_ncols=True)
 
-    def update(self, done: int, samples: int, *, final: bool = False, **values: float) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (not final and now - self.last_draw < self.interval):
-            return
-        self.last_draw = now
-        elapsed = max(now - self.started, 1e-9)
-        filled = int(self.width * done / max(self.total, 1))
-        eta = elapsed / max(done, 1) * (self.total - done)
-        shown = "  ".join(f"{k} {v:.3g}" if k != "lr" else f"lr {v:.2e}" for k, v in values.items())
-        line = (f"\r{self.label} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{done}/{self.total}  {shown}  {samples / elapsed:,.0f} ex/s  eta {eta:.0f}s")
-        self.stream.write(line + ("\n" if final else "\x1b[K"))
-        self.stream.flush()
 
-    def close(self, done: int, samples: int, **values: float) -> None:
-        self.update(done, samples, final=True, **values)
+def show(bar: Any, examples: int, loss: float, acc: float, lr: float) -> None:
+    """Advance ``bar`` by ``examples`` with the running loss, accuracy and learning rate."""
+    bar.set_postfix_str(f"loss {loss:.3g}  acc {acc:.3g}  lr {lr:.2e}", refresh=False)
+    bar.update(examples)

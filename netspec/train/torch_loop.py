@@ -493,6 +493,11 @@ class TorchSteps:
     def update(self, run: Run, state: LoopState) -> None:
         state.lr = run.schedule.lr_at(state.epoch, state.iteration)
         run.optimizer.set_lr(state.lr)
+        if run.cfg.clip is not None:  # the NumPy backend's clip_gradients, by torch
+            if self.scaler is not None:  # fp16: clip the true gradients, not the scaled ones
+                self.scaler.unscale_(run.optimizer.build())
+            params = [p for p in self.model.named_params().values() if p.grad is not None]
+            self.torch.nn.utils.clip_grad_norm_(params, run.cfg.clip)
         run.optimizer.step(self.scaler)
         if self.max_norm:
             project_max_norm(self.max_norm, run.reg.max_norm)
@@ -526,12 +531,13 @@ class TorchSteps:
                 signal.signal(s, h)
 
     def stop(self, flag: InterruptFlag) -> bool:
-        """Stop when any worker was asked to: every worker stops after the same iteration."""
+        """Stop when any worker was asked to (or rank 0 stopped early): every worker stops
+        after the same iteration."""
         torch = self.torch
-        t = torch.tensor([1.0 if flag.requested else 0.0], device=self.comm_device())
+        t = torch.tensor([float(flag.requested), float(flag.early)], device=self.comm_device())
         torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-        flag.requested = bool(t.item())
-        return flag.requested
+        flag.requested, flag.early = (bool(v) for v in t.tolist())
+        return flag.requested or flag.early
 
     def total(self, sums: dict) -> dict:
         """The epoch's loss, penalty, correct and seen summed over the workers (rank 0's
