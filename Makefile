@@ -4,8 +4,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# The demo's environment: netspec and its runtime dependencies only (about 130 MB, no torch,
-# scikit-learn or matplotlib); the test set-up adds the rest to the same venv.
+# The demo's environment: netspec and its runtime dependencies only (144 MB, no torch,
+# scikit-learn or matplotlib: docs/performance.md); `make test` adds the rest to the same venv.
 RUNTIME := $(VENV)/.runtime
 
 .PHONY: demo test bench setup editor

@@ -7,14 +7,17 @@ default spec and data (the digits CNN on digits) and stops when the loop enters 
 epoch (netspec.train.loop.run_epoch is wrapped to record the time and exit): import, spec,
 data, compile, run directory, everything a user waits for before the first step. The
 reference measured in the same run is a bare interpreter (`python -c pass`), so the figure
-to read is the difference. The heavy libraries the child had imported by then are listed
-(none of sklearn, scipy, matplotlib, torch should be).
+to read is the difference. The CPU time (user + system) of each child is reported too: on a
+machine shared with other work it is what the start-up itself costs, while the wall time
+also counts the waits for a core. The heavy libraries the child had imported by then are
+listed (none of sklearn, scipy, matplotlib, sympy, torch should be).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,18 +40,24 @@ main(["train", "--epochs", "1", "--no-progress", "-o", sys.argv[1]])
 """
 
 
-def launch(python: str, args: list[str]) -> tuple[float, str]:
-    start = time.time()
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def launch(python: str, args: list[str]) -> tuple[float, str, float]:
+    """(wall-clock start, stdout, CPU seconds of the child)."""
+    cpu, start = children_cpu(), time.time()
     out = subprocess.run([python, *args], capture_output=True, text=True, check=True).stdout
-    return start, out
+    return start, out, children_cpu() - cpu
 
 
-def time_to_first_step(python: str, out_dir: str) -> tuple[float, list[str]]:
+def time_to_first_step(python: str, out_dir: str) -> tuple[float, float, list[str]]:
     # The loop wrapper is installed before the CLI imports anything else of netspec's
     # training code; netspec.train.loop's own imports are part of what is timed.
-    start, out = launch(python, ["-c", CHILD, out_dir])
+    start, out, cpu = launch(python, ["-c", CHILD, out_dir])
     line = json.loads(out.strip().splitlines()[-1])
-    return line["at"] - start, line["heavy"]
+    return line["at"] - start, cpu, line["heavy"]
 
 
 def main() -> int:
@@ -56,16 +65,22 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--python", default=sys.executable)
     args = parser.parse_args()
-    bare, first, heavy = [], [], []
+    bare, bare_cpu, first, first_cpu, heavy = [], [], [], [], []
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeats):
-            start, _ = launch(args.python, ["-c", "pass"])
+            start, _, cpu = launch(args.python, ["-c", "pass"])
             bare.append(time.time() - start)
-            seconds, heavy = time_to_first_step(args.python, os.path.join(tmp, f"run{r}"))
+            bare_cpu.append(cpu)
+            seconds, cpu, heavy = time_to_first_step(args.python, os.path.join(tmp, f"run{r}"))
             first.append(seconds)
-    b, f = statistics.median(bare), statistics.median(first)
-    print(f"bare interpreter            {b:6.3f} s (median of {args.repeats})")
-    print(f"netspec train, first step   {f:6.3f} s  (minus the interpreter: {f - b:.3f} s)")
+            first_cpu.append(cpu)
+    med = statistics.median
+    b, f, bc, fc = med(bare), med(first), med(bare_cpu), med(first_cpu)
+    print(f"medians of {args.repeats}; load average {os.getloadavg()[0]:.1f} on "
+          f"{os.cpu_count()} cores")
+    print(f"bare interpreter            wall {b:6.3f} s   CPU {bc:6.3f} s")
+    print(f"netspec train, first step   wall {f:6.3f} s   CPU {fc:6.3f} s   "
+          f"(minus the interpreter: wall {f - b:.3f} s, CPU {fc - bc:.3f} s)")
     print(f"heavy modules imported by then: {', '.join(heavy) or 'none'}")
     return 0
 
