@@ -41,3 +41,28 @@ SEQUENCE_ZOO = ["""network seqzoo {
     output x -> patches(4) -> emb: linear(8) -> cls: class_token -> pos: pos_embedding
              -> att: attention(2) -> gru: gru(5, layers=3) -> first -> head: linear(3)
 }"""]
+
+
+# The widest specs (VGG, AlexNet, ResNet-34 and up, the paper GoogLeNet, the TF-Slim and
+# paper ResNets: 21-144M parameters, 30-170 s a network in float64 on this shared 2-core
+# machine) are compared numerically as narrowed twins: every conv and linear layer but the
+# output one keeps its place, name, kernel, stride, padding, groups and bias with 1/8 of its
+# outputs, and 10 classes. The layers, their arguments and the wiring the lowerings read are
+# the spec's; only widths shrink (the full-width state dicts are checked by name and shape
+# in tests/test_torchgen.py).
+NARROW = 8
+
+
+def narrowed(spec: str, factor: int = NARROW):
+    """The spec's network, every conv and linear `out` but the output layer's divided by
+    `factor`, num_classes 10 where the spec has it."""
+    import netspec
+
+    try:
+        net = netspec.load(spec, overrides={"num_classes": 10})
+    except netspec.NetspecError:  # no num_classes parameter
+        net = netspec.load(spec)
+    for name, data in net.graph.nodes.items():
+        if name not in net.outputs and data["op"] in ("conv", "linear"):
+            data["attrs"]["out"] = max(1, data["attrs"]["out"] // factor)
+    return net

@@ -11,7 +11,7 @@ import sys
 import networkx as nx
 import numpy as np
 import pytest
-from _specs import BUNDLED, SEQUENCE_ZOO, SMALL_INPUT, TEST_SPECS
+from _specs import BUNDLED, SEQUENCE_ZOO, SMALL_INPUT, TEST_SPECS, narrowed
 from _specs import spec_id as _id
 
 import netspec
@@ -24,13 +24,14 @@ ort = pytest.importorskip("onnxruntime")
 
 HERE = os.path.dirname(__file__)
 
-# The widest specs are left to the torch tests' structural checks: the VGGs and AlexNet
-# (61-144M float32 parameters) and ResNet-101/152 take 30-100 s each here to draw, serialize and
-# run, and repeat the layers of tiny_vgg_bn and ResNet-50; ResNet-34 repeats ResNet-18's,
-# googlenet_paper GoogLeNet's at 224x224, the TF-Slim ResNets ResNet-50's at 224x224.
+# The widest specs (the VGGs and AlexNet: 61-144M float32 parameters; ResNet-101/152; the
+# paper GoogLeNet and the TF-Slim/paper ResNets at 224x224) take 30-100 s each here to
+# export, serialize and run at full width: they are checked as narrowed twins (the same
+# layers and arguments at 1/8 of the widths, tests/_specs.py).
 HEAVY = {"alexnet", "resnet34", "resnet101", "resnet152", "googlenet_paper", "resnet_v1_paper",
          "resnet_v1_slim"} | {n for n in BUNDLED if n.startswith("vgg")}
 SPECS = [s for s in BUNDLED + TEST_SPECS if _id(s) not in HEAVY]
+HEAVY_SPECS = [s for s in BUNDLED + TEST_SPECS if _id(s) in HEAVY]
 RTOL = 1e-4
 
 
@@ -71,10 +72,11 @@ def assert_matches_numpy(model_proto, model, n=2, seed=0):
     np.testing.assert_allclose(got, expected, rtol=RTOL, atol=RTOL * scale * floor)
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=_id)
-def test_export_checks_infers_the_analyzers_shapes_and_equals_numpy(spec):
-    shape = SMALL_INPUT.get(_id(spec))
-    net = netspec.load(spec)
+def check_export(make, shape):
+    """make(): a fresh Network. The export passes the checker, shape inference gives every
+    live layer the analyzer's shape with a symbolic batch axis, the initializers are the live
+    layers' state-dict tensors, every layer names a node, and onnxruntime equals NumPy."""
+    net = make()
     proto = onnxgen.export(net, input_shape=shape, seed=3)  # checked by onnx.checker inside
     onnx.checker.check_model(proto)
     shapes = inferred_shapes(proto)
@@ -87,7 +89,7 @@ def test_export_checks_infers_the_analyzers_shapes_and_equals_numpy(spec):
         # batch axis must stay symbolic, the others equal the analyzer's.
         batch, *rest = shapes[name]
         assert isinstance(batch, str) and batch and rest == list(g.nodes[name]["shape"]), name
-    model = netspec.compile(netspec.load(spec), input_shape=shape, seed=3)
+    model = netspec.compile(make(), input_shape=shape, seed=3)
     initializers = {t.name: tuple(t.dims) for t in proto.graph.initializer}
     owned = {f"{n}.{t.name}" for n in live for t in REGISTRY[g.nodes[n]["op"]].params(
         g.nodes[n]["attrs"], [g.nodes[i]["shape"] for i in g.nodes[n]["inputs"]])}
@@ -95,6 +97,18 @@ def test_export_checks_infers_the_analyzers_shapes_and_equals_numpy(spec):
     assert {node.name for node in proto.graph.node} >= \
         {n for n in live if n not in net.inputs and g.nodes[n]["op"] != "dropout"}
     assert_matches_numpy(proto, model)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=_id)
+def test_export_checks_infers_the_analyzers_shapes_and_equals_numpy(spec):
+    check_export(lambda: netspec.load(spec), SMALL_INPUT.get(_id(spec)))
+
+
+@pytest.mark.parametrize("spec", HEAVY_SPECS, ids=_id)
+def test_narrowed_heavy_spec_exports_equal_to_numpy(spec):
+    """The widest specs as their narrowed twins (tests/_specs.py: every layer and argument
+    but the widths), at 64x64 where the spec allows."""
+    check_export(lambda: narrowed(spec), None if _id(spec) == "googlenet_paper" else (3, 64, 64))
 
 
 def test_every_op_outside_the_specs(tmp_path):
