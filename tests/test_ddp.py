@@ -8,6 +8,7 @@ each worker's half with its own statistics) and no dropout (each worker draws it
 """
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -222,3 +223,18 @@ def test_the_launcher_gives_back_the_callers_signal_handlers(monkeypatch, tmp_pa
     job = distributed.Launch(2, ["train"], tmp_path, 1)
     assert distributed.launch(job) == 0
     assert {sig: signal.getsignal(sig) for sig in before} == before
+
+
+def test_early_stopping_ends_every_worker_after_the_same_epoch(spec, tmp_path):
+    """Rank 0 alone validates; its decision reaches the other worker in the same all-reduce
+    as Ctrl-C, so both leave after the same epoch (a worker left behind would hang) and the
+    launcher exits 0."""
+    out = tmp_path / "early"
+    assert netspec_train(str(spec), "-o", str(out), "--nproc", "2", "--epochs", "30",
+                         "--limit", "256", "--lr", "0.3", "--patience", "1",
+                         "--monitor", "val_loss") == 0
+    losses = [r.val_loss for r in read_metrics(out / "metrics.jsonl")]
+    assert len(losses) < 30
+    assert losses[-1] >= min(losses[:-1])
+    assert all(a > b for a, b in itertools.pairwise(losses[:-1]))
+    assert load_checkpoint(out / "last.npz").state["status"] == "early_stopped"

@@ -110,6 +110,15 @@ def test_clip_bounds_the_gradient_norm_on_the_torch_backend_as_on_numpy(net, dat
     assert unclipped.last.train_loss != pytest.approx(b.last.train_loss, rel=1e-6)
 
 
+def test_early_stopping_on_the_torch_backend_stops_where_numpy_does(net, data, tmp_path):
+    cfg = config({"type": "adam", "lr": 0.1}, epochs=12, patience=1, monitor="val_loss", top_k=3)
+    a = train(numpy_model(net, cfg.seed), cfg, data, tmp_path / "numpy", progress=False)
+    b = train(torch_model(net, cfg.seed), cfg, data, tmp_path / "torch", progress=False)
+    assert a.status == b.status == "early_stopped"
+    assert len(a.records) == len(b.records) < 12 and a.best_epoch == b.best_epoch
+    assert [r.val_top_k_acc for r in a.records] == [r.val_top_k_acc for r in b.records]
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_torch_and_numpy_backends_give_the_same_losses_and_weights(net, data, case, tmp_path):
     settings = dict(CASES[case])

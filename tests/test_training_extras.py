@@ -4,6 +4,7 @@ TensorBoard event files (read back with TensorBoard's own EventAccumulator)."""
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -320,3 +321,34 @@ def test_under_term_dumb_a_forced_bar_is_plain_ascii(monkeypatch):
     bar.close()
     out = term.getvalue()
     assert "50/100" in out and out.isascii()
+
+
+def test_fit_takes_callbacks_and_early_stopping(data):
+    rec = Recorder()
+    history = netspec.fit(netspec.parse(MLP, "mlp8.net"), data.x_train, data.y_train, epochs=30, lr=0.2,
+                          optimizer={"type": "sgd", "momentum": 0.9},
+                          validation_data=(data.x_val, data.y_val), patience=2,
+                          monitor="val_loss", top_k=3, callbacks=[rec])
+    assert history.status == "early_stopped" and len(history.records) < 30
+    losses = [r.val_loss for r in history.records]
+    assert stop_epoch_by_the_rule(losses, 2) == len(losses)
+    assert [c[1] for c in rec.calls if c[0] == "epoch"] == history.records
+
+
+def test_in_a_jupyter_kernel_the_bar_is_drawn_though_stderr_is_no_terminal(monkeypatch):
+    """ipykernel's streams are not terminals; tqdm alone would stay silent there."""
+    import io
+    import types
+
+    from netspec.train.progress import epoch_bar, in_notebook
+
+    kernel = types.SimpleNamespace(config={"IPKernelApp": {}})
+    monkeypatch.setitem(sys.modules, "IPython",
+                        types.SimpleNamespace(get_ipython=lambda: kernel))
+    assert in_notebook()
+    stream = io.StringIO()
+    bar = epoch_bar(10, 0, "epoch 1/1", True, stream=stream)
+    assert not bar.disable
+    bar.close()
+    monkeypatch.setitem(sys.modules, "IPython", None)
+    assert not in_notebook() and epoch_bar(10, 0, "e", True, stream=io.StringIO()).disable

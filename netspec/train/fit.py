@@ -53,7 +53,8 @@ def fit(model: Any, x, y, *, epochs: int | None = None, batch_size: int | None =
         optimizer: str | dict | None = None, lr: float | None = None,
         validation_data: tuple | None = None, validation_split: float = 0.0,
         seed: int | None = None, out_dir: str | os.PathLike | None = None,
-        progress: bool = False, **settings: Any) -> FitHistory:
+        progress: bool = False, callbacks: list | None = None,
+        **settings: Any) -> FitHistory:
     """Train ``model`` on the arrays ``x`` (N, *input) and integer labels ``y`` (N,) (or
     (N, T) per-token labels); return a FitHistory (``.history``, ``.model``, ``.records``).
 
@@ -63,7 +64,8 @@ def fit(model: Any, x, y, *, epochs: int | None = None, batch_size: int | None =
     as the spec's settings, which they override. validation_data=(x_val, y_val), or
     validation_split: the last fraction of x, y held out. out_dir: keep the run's files
     (checkpoints, metrics, curves) there; by default they go to a temporary directory that
-    is removed. Any other training setting is a keyword: l2=1e-4, schedule="cosine",
+    is removed. callbacks: as train's (netspec.train.callbacks; TensorBoard(log_dir) too).
+    Any other training setting is a keyword: l2=1e-4, schedule="cosine", patience=3,
     freeze=["conv1"], **{"optimizer.beta1": 0.8}. The model ends with the last epoch's
     weights, as Keras's does (the best epoch's are in out_dir/best.npz when kept). A compiled
     model starts from its current weights, so calling fit again continues training.
@@ -82,7 +84,7 @@ def fit(model: Any, x, y, *, epochs: int | None = None, batch_size: int | None =
             cfg.init_from = str(Path(scratch) / "current.npz")
             model.save(cfg.init_from)
         out = Path(out_dir) if out_dir is not None else Path(scratch) / "run"
-        h = train(model, cfg, data, out, progress=progress)
+        h = train(model, cfg, data, out, progress=progress, callbacks=callbacks)
     history = FitHistory(**{f.name: getattr(h, f.name) for f in fields(h)}, model=model)
     if out_dir is None:
         history.out_dir = None  # removed with the temporary directory
