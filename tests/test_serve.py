@@ -322,6 +322,7 @@ def test_an_error_is_underlined_with_its_message_and_a_fix_updates_the_diagram(s
 
 
 def test_hovering_a_layer_in_the_editor_shows_its_shape_parameters_and_macs(page):
+    page.wait_for_function("() => state.checked === state.editor.text()")  # rows are this text's
     text = editor_text(page)
     at = text.index("c3: conv(") + len("c3: ") + 1  # inside `conv`
     box = page.evaluate("at => { const c = state.editor.view.coordsAtPos(at);"
@@ -469,9 +470,11 @@ def test_completion_offers_op_names_and_a_calls_argument_names(page):
     page.keyboard.press("Enter")
     page.keyboard.type("(2, ")
     page.keyboard.press("Control+Space")
-    page.wait_for_selector(".cm-tooltip-autocomplete")
-    labels = page.eval_on_selector_all(".cm-tooltip-autocomplete .cm-completionLabel",
-                                       "ls => ls.map(l => l.textContent)")
+    # the list of the call's arguments (a list still open from before may show first)
+    labels_js = ("Array.from(document.querySelectorAll("
+                 "'.cm-tooltip-autocomplete .cm-completionLabel'), l => l.textContent)")
+    page.wait_for_function(f"() => {labels_js}.includes('s=')")
+    labels = page.evaluate(f"() => {labels_js}")
     from netspec.ops import lookup
 
     assert sorted(labels) == sorted(f"{a.name}=" for a in lookup("maxpool").args)
