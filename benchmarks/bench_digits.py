@@ -1,6 +1,6 @@
 """Benchmark: the issue's accuracy targets on scikit-learn's digits, with wall times.
 
-    python benchmarks/bench_digits.py [--quick] [--backend torch] [--seeds N]
+    python benchmarks/bench_digits.py [--quick] [--backend torch] [--seeds N] [--specs LIST]
 
 Trains the bundled specs with their own `train { }` sections (the same path as
 `netspec train SPEC`) and runs the kNN baseline, then prints test accuracy against the
@@ -60,25 +60,34 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 epochs each (smoke run)")
     parser.add_argument("--backend", choices=("numpy", "torch"), default="numpy")
     parser.add_argument("--seeds", type=int, default=1, help="train each spec with seeds 0..N-1")
+    parser.add_argument("--specs", default="digits_cnn,softmax,svm,mlp,knn",
+                        help="comma-separated: which of the specs (and knn) to run")
     args = parser.parse_args()
     keep_freed_memory()
     rows = []
     with tempfile.TemporaryDirectory() as out, blas_threads(1):
-        for name in ("digits_cnn", "softmax", "svm", "mlp"):
+        chosen = args.specs.split(",")
+        for name in [n for n in ("digits_cnn", "softmax", "svm", "mlp") if n in chosen]:
             for seed in range(args.seeds):
                 acc, seconds = train_spec(name, out, 3 if args.quick else None, args.backend,
                                           seed)
                 rows.append((name if args.seeds == 1 else f"{name} s{seed}", acc, seconds))
-        start = time.perf_counter()
-        report = run_knn(load_dataset(TrainConfig()))
-        rows.append((f"knn (k={report.best_k}, l2)", report.test_accuracy,
-                     time.perf_counter() - start))
+        if "knn" in chosen:
+            start = time.perf_counter()
+            report = run_knn(load_dataset(TrainConfig()))
+            rows.append((f"knn (k={report.best_k}, l2)", report.test_accuracy,
+                         time.perf_counter() - start))
     print(f"{'model':<18} {'test acc':>9} {'target':>8} {'seconds':>8}")
     for name, acc, seconds in rows:
         target = TARGETS.get(name.split(" ")[0])
         mark = "" if target is None else (" ok" if acc >= target else " BELOW")
         shown = f"{target:.0%}" if target else "-"
         print(f"{name:<18} {acc:>9.2%} {shown:>8} {seconds:>8.1f}{mark}")
+    if args.seeds > 1:
+        for spec in sorted({name.split(" ")[0] for name, _, _ in rows} - {"knn"}):
+            accs = [acc for name, acc, _ in rows if name.split(" ")[0] == spec]
+            print(f"{spec}: mean {sum(accs) / len(accs):.2%} over {len(accs)} seeds, "
+                  f"min {min(accs):.2%}, max {max(accs):.2%}")
 
 
 if __name__ == "__main__":

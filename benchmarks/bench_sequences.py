@@ -6,9 +6,10 @@
   their own train sections; target >= 97% test accuracy.
 - vit: specs/vit_digits.net; target >= 97% test accuracy.
 - lm: the small GPT (specs/gpt_tiny.net) against the character LSTM (specs/char_lstm.net)
-  on the same text (this repository's docs/*.md and README.md, characters as tokens, split
-  by position) after the same number of steps, each with its spec's optimizer; target: the
-  GPT's validation loss below the LSTM's.
+  on the same text (Python's reference text, the pydoc topics that ship with CPython, or
+  --text FILE; characters as tokens, split by position), each with its spec's own train
+  section (both: 4 epochs of batch 32, so the same steps); target: the GPT's validation loss
+  below the LSTM's. Prints both validation curves (after every epoch).
 - sort: the GPT learning to sort 6-digit sequences, `netspec train gpt_tiny --data sort`
   (netspec.train.tasks: "d1..d6=s1..s6", per-token cross-entropy), then the sorted part
   decoded greedily from the prompt alone for the 4,000 unseen test sequences; target >= 99%
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -61,29 +61,33 @@ def train_digits(name: str, out: str, epochs: int | None) -> dict:
 
 
 def corpus(out_dir: str) -> str:
-    """This repository's documentation as one text file (no download)."""
-    parts = [p.read_text(encoding="utf-8") for p in [ROOT / "README.md",
-                                                     *sorted((ROOT / "docs").glob("*.md"))]]
+    """Python's own reference text (the pydoc topics, 465,126 characters under Python 3.11:
+    English prose with code; shipped with every CPython, PSF licence, no download), as one
+    text file, topics in sorted order."""
+    from pydoc_data.topics import topics
+
     path = os.path.join(out_dir, "corpus.txt")
-    Path(path).write_text("\n".join(parts), encoding="utf-8")
+    Path(path).write_text("\n\n".join(topics[k] for k in sorted(topics)), encoding="utf-8")
     return path
 
 
-def train_lm(name: str, overrides: dict, text: str, steps: int, out: str) -> dict:
-    """Train a character LM from its spec for `steps` iterations; its validation loss."""
-    probe = load_text(text, overrides["context"])
-    net = netspec.load(name, overrides={**overrides, "vocab": probe.num_classes})
-    cfg = TrainConfig.from_spec(net.train)
-    cfg = apply_overrides(cfg, {"data": {"type": "text", "path": text,
-                                         "context": overrides["context"]}})
+def train_lm(name: str, text: str, epochs: int | None, out: str) -> dict:
+    """`netspec train NAME --data TEXT --param vocab=V` with the spec's own train section
+    (epochs: an override); the validation loss after every epoch."""
+    net = netspec.load(name)
+    context = int(net.node(net.inputs[0])["attrs"]["shape"][0])
+    probe = load_text(text, context)
+    net = netspec.load(name, overrides={"vocab": probe.num_classes})
+    cfg = apply_overrides(TrainConfig.from_spec(net.train),
+                          {"data": {"type": "text", "path": text, "context": context}})
+    if epochs:
+        cfg = apply_overrides(cfg, {"epochs": epochs})
     data = load_dataset(cfg)
-    epochs = math.ceil(steps / math.ceil(len(data.y_train) / cfg.batch))
-    cfg = apply_overrides(cfg, {"epochs": epochs})
     model = netspec.compile(net, seed=cfg.seed)
     start = time.perf_counter()
     history = train(model, cfg, data, out, progress=False)
     return {"task": f"lm:{name}", "val_loss": history.last.val_loss,
-            "best_val_loss": min(r.val_loss for r in history.records),
+            "curve": [(r.iteration, round(r.val_loss, 4)) for r in history.records],
             "steps": history.last.iteration, "params": model.num_params,
             "seconds": round(time.perf_counter() - start, 1)}
 
@@ -112,7 +116,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--task", default="all", choices=("lstm", "gru", "vit", "lm", "sort", "all"))
     p.add_argument("--quick", action="store_true", help="a few epochs/steps: a smoke run")
-    p.add_argument("--lm-steps", type=int, default=600)
+    p.add_argument("--lm-epochs", type=int, help="lm: epochs of both (default: the specs' own)")
+    p.add_argument("--text", help="lm: a text file instead of Python's pydoc topics")
     args = p.parse_args(argv)
     tasks = ("lstm", "gru", "vit", "lm", "sort") if args.task == "all" else (args.task,)
     results = []
@@ -124,16 +129,16 @@ def main(argv=None) -> int:
                 print(f"{r['task']}: test accuracy {r['test_accuracy']:.2%} (target "
                       f">= {r['target']:.0%}) in {r['seconds']} s", flush=True)
             elif task == "lm":
-                steps = 20 if args.quick else args.lm_steps
-                text = corpus(tmp)
-                ctx = {"context": 64}
-                gpt = train_lm("gpt_tiny", ctx, text, steps, out + "-gpt")
-                lstm = train_lm("char_lstm", ctx, text, steps, out + "-lstm")
+                text = args.text or corpus(tmp)
+                epochs = 1 if args.quick else args.lm_epochs
+                gpt = train_lm("gpt_tiny", text, epochs, out + "-gpt")
+                lstm = train_lm("char_lstm", text, epochs, out + "-lstm")
                 r = {"task": "lm", "gpt": gpt, "char_lstm": lstm,
-                     "met": gpt["val_loss"] < lstm["val_loss"]}
-                print(f"after {gpt['steps']} steps: gpt_tiny val loss {gpt['val_loss']:.3f} "
-                      f"({gpt['seconds']} s), char_lstm {lstm['val_loss']:.3f} "
-                      f"({lstm['seconds']} s)", flush=True)
+                     "met": gpt["val_loss"] < lstm["val_loss"] and gpt["steps"] == lstm["steps"]}
+                for m in (gpt, lstm):
+                    print(f"{m['task']} ({m['params']:,} parameters, {m['seconds']} s): "
+                          "validation loss after step " + ", ".join(
+                              f"{step}: {loss:.3f}" for step, loss in m["curve"]), flush=True)
             else:
                 r = train_sort(out, 1 if args.quick else None)
                 print(f"{r['task']}: {r['exact']:.2%} of {r['n']} unseen sequences sorted exactly "
