@@ -88,8 +88,30 @@ def train_lm(name: str, text: str, epochs: int | None, out: str) -> dict:
     history = train(model, cfg, data, out, progress=False)
     return {"task": f"lm:{name}", "val_loss": history.last.val_loss,
             "curve": [(r.iteration, round(r.val_loss, 4)) for r in history.records],
+            "train_curve": [round(r.train_loss, 4) for r in history.records],
             "steps": history.last.iteration, "params": model.num_params,
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+def plot_lm(runs: list[dict], path: str) -> None:
+    """Validation (and training) loss against steps, one line per model, as a PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 3.6), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for run in runs:
+        steps, val = zip(*run["curve"])
+        line, = ax.plot(steps, val, "o-", label=f"{run['task'][3:]} validation")
+        ax.plot(steps, run["train_curve"], "--", color=line.get_color(),
+                label=f"{run['task'][3:]} training (epoch mean)")
+    ax.set_xlabel("step (batch of 32 x 64 characters)")
+    ax.set_ylabel("cross-entropy per character")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def train_sort(out: str, epochs: int | None, length: int = 6) -> dict:
@@ -118,6 +140,7 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a few epochs/steps: a smoke run")
     p.add_argument("--lm-epochs", type=int, help="lm: epochs of both (default: the specs' own)")
     p.add_argument("--text", help="lm: a text file instead of Python's pydoc topics")
+    p.add_argument("--plot", metavar="OUT.png", help="lm: draw both loss curves into OUT.png")
     args = p.parse_args(argv)
     tasks = ("lstm", "gru", "vit", "lm", "sort") if args.task == "all" else (args.task,)
     results = []
@@ -135,6 +158,8 @@ def main(argv=None) -> int:
                 lstm = train_lm("char_lstm", text, epochs, out + "-lstm")
                 r = {"task": "lm", "gpt": gpt, "char_lstm": lstm,
                      "met": gpt["val_loss"] < lstm["val_loss"] and gpt["steps"] == lstm["steps"]}
+                if args.plot:
+                    plot_lm([gpt, lstm], args.plot)
                 for m in (gpt, lstm):
                     print(f"{m['task']} ({m['params']:,} parameters, {m['seconds']} s): "
                           "validation loss after step " + ", ".join(
