@@ -10,8 +10,10 @@ netspec state dict loaded into the torch module), and the first step's losses ar
 as a check that the two models are the same network.
 
 Threads: both sides use N (default: what NumPy's BLAS uses, threadpoolctl): torch through
-torch.set_num_threads, netspec as `netspec train` runs it, each batch split over N threads
-with one BLAS thread per GEMM (netspec.threads; --no-split: unsplit on N BLAS threads).
+torch.set_num_threads, netspec through its default Python API (no context manager) with
+NETSPEC_THREADS=N: an image network's batch split over N threads with one BLAS thread per
+GEMM, a vector network unsplit on N BLAS threads, as `netspec train` runs them
+(--no-split: `with netspec.threads(N, split=False)`, unsplit on N BLAS threads).
 
 Timing: after warm-up steps, bursts of K netspec steps and K torch steps alternate (ABBA
 order); a sample is a burst's time per step, and each side's median over the repeats is
@@ -34,6 +36,7 @@ netspec.analyze(net, batch=N, optimizer="momentum").memory.total.
 """
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -174,6 +177,50 @@ class Inception(nn.Module):
                                          self.branch4)], 1)
 
 
+class TorchBasicBlock(nn.Module):
+    """torchvision's BasicBlock, in-place ReLUs included (torch then keeps less memory)."""
+
+    def __init__(self, c_in, c, stride=1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(c)
+        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or c_in != c:
+            self.downsample = nn.Sequential(nn.Conv2d(c_in, c, 1, stride, bias=False),
+                                            nn.BatchNorm2d(c))
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        out += x if self.downsample is None else self.downsample(x)
+        return self.relu(out)
+
+
+class TorchResNet18(nn.Module):
+    """torchvision.models.resnet18, written out (torchvision is not a dependency)."""
+
+    def __init__(self, num_classes=1000):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        c_in = 64
+        for i, c in enumerate((64, 128, 256, 512)):
+            self.add_module(f"layer{i + 1}", nn.Sequential(
+                TorchBasicBlock(c_in, c, 1 if i == 0 else 2), TorchBasicBlock(c, c)))
+            c_in = c
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
 class TorchInceptionModule(nn.Module):
     def __init__(self):
         super().__init__()
@@ -184,20 +231,23 @@ class TorchInceptionModule(nn.Module):
         return self.fc(self.inception3a(x).mean(dim=(2, 3)))
 
 
-# name: (spec, torch module factory, batch)
+# name: (spec text or bundled spec name, torch module factory, batch[, input shape])
 WORKLOADS = {
     "mlp": (MLP, TorchMLP, 256),
     "cnn": (CNN, lambda: TorchCNN(bn=False), 64),
     "cnn_bn": (CNN_BN, lambda: TorchCNN(bn=True), 64),
     "resnet": (RESNET, TorchResNetBlocks, 32),
     "inception": (INCEPTION, TorchInceptionModule, 16),
+    "resnet18": ("resnet18", TorchResNet18, 8, (3, 224, 224)),
 }
+DEFAULT_WORKLOADS = ("mlp", "cnn", "cnn_bn", "resnet", "inception")  # resnet18: --only
 LABELS = {
     "mlp": "(a) MLP 784-512-256-10",
     "cnn": "(b) CIFAR CNN",
     "cnn_bn": "(c) CIFAR CNN + BN",
     "resnet": "(d) 2 ResNet basic 64x16x16",
     "inception": "(e) Inception 192x28x28",
+    "resnet18": "(f) ResNet-18 3x224x224",
 }
 
 
@@ -250,11 +300,24 @@ class TorchStep:
         return {"forward": t1 - t0, "loss+backward": t2 - t1, "update": time.perf_counter() - t2}
 
 
+def network(name: str):
+    """The workload's network (analyzed at its input shape)."""
+    spec, shape = WORKLOADS[name][0], workload_shape(name)
+    net = netspec.load(spec) if "{" not in spec else netspec.parse(spec, f"<bench {name}>")
+    netspec.analyze(net, shape)
+    return net
+
+
+def workload_shape(name: str):
+    """The input shape the workload sets, None for the spec's own."""
+    return WORKLOADS[name][3] if len(WORKLOADS[name]) > 3 else None
+
+
 def build(name: str):
     """(network, compiled model, torch module with the same weights, x, y)."""
-    spec, torch_factory, batch = WORKLOADS[name]
-    net = netspec.parse(spec, f"<bench {name}>")
-    model = netspec.compile(net, seed=0)
+    _, torch_factory, batch = WORKLOADS[name][:3]
+    net = network(name)
+    model = netspec.compile(net, input_shape=workload_shape(name), seed=0)
     module = torch_factory()
     state = {k: torch.from_numpy(v) for k, v in model.state_dict().items()}
     missing, unexpected = module.load_state_dict(state, strict=False)
@@ -360,9 +423,9 @@ def torch_peak_bytes(name: str) -> int:
     return persistent + peak
 
 
-def step_gflop(net, batch: int) -> float:
+def step_gflop(net, batch: int, shape=None) -> float:
     """Useful GFLOP of a training step: forward, input-gradient and weight-gradient GEMMs."""
-    macs = netspec.analyze(net, batch=batch).totals.macs
+    macs = netspec.analyze(net, shape, batch=batch).totals.macs
     return 3 * 2 * macs * batch / 1e9
 
 
@@ -385,9 +448,15 @@ def blas_limit(n: int):
 
 
 def splits(net, threads: int, no_split: bool) -> bool:
-    """Whether netspec splits this workload's batch: what `netspec train` chooses
-    (netspec.train.threads.splits_batch), unless --no-split."""
+    """Whether netspec splits this workload's batch: what the default API and `netspec train`
+    choose (netspec.train.threads.splits_batch), unless --no-split."""
     return not no_split and threads > 1 and splits_batch(net)
+
+
+def netspec_threads(threads: int, no_split: bool):
+    """The context netspec runs in: none (the default API, NETSPEC_THREADS set for the
+    process), or with --no-split `netspec.threads(N, split=False)`."""
+    return netspec.threads(threads, split=False) if no_split else contextlib.nullcontext()
 
 
 def spread(samples: list[float]) -> str:
@@ -411,11 +480,12 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=4, metavar="K",
                         help="steps timed back to back, as a training loop runs them; a "
                              "sample is their mean (default 4)")
-    parser.add_argument("--only", default=",".join(WORKLOADS),
+    parser.add_argument("--only", default=",".join(DEFAULT_WORKLOADS),
                         help="comma-separated workloads: " + ", ".join(WORKLOADS))
     parser.add_argument("--breakdown", action="store_true",
                         help="also time forward / loss+backward / update of each side")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
+    parser.add_argument("--memory-only", action="store_true", help="only the memory table")
     parser.add_argument("--no-keep-freed-memory", action="store_true",
                         help="leave glibc's malloc as it is (netspec train calls "
                              "netspec.train.allocator.keep_freed_memory; both sides share it)")
@@ -425,25 +495,36 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
     threads = args.threads or blas_threads()
-    torch.set_num_threads(threads)  # netspec's threads are set per workload (netspec.threads)
+    torch.set_num_threads(threads)
+    os.environ["NETSPEC_THREADS"] = str(threads)  # netspec's documented override, no context
     kept = not args.no_keep_freed_memory and keep_freed_memory()
 
-    how = (f"unsplit on {threads} BLAS threads" if args.no_split else
-           f"as netspec train: image networks split over {threads} threads with 1 BLAS "
-           f"thread each, vector networks unsplit on {threads} BLAS threads")
+    how = (f"unsplit on {threads} BLAS threads (netspec.threads(N, split=False))"
+           if args.no_split else
+           f"the default API with NETSPEC_THREADS={threads}: image networks split over "
+           f"{threads} threads with 1 BLAS thread each, vector networks unsplit on {threads} "
+           "BLAS threads")
     print(f"threads={threads}: torch.set_num_threads({threads}); netspec {how}")
     print(f"numpy {np.__version__}  torch {torch.__version__}"
           f"  float32  SGD momentum  median of {args.repeats} bursts of {args.burst} steps, "
           f"interleaved")
     print(f"malloc keeps freed memory (as netspec train): {'yes' if kept else 'no'}")
     print(f"load average before: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    if not args.memory_only:
+        timing(args, names, threads)
+    if not args.no_memory:
+        memory(args, names, threads)
+
+
+def timing(args, names: list[str], threads: int) -> None:
+    """The time table: each workload's steps interleaved with torch's, and the phases."""
     ceiling = gemm_gflops(threads)
     rows, phases = [], {}
     for name in names:
         net, model, module, x, y = build(name)
         split = splits(net, threads, args.no_split)
         ours, theirs = NetspecStep(model, x, y), TorchStep(module, x, y)
-        with netspec.threads(threads, split=split):
+        with netspec_threads(threads, args.no_split):
             loss_gap = abs(ours() - theirs())  # the first step: same weights, same batch
             t_ours, t_theirs = interleaved(ours, theirs, args.repeats, args.settle, args.burst)
             if args.breakdown:
@@ -456,7 +537,8 @@ def main() -> None:
                 phases[name] = [{k: statistics.median(p[k] for p in side) for k in side[0]}
                                 for side in (pa, pb)]
         ceiling += gemm_gflops(threads)
-        rows.append((name, len(x), t_ours, t_theirs, step_gflop(net, len(x)), loss_gap, split))
+        rows.append((name, len(x), t_ours, t_theirs,
+                     step_gflop(net, len(x), workload_shape(name)), loss_gap, split))
 
     peak = statistics.median(ceiling)
     print(f"np.matmul float32 GEMM ceiling (2048^3, {threads} BLAS threads): {peak:.1f} GFLOP/s "
@@ -484,18 +566,24 @@ def main() -> None:
                 print(f"{LABELS[name]:30} {side:>8} " + " ".join(
                     f"{1e3 * v:8.2f}" for v in p.values()))
 
-    if not args.no_memory:
-        print(f"\n{'peak memory of a step, MB':30} {'netspec':>8} {'torch':>8} {'analyzer':>8}")
-        for name in names:
-            net = netspec.parse(WORKLOADS[name][0], f"<bench {name}>")
-            estimate = netspec.analyze(net, batch=WORKLOADS[name][2],
-                                       optimizer="momentum").memory.total
-            with netspec.threads(threads, split=splits(net, threads, args.no_split)):
-                ours = netspec_peak_bytes(name)
-            mb = [ours / 1e6, torch_peak_bytes(name) / 1e6, estimate / 1e6]
-            print(f"{LABELS[name]:30} " + " ".join(f"{v:8.1f}" for v in mb))
-        print("netspec: tracemalloc peak; torch: tensors + torch.profiler allocator peak; "
-              "analyzer: analyze(batch, optimizer='momentum').memory.total")
+
+def memory(args, names: list[str], threads: int) -> None:
+    """The memory table: one step's peak of each side and the analyzer's estimate."""
+    print(f"\n{'peak memory of a step, MB':30} {'netspec':>8} {'torch':>8} {'analyzer':>8} "
+          f"{'ratio':>6} {'est/ns':>6}")
+    for name in names:
+        net = network(name)
+        estimate = netspec.analyze(net, workload_shape(name), batch=WORKLOADS[name][2],
+                                   optimizer="momentum").memory.total
+        with netspec_threads(threads, args.no_split):
+            ours = netspec_peak_bytes(name)
+        mb = [ours / 1e6, torch_peak_bytes(name) / 1e6, estimate / 1e6]
+        print(f"{LABELS[name]:30} " + " ".join(f"{v:8.1f}" for v in mb)
+              + f" {mb[0] / mb[1]:6.2f} {mb[2] / mb[0]:6.2f}")
+    print("netspec: tracemalloc peak; torch: tensors + torch.profiler allocator peak; "
+          "analyzer: analyze(batch, optimizer='momentum').memory.total; ratio: "
+          "netspec / torch; est/ns: analyzer / netspec")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

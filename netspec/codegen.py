@@ -78,10 +78,13 @@ class Plan:
     loss: tuple[str, list[str]]  # runtime loss function, its literal keyword arguments
     kernels: list[str] = field(default_factory=list)  # runtime names the class calls
     input_dtype: str = "float"  # "int": token ids
+    splits_batch: bool = False  # an image network: its batches split over threads
+    largest_layer_macs: int = 0  # per sample, for the one-thread rule of small networks
 
 
 def plan(net: Network) -> Plan:
     """Resolve every layer of an analyzed network to its kernels, arguments and tensors."""
+    from netspec.train.threads import splits_batch
     if len(net.inputs) != 1 or len(net.outputs) != 1:
         raise NetspecError(Diagnostic(
             "error", f"network `{net.name}` has {len(net.inputs)} inputs and "
@@ -104,7 +107,8 @@ def plan(net: Network) -> Plan:
     # The spec's file name only: the same spec compiles to the same bytes wherever it lies.
     return Plan(net.name, os.path.basename(net.path), _class_name(net.name), inp, out, tuple(g.nodes[inp]["shape"]),
                 tuple(g.nodes[out]["shape"]), vars_, layers, tensors, _head(net, live),
-                loss, sorted(kernels | {loss[0]}), g.nodes[inp]["attrs"].get("dtype", "float"))
+                loss, sorted(kernels | {loss[0]}), g.nodes[inp]["attrs"].get("dtype", "float"),
+                splits_batch(net), max((int(g.nodes[n].get("macs", 0)) for n in order), default=0))
 
 
 def _layer(name: str, op: Op, data: dict, specs: list[ParamSpec], var: str) -> Layer:
@@ -438,6 +442,9 @@ def _class(p: Plan) -> list[str]:
            *([f"    input_dtype = {p.input_dtype!r}"] if p.input_dtype != "float" else []),
            f"    output_shape = {_literal(p.output_shape)}",
            f"    head = {_literal(p.head)}",
+           "    # threads unless netspec.threads sets them (netspec.runtime.parallel.auto_plan)",
+           f"    splits_batch = {p.splits_batch!r}",
+           f"    largest_layer_macs = {p.largest_layer_macs!r}",
            "    # name, shape, kind, init, fan_in, fan_out"]
     if p.tensors:
         out.append("    tensors = (")

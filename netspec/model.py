@@ -12,7 +12,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from netspec.runtime.parallel import Shards, join, split, split_like
+from netspec.runtime.parallel import (
+    Shards,
+    auto_plan,
+    blas_limit,
+    get_threads,
+    join,
+    split,
+    split_like,
+    threads_were_set,
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +119,11 @@ class Model:
     output_shape: tuple = ()
     tensors: tuple = ()  # Tensor records, in layer order
     head = None  # the layer reinit(num_outputs=...) may resize, if any
+    # How the model runs on the cores unless netspec.threads says otherwise (_plan): whether
+    # its batches split over threads (an image network) and its largest layer's multiply-adds
+    # per sample; None (a class compiled before these existed): leave the threads alone.
+    splits_batch = False
+    largest_layer_macs = None
 
     def __init__(self, dtype="float32", seed: int = 0):
         self.dtype = np.dtype(dtype)
@@ -119,6 +133,7 @@ class Model:
         self.frozen: set = set()
         self._cache = None
         self._split = None  # the shard sizes of the cached forward's batch, if it was split
+        self._blas = None  # the BLAS threads the cached forward ran on (None: as they were)
         self.init(seed)
 
     def __repr__(self) -> str:
@@ -218,11 +233,22 @@ class Model:
         keep = train if keep_cache is None else keep_cache
         self._cache = None
         cache = {} if keep else _Discard()
-        xs = split(x)  # Shards over the runtime's threads, or x itself (netspec.threads)
-        scores = self._forward(xs, bool(train), cache)
+        shards, blas = self._plan(len(x))
+        xs = split(x, shards)  # Shards, one per thread, or x itself
+        with blas_limit(blas):
+            scores = self._forward(xs, bool(train), cache)
         self._cache = cache if keep else None
         self._split = xs.sizes if isinstance(xs, Shards) else None
+        self._blas = blas
         return join(scores)
+
+    def _plan(self, batch: int) -> tuple[int, int | None]:
+        """(shards, BLAS threads or None to leave them) for a batch: what netspec.threads set
+        for its block, else the model's own choice (netspec.runtime.parallel.auto_plan:
+        NETSPEC_THREADS or every core; an image network split over them)."""
+        if threads_were_set() or self.largest_layer_macs is None:
+            return get_threads(), None
+        return auto_plan(self.largest_layer_macs, batch, self.splits_batch)
 
     def _input_array(self, x) -> np.ndarray:
         """x in the model's dtype, or as int64 token ids for a token input."""
@@ -246,7 +272,8 @@ class Model:
         dout = np.asarray(dout, dtype=self.dtype)
         if self._split is not None:  # the forward ran on a split batch
             dout = split_like(dout, self._split)
-        dx = join(self._backward(dout, cache, grads, bool(input_grad)))
+        with blas_limit(self._blas):
+            dx = join(self._backward(dout, cache, grads, bool(input_grad)))
         for name, value in self.params.items():  # layers that do not reach the output
             if name not in grads:
                 grads[name] = np.zeros_like(value)

@@ -18,7 +18,7 @@ from netspec.runtime.parallel import Shards
 @pytest.fixture(autouse=True)
 def _one_thread_after():
     yield
-    parallel.set_threads(1)
+    parallel.use_default_threads()
 
 
 def test_split_makes_near_equal_views_and_never_an_empty_shard():
@@ -30,7 +30,7 @@ def test_split_makes_near_equal_views_and_never_an_empty_shard():
     np.testing.assert_array_equal(parallel.join(xs), x)
     assert parallel.split(x[:1]) is not None and not isinstance(parallel.split(x[:1]), Shards)
     assert parallel.split(x[:2]).sizes == [1, 1]
-    parallel.set_threads(1)
+    parallel.use_default_threads()
     assert parallel.split(x) is x
 
 

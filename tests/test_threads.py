@@ -4,6 +4,7 @@ step."""
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import netspec
@@ -111,3 +112,112 @@ def test_keep_freed_memory_reuses_large_blocks_instead_of_faulting_them_in_again
     if kept == "unsupported":
         pytest.skip("not glibc")
     assert int(kept) < 50 < int(page_faults("default"))
+
+
+# ---- every core by default in the Python API (netspec.runtime.parallel.auto_plan) --------
+
+@pytest.fixture
+def two_cores(monkeypatch):
+    """A process allowed two cores, NETSPEC_THREADS unset, no netspec.threads block."""
+    monkeypatch.setattr(parallel, "available_cores", lambda: 2)
+    monkeypatch.delenv("NETSPEC_THREADS", raising=False)
+    parallel.use_default_threads()
+    yield
+    parallel.use_default_threads()
+
+
+def _batch(model, n, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n,) + model.input_shape).astype(np.float32)
+    return x, rng.integers(0, model.output_shape[0], n)
+
+
+def _step(model, x, y):
+    """A training step's loss and gradients, and an eval forward after it."""
+    model.init(0)
+    loss, grads = model.loss(x, y)
+    return loss, {k: v.copy() for k, v in grads.items()}, model.forward(x)
+
+
+def test_an_image_network_splits_its_batch_over_every_core_by_default(two_cores):
+    model = netspec.compile("resnet18", input_shape=(3, 64, 64))
+    x, y = _batch(model, 8)
+    seen = []
+    original = parallel.run
+
+    def numpy_blas() -> list[int]:  # NumPy's own BLAS (SciPy or torch may bring others)
+        return [p["num_threads"] for p in threadpoolctl.threadpool_info()
+                if p["user_api"] == "blas" and "numpy" in p["filepath"]]
+
+    def spy(fn, *per_shard):
+        seen.append((len(per_shard[0]), numpy_blas()))
+        return original(fn, *per_shard)
+
+    parallel.run, real = spy, parallel.run
+    try:
+        model.loss(x, y)
+    finally:
+        parallel.run = real
+    assert model._split == [4, 4]
+    assert seen and all(n == 2 and blas == [1] for n, blas in seen)  # 1 BLAS thread each
+    assert parallel.get_threads() == 1 and not parallel.threads_were_set()  # nothing left set
+
+
+def test_small_and_vector_networks_stay_unsplit_by_default(two_cores):
+    small = netspec.compile("digits_cnn")  # its largest GEMM for a batch of 32 is small
+    assert small._plan(32) == (1, 1)
+    x, y = _batch(small, 32)
+    small.loss(x, y)
+    assert small._split is None
+    mlp = netspec.compile(netspec.parse(  # all GEMM: unsplit on the cores' BLAS threads
+        "network mlp { input x: [784]\n output x -> linear(512) -> relu -> linear(10) }"))
+    assert not mlp.splits_batch and mlp._plan(256) == (1, 2)
+    assert netspec.compile("resnet18")._plan(16) == (2, 1)
+
+
+def test_netspec_threads_env_var_and_block_override_the_default(two_cores, monkeypatch):
+    model = netspec.compile("resnet18", input_shape=(3, 64, 64))
+    x, y = _batch(model, 8)
+    monkeypatch.setenv("NETSPEC_THREADS", "3")
+    model.loss(x, y)
+    assert model._split == [3, 3, 2]
+    monkeypatch.setenv("NETSPEC_THREADS", "1")
+    model.loss(x, y)
+    assert model._split is None
+    monkeypatch.setenv("NETSPEC_THREADS", "two")
+    with pytest.raises(ValueError, match="NETSPEC_THREADS must be a positive integer, not 'two'"):
+        model.loss(x, y)
+    monkeypatch.delenv("NETSPEC_THREADS")
+    with threads(1):
+        model.loss(x, y)
+        assert model._split is None
+    model.loss(x, y)
+    assert model._split == [4, 4]  # the block is over: the model chooses again
+
+
+def test_a_thread_count_gives_the_same_bits_on_every_run_and_others_agree_to_rounding(
+        two_cores):
+    """The rules docs/performance.md states: for one thread count and batch size a step is
+    bit-identical run after run, and the default equals netspec.threads(n) of the same n;
+    other thread counts differ by float32 rounding only (the shards' GEMMs have other
+    sizes, so OpenBLAS rounds even the eval forward differently)."""
+    model = netspec.compile("resnet18", input_shape=(3, 64, 64))
+    x, y = _batch(model, 8)
+    assert model._plan(8) == (2, 1)
+    default = _step(model, x, y)
+    again = _step(model, x, y)
+    with threads(2):
+        explicit = _step(model, x, y)
+    for other in (again, explicit):
+        assert other[0] == default[0]
+        assert all(np.array_equal(other[1][k], g) for k, g in default[1].items())
+        assert np.array_equal(other[2], default[2])
+    for n in (1, 3):
+        with threads(n):
+            loss, grads, scores = _step(model, x, y)
+        assert loss == pytest.approx(default[0], rel=1e-5)
+        flat = np.concatenate([g.ravel() for g in default[1].values()])
+        diff = np.concatenate([(grads[k] - g).ravel() for k, g in default[1].items()])
+        assert np.linalg.norm(diff) <= 1e-4 * np.linalg.norm(flat)
+        scale = np.abs(default[2]).max()  # float32 sums: rounding relative to the scores' scale
+        np.testing.assert_allclose(scores, default[2], rtol=1e-4, atol=1e-5 * scale)

@@ -15,19 +15,34 @@ cores.
   runs unchanged on each shard, and parameter gradients are summed over the shards.
 - Batch norm combines per-shard sums into whole-batch statistics; dropout draws its mask for
   the whole batch, so the random stream is the one an unsplit batch uses.
-- With one thread (the default) nothing is split, and every kernel takes plain arrays.
+- With one thread nothing is split, and every kernel takes plain arrays.
+
+Who chooses the threads: `set_threads(n)` (what `netspec.threads(n)` does for its block)
+fixes them for every model; otherwise (the default) each compiled model chooses per batch
+(`auto_plan`, called by Model.forward): the NETSPEC_THREADS environment variable, or every
+core this process may use, except a network whose largest layer is a small GEMM for the
+batch, which runs on one thread; image networks split the batch over those threads with one
+BLAS thread per GEMM, vector networks (all GEMM) run unsplit on that many BLAS threads.
 
 Results equal the unsplit computation up to float rounding (gradients and batch statistics
-are summed in another order).
+are summed in another order); for one thread count and batch size they are the same on
+every run (docs/performance.md states exactly what holds across thread counts).
 """
 
 import functools
+import os
 from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
 
-_THREADS = 1  # shards per batch (1: no split)
-_POOL = None  # ThreadPoolExecutor of _THREADS - 1 workers, made on first use
+_THREADS = None  # shards per batch set by set_threads; None: each model chooses (auto_plan)
+_POOL = None  # ThreadPoolExecutor of (at least) shards - 1 workers, made on first use
+_POOL_SIZE = 0
+_BLAS = None  # threadpoolctl's controller of the BLAS libraries, made on first use
+# A layer GEMM below this many multiply-adds per batch (about 2 ms on one core) gains at
+# most a millisecond from a second thread, and can lose many when the cores are shared.
+SMALL_GEMM_MACS = 2**26
+ENV_THREADS = "NETSPEC_THREADS"
 
 
 class Shards(list):
@@ -58,26 +73,105 @@ class Shards(list):
 
 
 def set_threads(n: int) -> None:
-    """Split each batch over n threads from now on (1: no split)."""
-    global _THREADS, _POOL
+    """Split each batch over n threads from now on, whatever the model (1: no split);
+    `use_default_threads()` gives the choice back to the models."""
+    global _THREADS
     if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer, not {n!r}")
-    n = int(n)
-    if _POOL is not None and n != _THREADS:
-        _POOL.shutdown(wait=True)
-        _POOL = None
-    _THREADS = n
+    _THREADS = int(n)
+
+
+def use_default_threads() -> None:
+    """Let each compiled model choose its threads again (auto_plan), as at start-up."""
+    global _THREADS
+    _THREADS = None
 
 
 def get_threads() -> int:
-    """Threads a batch is split over (1: no split)."""
-    return _THREADS
+    """Threads set_threads split batches over (1 when unset: split() leaves batches whole)."""
+    return 1 if _THREADS is None else _THREADS
 
 
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max(_THREADS - 1, 1), thread_name_prefix="netspec-shard")
+def threads_were_set() -> bool:
+    """Whether set_threads (netspec.threads) decides the threads rather than each model."""
+    return _THREADS is not None
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity), at least 1."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads() -> int | None:
+    """NETSPEC_THREADS as a positive integer, None when unset or empty (every core)."""
+    value = os.environ.get(ENV_THREADS, "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{ENV_THREADS} must be a positive integer, not {value!r}")
+    return int(value)
+
+
+def auto_plan(largest_layer_macs: int, batch: int, splits_batch: bool) -> tuple[int, int]:
+    """(shards, BLAS threads) a model runs a batch with when set_threads was not called:
+    NETSPEC_THREADS threads if set, else 1 when the largest layer's GEMM for the batch is
+    under SMALL_GEMM_MACS and every available core otherwise; image networks (splits_batch)
+    split the batch over them with one BLAS thread each, the others stay unsplit on that
+    many BLAS threads. Without threadpoolctl (a standalone module elsewhere) nothing is
+    split, since the BLAS could not be held to one thread per shard."""
+    n = default_threads()
+    if n is None:
+        n = 1 if largest_layer_macs * batch < SMALL_GEMM_MACS else available_cores()
+    if splits_batch and n > 1 and batch > 1 and _blas_controller() is not None:
+        return min(n, batch), 1
+    return 1, n
+
+
+def _blas_controller():
+    """threadpoolctl's ThreadpoolController (made once: making one scans the loaded
+    libraries, ~ms), or None without threadpoolctl."""
+    global _BLAS
+    if _BLAS is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # a standalone module on a machine without threadpoolctl
+            _BLAS = False
+        else:
+            _BLAS = ThreadpoolController()
+    return _BLAS or None
+
+
+class blas_limit:
+    """Context: the BLAS on at most n threads inside (None: left alone). Entering and
+    leaving cost a few microseconds (the controller is made once)."""
+
+    def __init__(self, n: int | None):
+        self.n, self.limiter = n, None
+
+    def __enter__(self):
+        controller = _blas_controller() if self.n is not None else None
+        if controller is not None:
+            self.limiter = controller.limit(limits=self.n, user_api="blas")
+        return self
+
+    def __exit__(self, *exc):
+        if self.limiter is not None:
+            self.limiter.restore_original_limits()
+            self.limiter = None
+        return False
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """The shard pool, with at least `workers` threads."""
+    global _POOL, _POOL_SIZE
+    if _POOL is None or _POOL_SIZE < workers:
+        if _POOL is not None:
+            _POOL.shutdown(wait=True)
+        _POOL = ThreadPoolExecutor(max(workers, 1), thread_name_prefix="netspec-shard")
+        _POOL_SIZE = max(workers, 1)
     return _POOL
 
 
@@ -88,7 +182,7 @@ def run(fn, *per_shard) -> list:
     jobs = list(zip(*per_shard, strict=True))
     if len(jobs) <= 1:
         return [fn(*job) for job in jobs]
-    futures = [_pool().submit(fn, *job) for job in jobs[1:]]
+    futures = [_pool(len(jobs) - 1).submit(fn, *job) for job in jobs[1:]]
     try:
         first = fn(*jobs[0])
         return [first] + [f.result() for f in futures]
@@ -100,7 +194,7 @@ def run(fn, *per_shard) -> list:
 def split(x: np.ndarray, n: int | None = None) -> "Shards | np.ndarray":
     """x split along axis 0 into n (default: the thread count) views of near-equal size;
     x itself when that is one shard (a batch is never split below one sample per shard)."""
-    n = min(_THREADS if n is None else n, len(x))
+    n = min(get_threads() if n is None else n, len(x))
     if n <= 1:
         return x
     return Shards(np.array_split(x, n))

@@ -16,21 +16,13 @@ split, vector networks (all GEMM) unsplit on multi-threaded BLAS.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# A layer GEMM below this many multiply-adds per batch (about 2 ms on one core) gains at
-# most a millisecond from a second thread, and can lose many when the cores are shared.
-SMALL_GEMM_MACS = 2**26
+from netspec.runtime.parallel import SMALL_GEMM_MACS, available_cores
 
-
-def available_cores() -> int:
-    """The cores this process may run on (its CPU affinity), at least 1."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
+__all__ = ["SMALL_GEMM_MACS", "auto_threads", "available_cores", "blas_threads",
+           "splits_batch", "threads"]
 
 
 def auto_threads(layer_macs: list[int], batch: int) -> int:
@@ -72,16 +64,21 @@ def blas_threads(threads: int | None) -> Iterator[None]:
 def threads(n: int, split: bool = True) -> Iterator[None]:
     """Run compiled models in the block on n threads: each batch split into n shards, one per
     thread, and one BLAS thread per GEMM; with split=False, unsplit batches on n BLAS threads
-    (n = 1: one thread either way). Restores the previous split and BLAS threads on exit.
-    Results equal a one-thread run up to float rounding (sums over the shards)."""
+    (n = 1: one thread either way). Outside such a block each model chooses for itself
+    (netspec.runtime.parallel.auto_plan: NETSPEC_THREADS or every core). Restores the
+    previous setting and BLAS threads on exit. Results equal a one-thread run up to float
+    rounding (sums over the shards; docs/performance.md, "Threads by default")."""
     from netspec.runtime import parallel
 
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"threads must be a positive integer, not {n!r}")
-    before = parallel.get_threads()
+    before = parallel.get_threads() if parallel.threads_were_set() else None
     parallel.set_threads(n if split else 1)
     try:
         with blas_threads(1 if split else n):
             yield
     finally:
-        parallel.set_threads(before)
+        if before is None:
+            parallel.use_default_threads()
+        else:
+            parallel.set_threads(before)

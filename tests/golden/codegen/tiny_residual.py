@@ -31,6 +31,9 @@ class TinyResidual(Model):
     input_shape = (2, 6, 6)
     output_shape = (3,)
     head = 'fc'
+    # threads unless netspec.threads sets them (netspec.runtime.parallel.auto_plan)
+    splits_batch = True
+    largest_layer_macs = 5184
     # name, shape, kind, init, fan_in, fan_out
     tensors = (
         Tensor('conv1.weight', (4, 2, 3, 3), 'param', 'he', 18, 36),
