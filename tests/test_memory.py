@@ -99,20 +99,33 @@ def test_frozen_parameters_have_gradients_but_no_optimizer_state():
     assert m.gradients == 11_689_512 * 4
 
 
-def test_activation_memory_grows_linearly_with_the_batch():
-    one = netspec.analyze(netspec.load("resnet18"), batch=1).memory
-    many = netspec.analyze(netspec.load("resnet18"), batch=32).memory
-    assert many.activations == 32 * one.activations
-    assert many.saved_for_backward == 32 * one.saved_for_backward
+def test_activation_memory_grows_linearly_with_the_batch_but_conv_workspace_stops_at_a_chunk():
+    from netspec.runtime.layers import CONV_CHUNK
+
+    def memory(batch):
+        return netspec.analyze(netspec.load("resnet18"), batch=batch).memory
+
+    one, chunk, many = memory(1), memory(CONV_CHUNK), memory(4 * CONV_CHUNK)
+    assert chunk.saved_for_backward == CONV_CHUNK * one.saved_for_backward
+    assert many.saved_for_backward == 4 * CONV_CHUNK * one.saved_for_backward
+    # Per added sample, activations grow less beyond a chunk: the conv columns stop growing.
+    up_to_chunk = (chunk.activations - one.activations) / (CONV_CHUNK - 1)
+    beyond = (many.activations - chunk.activations) / (3 * CONV_CHUNK)
+    assert beyond < up_to_chunk
+    assert many.activations >= many.saved_for_backward
     assert many.params == one.params
 
 
-def test_conv_keeps_its_im2col_columns_for_the_backward():
-    # conv 3x3 on [3, 8, 8] -> [4, 8, 8]: columns of C_in*k*k x H_out*W_out per sample.
+def test_conv_keeps_its_input_not_its_im2col_columns_for_the_backward():
+    # conv 3x3 on [3, 8, 8] -> [4, 8, 8]: the backward builds the columns again.
     a = netspec.analyze(netspec.parse("network n { input x: [3, 8, 8]\n"
                                       "output x -> conv(4, k=3, p=1) }"))
-    assert a.memory.saved_for_backward == 4 * (3 * 3 * 3 * 8 * 8 + 3 * 8 * 8 + 4 * 8 * 8)
-    # (columns, the input batch the caller holds, the output the loss reads)
+    assert a.memory.saved_for_backward == 4 * (3 * 8 * 8 + 4 * 8 * 8)
+    # (the input batch the caller holds, which the conv reads again, and the output the
+    # loss reads); the forward's peak adds the columns C_in*k*k x H_out*W_out and the GEMM
+    # result beside them, for up to CONV_CHUNK samples at once.
+    columns, result = 3 * 3 * 3 * 8 * 8, 4 * 8 * 8
+    assert a.memory.activations >= 4 * (3 * 8 * 8 + columns + result)
 
 
 def test_unknown_dtype_and_optimizer_are_diagnostics():

@@ -8,15 +8,26 @@ The model of the estimate (bytes; N = batch size, each term below per sample tim
     netspec.train's optimizers keep) + buffers
   + the peak, over the steps of the forward and the backward, of the activation memory
     that netspec.runtime's NumPy kernels hold at that step:
-      forward, at layer l: every cache made so far (op.saved: conv's im2col columns
-        C_in*k*k*H_out*W_out, batch norm's centred input, dropout's mask, max pooling's
-        argmax bytes, ...), every tensor a cache refers to (relu's output, linear's input),
-        and every other tensor from its layer until its last consumer has run;
+      forward, at layer l: every cache made so far (op.saved: batch norm's centred input,
+        dropout's mask, max pooling's argmax bytes, ...), every tensor a cache refers to
+        (conv's and linear's input, relu's output), every other tensor from its layer until
+        its last consumer has run, and the layer's forward workspace (op.forward_workspace:
+        conv's im2col columns, which it does not keep);
       backward, at layer l (layers run in reverse, each freeing its cache when done): the
         caches and referred tensors of layers l and before, the gradient of every tensor
         between its last consumer and its producer, and the layer's workspace
-        (op.workspace: for conv a channels-first copy of dout and either the im2col of the
-        padded dout (stride 1) or the column gradients and a padded dx (col2im)).
+        (op.workspace: for conv the im2col columns built again and a channels-first copy of
+        dout, then either the im2col of the padded dout (stride 1) or the column gradients
+        and a padded dx (col2im)).
+      A workspace is held for op.workspace_samples(batch) samples at once, not N (plus
+      op.workspace_fixed, conv's weight-gradient product of a chunk): conv
+      works through the batch CONV_CHUNK (8) samples at a time. With the batch split over
+      threads, each shard holds its own chunk at the same time (this estimate is for one).
+      The gradients term counts every parameter's gradient at every step, as the forward
+      holds the previous step's; the backward frees those first and makes each layer's at
+      its step, so a backward step's activation bytes are net of the gradients of the
+      layers before it (a network whose parameters outweigh its activations peaks late in
+      the backward, not at its first layer).
       A training step does not compute the network input's gradient: a tensor whose
       gradient leads to no parameter (the input, and what parameter-free layers make of it
       alone) has no gradient, its layer no backward, and a layer with parameters reading it
@@ -95,22 +106,35 @@ def training_memory(net: Network, count: ParamCount, batch: int, dtype: str,
     slots = optimizer_slots(optimizer)
     if batch < 1:
         raise NetspecError(Diagnostic("error", f"batch size must be at least 1, not {batch}"))
-    fwd, bwd, saved_end = _activation_timelines(net, size)
+    fwd, bwd, saved_end, fwd_ws, bwd_ws = _activation_timelines(net, size, batch)
     order = net.live()
-    if minimum is not None:
-        candidates = _symbolic_peak(fwd, bwd, order, minimum)
+    if minimum is not None:  # per-sample candidates, the workspaces' share divided by N
+        candidates = _symbolic_peak(_per_sample(fwd, fwd_ws, batch),
+                                    _per_sample(bwd, bwd_ws, batch), order, minimum)
         peak_bytes, where = _peak_of(candidates)
+        activations = batch * peak_bytes
     else:
+        fwd = [batch * a + b for a, b in zip(fwd, fwd_ws)]
+        bwd = [batch * a + b for a, b in zip(bwd, bwd_ws)]
         peak_f, peak_b = max(fwd), max(bwd)
         where = (f"backward of {order[bwd.index(peak_b)]}" if peak_b >= peak_f
                  else f"forward of {order[fwd.index(peak_f)]}")
-        peak_bytes = max(peak_f, peak_b)
+        activations = max(peak_f, peak_b)
     return TrainingMemory(
         batch, dtype, optimizer, params=count.params * size, gradients=count.params * size,
         optimizer_state=(slots + OPTIMIZER_SCRATCH) * count.trainable * size,
-        buffers=count.buffers * size, activations=batch * peak_bytes,
+        buffers=count.buffers * size, activations=activations,
         saved_for_backward=batch * saved_end, peak_at=where,
         peak_candidates=tuple(candidates) if minimum is not None else ())
+
+
+def _per_sample(timeline: list, workspace: list, batch: int) -> list:
+    """Bytes per sample at each step of a symbolic timeline: the workspace's bytes (held for
+    a chunk of samples, not N) shared over the batch."""
+    import sympy
+
+    return [t + _expanded(sympy.sympify(w) / batch) if w else t
+            for t, w in zip(timeline, workspace)]
 
 
 def _symbolic_peak(fwd: list, bwd: list, order: list[str],
@@ -134,10 +158,12 @@ def _peak_of(candidates: list[tuple[object, str]]) -> tuple[object, str]:
             "the largest of: " + "; ".join(w for _, w in candidates))
 
 
-def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int], int]:
-    """Bytes per sample held at each layer's forward step and backward step, and the bytes
-    held for the backward when the forward ends. Every tensor and cache lives over an
-    interval of steps, summed with difference arrays (linear in the number of layers)."""
+def _activation_timelines(net: Network, size: int, batch: int):
+    """Bytes per sample held at each layer's forward step and backward step, the bytes per
+    sample held for the backward when the forward ends, and the workspace bytes of each
+    layer's forward and backward step for the batch (held for op.workspace_samples(batch)
+    samples). Every tensor and cache lives over an interval of steps, summed with
+    difference arrays (linear in the number of layers)."""
     nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
     order = net.live()
     n = len(order)
@@ -146,13 +172,18 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
     last_use = {name: index[name] for name in order}  # per storage: last forward consumer
     release = {}  # per storage kept for the backward: the earliest layer referring to it
     cached = [0] * n  # bytes of new cache arrays per layer
-    workspace = [0] * n
+    workspace = [0] * n  # bytes of a backward's workspace, for the batch
+    forward_workspace = [0] * n
+    grads_before = [0] * (n + 1)  # bytes of the parameter gradients of the layers before k
     serves = {}  # tensor -> whether its gradient leads to a parameter gradient
     for k, name in enumerate(order):
         data = nodes[name]
         op = REGISTRY[data["op"]]
         ins = [nodes[i]["shape"] for i in data["inputs"]]
-        has_params = any(s.kind == "param" for s in op.params(data["attrs"], ins))
+        specs = op.params(data["attrs"], ins)
+        has_params = any(s.kind == "param" for s in specs)
+        grads_before[k + 1] = grads_before[k] + _expanded(
+            sum(s.size for s in specs if s.kind == "param") * size)
         serves[name] = name not in net.inputs and (
             has_params or any(serves[i] for i in data["inputs"]))
         storage[name] = storage[data["inputs"][0]] if op.output_is_view else name
@@ -160,10 +191,15 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
             last_use[storage[i]] = k
         saved = op.saved(data["attrs"], ins, data["shape"])
         cached[k] = _expanded(saved.values * size + saved.index_bytes)
+        samples = op.workspace_samples(data["attrs"], batch)
+        forward_workspace[k] = _expanded(
+            samples * op.forward_workspace(data["attrs"], ins, data["shape"]) * size)
         if serves[name]:
             need_dx = all(serves[i] for i in data["inputs"])
             workspace[k] = _expanded(
-                op.workspace(data["attrs"], ins, data["shape"], need_dx) * size)
+                (samples * op.workspace(data["attrs"], ins, data["shape"], need_dx)
+                 + op.workspace_fixed(data["attrs"], ins, data["shape"], batch, need_dx))
+                * size)
         refs = ([storage[i] for i in data["inputs"]] if saved.keeps_input else []) \
             + ([storage[name]] if saved.keeps_output else [])
         for s in refs:
@@ -183,7 +219,6 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
     for k in range(n):
         live(fwd, k, n - 1, cached[k])
         live(bwd, k, n - 1, cached[k])
-        live(bwd, k, k, workspace[k])
     saved_end = sum(cached)
     for s in set(storage.values()):
         k = index[s]
@@ -196,7 +231,10 @@ def _activation_timelines(net: Network, size: int) -> tuple[list[int], list[int]
             live(fwd, k, last_use[s], nbytes)
         if serves[s]:
             live(bwd, k, last_use[s], nbytes)  # its gradient
-    return _running(fwd)[:n], _running(bwd)[:n], saved_end
+    # The backward frees the previous step's gradients first and makes each layer's own at
+    # its step: at layer k's backward the gradients of the layers before it do not exist.
+    workspace = [w - g for w, g in zip(workspace, grads_before)]
+    return _running(fwd)[:n], _running(bwd)[:n], saved_end, forward_workspace, workspace
 
 
 def _expanded(v):

@@ -96,6 +96,9 @@ def compile_expr(e: Any) -> Callable[[dict], Any]:
         return lambda env: any(f(env) for f in parts)
     if isinstance(e, sympy.Not):
         return lambda env: not parts[0](env)
+    if isinstance(e, sympy.ITE):  # a condition on Piecewise sizes (the larger of two maxima)
+        cond, then, other = parts
+        return lambda env: then(env) if cond(env) else other(env)
     raise TypeError(f"cannot evaluate {e} exactly")
 
 

@@ -287,6 +287,23 @@ class Op:
         need_dx=False: a layer reading the network input, whose dx a training step skips."""
         return 0
 
+    def forward_workspace(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape) -> int:
+        """Elements per sample the training forward allocates for a moment besides its output
+        and cache (conv's im2col columns, which it does not keep)."""
+        return 0
+
+    def workspace_fixed(self, attrs: dict[str, Any], inputs: list[Shape], out: Shape,
+                        batch: int, need_dx: bool = True) -> int:
+        """Elements the backward allocates once for the batch, besides the parameter
+        gradients (conv's flipped weight for dx and its weight-gradient product of a later
+        chunk before it is added in)."""
+        return 0
+
+    def workspace_samples(self, attrs: dict[str, Any], batch: int) -> int:
+        """Samples whose workspace (both kinds above) the kernel holds at once: the whole
+        batch, unless it works through the batch in chunks (conv)."""
+        return batch
+
     def kernel_args(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """Keyword arguments the runtime forward kernel takes (literals in generated code)."""
         return {}

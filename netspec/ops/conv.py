@@ -115,12 +115,41 @@ class Conv(Op):
             and attrs["groups"] == 1
 
     def saved(self, attrs, inputs, out):
-        # The im2col columns [C_in*KH*KW, N*OH*OW], kept for dw; a pointwise conv keeps its
-        # input instead.
-        if self._pointwise(attrs):
-            return Saved(keeps_input=True)
+        # The input (the backward builds the im2col columns again; a pointwise conv has none).
+        return Saved(keeps_input=True)
+
+    def workspace_samples(self, attrs, batch):
+        # netspec.runtime.layers works through the batch CONV_CHUNK samples at a time.
+        from netspec.runtime.layers import CONV_CHUNK
+
+        return batch if self._pointwise(attrs) else min(batch, CONV_CHUNK)
+
+    def _columns(self, attrs, inputs, out):
+        """(im2col columns C_in*KH*KW*OH*OW, the zero-padded input) per sample."""
+        c_in, h, w = inputs[0]
         kh, kw = attrs["k"]
-        return Saved(values=inputs[0][0] * kh * kw * out[1] * out[2])
+        ph, pw = attrs["p"]
+        padded = c_in * (h + 2 * ph) * (w + 2 * pw) if ph or pw else 0
+        return c_in * kh * kw * out[1] * out[2], padded
+
+    def workspace_fixed(self, attrs, inputs, out, batch, need_dx=True):
+        # Weight-sized: the flipped weight of dx as a convolution (stride 1), and the
+        # weight-gradient product of each chunk after the first before it is added in.
+        if self._pointwise(attrs):
+            return 0
+        kh, kw = attrs["k"]
+        weight = out[0] * inputs[0][0] // attrs["groups"] * kh * kw
+        as_conv = attrs["s"] == (1, 1) and all(
+            d * (k - 1) >= p for k, d, p in zip(attrs["k"], attrs["d"], attrs["p"]))
+        return weight * ((need_dx and as_conv) + (batch > self.workspace_samples(attrs, batch)))
+
+    def forward_workspace(self, attrs, inputs, out):
+        if self._pointwise(attrs):
+            return 0
+        # The padded input while im2col copies it, then the columns and the GEMM's
+        # channels-first result before it is copied into the output.
+        cols, padded = self._columns(attrs, inputs, out)
+        return cols + _larger(padded, math.prod(out))
 
     def workspace(self, attrs, inputs, out, need_dx=True):
         c_in, h, w = inputs[0]
@@ -130,19 +159,25 @@ class Conv(Op):
             # dw: the per-sample products [C_out, C_in], or channels-first copies of dout
             # and x when C_out > H*W; dx comes straight out of its GEMM.
             return select(c_out <= h * w, c_out * c_in, (c_out + c_in) * h * w)
-        dout_cn = c_out * oh * ow  # dout with channels first, for the dw and dx GEMMs
+        # dw: the columns again (the padded input while they are copied), then dout with
+        # channels first beside them for the GEMM.
+        cols, padded = self._columns(attrs, inputs, out)
+        dout_cn = c_out * oh * ow
+        for_dw = cols + _larger(padded, dout_cn)
         if not need_dx:
-            return dout_cn
+            return for_dw
         full_pad = [d * (k - 1) - p for k, d, p in zip(attrs["k"], attrs["d"], attrs["p"])]
         if attrs["s"] == (1, 1) and min(full_pad) >= 0:
-            # dx as a convolution of dout padded by D(K-1)-P: the padded copy, its im2col
-            # and the GEMM result before it is copied into dx.
-            padded = c_out * (oh + 2 * full_pad[0]) * (ow + 2 * full_pad[1]) \
+            # dx as a convolution of dout padded by D(K-1)-P: the padded copy while its
+            # im2col is made, then that im2col and the GEMM result before it is copied.
+            dout_padded = c_out * (oh + 2 * full_pad[0]) * (ow + 2 * full_pad[1]) \
                 if max(full_pad) else 0
-            return dout_cn + padded + c_out * kh * kw * h * w + c_in * h * w
-        # dx by col2im: the column gradients and the padded dx that dx is a view of.
-        ph, pw = attrs["p"]
-        return dout_cn + c_in * kh * kw * oh * ow + c_in * ((h + 2 * ph) * (w + 2 * pw) - h * w)
+            for_dx = c_out * kh * kw * h * w + _larger(dout_padded, c_in * h * w)
+        else:
+            # dx by col2im: the column gradients beside dout, then beside the padded dx.
+            ph, pw = attrs["p"]
+            for_dx = cols + _larger(dout_cn, c_in * (h + 2 * ph) * (w + 2 * pw))
+        return _larger(for_dw, for_dx)
 
     def kernel_args(self, attrs):
         return {"stride": attrs["s"], "padding": attrs["p"], "dilation": attrs["d"],

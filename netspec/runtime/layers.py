@@ -85,6 +85,18 @@ def linear_backward(dout: np.ndarray, cache, need_dx: bool = True):
 # Convolution
 
 
+# A conv builds im2col columns for at most this many samples at a time, in the forward and
+# again in the backward (the columns are not cached): a step's memory stays near PyTorch's
+# (the columns are 9x the input of a 3x3 conv) while the GEMMs stay wide (8 samples of a
+# 16x16 map are 2,048 columns). docs/performance.md, "Memory" has the measurements.
+CONV_CHUNK = 8
+
+
+def _chunks(n: int) -> list[slice]:
+    """The batch [0, n) in slices of CONV_CHUNK samples."""
+    return [slice(i, min(i + CONV_CHUNK, n)) for i in range(0, n, CONV_CHUNK)]
+
+
 def _conv_gemm(
     x: np.ndarray,
     w: np.ndarray,
@@ -93,27 +105,33 @@ def _conv_gemm(
     padding: tuple[int, int],
     dilation: tuple[int, int],
     groups: int,
-):
-    """Grouped cross-correlation plus bias as one GEMM per group on the im2col matrix.
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """Grouped cross-correlation plus bias: per chunk of CONV_CHUNK samples, the im2col
+    matrix and one GEMM per group on it, written into out.
 
     x: (N, C_in, H, W); w: (C_out, C_in/groups, KH, KW); b: (C_out,) or None
-    -> out (N, C_out, OH, OW), cols (C_in*KH*KW, N*OH*OW).
+    -> out (N, C_out, OH, OW) (a new array unless given).
     """
     n, _, h, wd = x.shape
     c_out, cg, kh, kw = w.shape
     oh = conv_output_size(h, kh, stride[0], padding[0], dilation[0])
     ow = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
-    cols = im2col(x, (kh, kw), stride, padding, dilation)
+    if out is None:
+        out = np.empty((n, c_out, oh, ow), dtype=np.result_type(x, w))
     k = cg * kh * kw
-    # (G, C_out/G, K) @ (G, K, N*P) -> (G, C_out/G, N*P) = (C_out, N, OH, OW)
-    out_cn = np.matmul(w.reshape(groups, c_out // groups, k), cols.reshape(groups, k, -1))
-    out_cn = out_cn.reshape(c_out, n, oh, ow).transpose(1, 0, 2, 3)
-    out = np.empty((n, c_out, oh, ow), dtype=out_cn.dtype)
-    if b is None:
-        np.copyto(out, out_cn)
-    else:  # the bias rides on the copy that puts the batch axis first
-        np.add(out_cn, b.reshape(1, -1, 1, 1), out=out)
-    return out, cols
+    w_g = w.reshape(groups, c_out // groups, k)
+    for s in _chunks(n):
+        cols = im2col(x[s], (kh, kw), stride, padding, dilation)
+        # (G, C_out/G, K) @ (G, K, n*P) -> (G, C_out/G, n*P) = (C_out, n, OH, OW)
+        out_cn = np.matmul(w_g, cols.reshape(groups, k, -1))
+        del cols
+        out_cn = out_cn.reshape(c_out, -1, oh, ow).transpose(1, 0, 2, 3)
+        if b is None:
+            np.copyto(out[s], out_cn)
+        else:  # the bias rides on the copy that puts the batch axis first
+            np.add(out_cn, b.reshape(1, -1, 1, 1), out=out[s])
+    return out
 
 
 @batchwise_forward
@@ -130,8 +148,8 @@ def conv2d_forward(
 
     x: (N, C_in, H, W); w: (C_out, C_in/groups, KH, KW); b: (C_out,) or None
     -> out: (N, C_out, OH, OW), OH = (H + 2P - D*(KH-1) - 1) // S + 1.
-    The cache keeps the im2col matrix (for dw) and w (for dx), not x; a 1x1 conv with stride
-    1, no padding and one group skips im2col and keeps (a view of) x instead.
+    The cache keeps x (the backward builds the im2col columns again, chunk by chunk) and w;
+    a 1x1 conv with stride 1, no padding and one group skips im2col altogether.
     """
     if x.shape[1] != w.shape[1] * groups or w.shape[0] % groups:
         raise ValueError(
@@ -141,9 +159,8 @@ def conv2d_forward(
     if _pointwise(w, stride, padding, groups):
         out, x3 = _pointwise_forward(x, w, b)
         return out, (None, w, x.shape, b is not None, stride, padding, dilation, groups, x3)
-    out, cols = _conv_gemm(x, w, b, stride, padding, dilation, groups)
-    cache = (cols, w, x.shape, b is not None, stride, padding, dilation, groups, None)
-    return out, cache
+    out = _conv_gemm(x, w, b, stride, padding, dilation, groups)
+    return out, (x, w, x.shape, b is not None, stride, padding, dilation, groups, None)
 
 
 def _pointwise(w: np.ndarray, stride, padding, groups: int) -> bool:
@@ -189,40 +206,50 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     """dout: (N, C_out, OH, OW) -> dx (N, C_in, H, W; None unless need_dx), dw (w's shape),
     db (C_out,) or None.
 
-    dw is one GEMM per group against the cached cols. With stride 1, dx is itself a
-    convolution (dout padded by D*(K-1)-P, correlated with the flipped, group-transposed
-    weight): an im2col plus a GEMM, which beats the GEMM-then-col2im scatter; other strides
-    use col2im.
+    Chunk by chunk of CONV_CHUNK samples: the im2col columns of x are built again, dw gets
+    one GEMM per group against them (summed over the chunks), and dx is computed. With
+    stride 1, dx is itself a convolution (dout padded by D*(K-1)-P, correlated with the
+    flipped, group-transposed weight): an im2col plus a GEMM, which beats the
+    GEMM-then-col2im scatter; other strides use col2im.
     """
-    cols, w, x_shape, has_bias, stride, padding, dilation, groups, x3 = cache
+    x, w, x_shape, has_bias, stride, padding, dilation, groups, x3 = cache
     if x3 is not None:  # a pointwise conv (_pointwise_forward)
         return _pointwise_backward(dout, w, x3, has_bias, need_dx)
     c_out = dout.shape[1]
     _, cg, kh, kw = w.shape
     k = cg * kh * kw
-    dout_cn = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(c_out, -1)  # (C_out, N*P)
-    dout_g = dout_cn.reshape(groups, c_out // groups, -1)
-    cols_g = cols.reshape(groups, k, -1)
-    # dw = dout @ cols^T, computed as (cols @ dout^T)^T: with the long N*P axis as the inner
-    # dimension, OpenBLAS splits a tall (K, C_out) product between threads far better than a
-    # flat (C_out, K) one (2-3x on 2 loaded cores, equal on one).
-    dw_t = np.matmul(cols_g, dout_g.transpose(0, 2, 1))  # (G, K, C_out/G)
-    dw = np.ascontiguousarray(dw_t.transpose(0, 2, 1)).reshape(w.shape)
-    db = dout_cn.sum(axis=1) if has_bias else None
-    if not need_dx:  # the network input's gradient, which training does not use
-        return None, dw, db
-
     full_pad = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
-    if stride == (1, 1) and min(full_pad) >= 0:
+    as_conv = stride == (1, 1) and min(full_pad) >= 0
+    if need_dx and as_conv:
         # (C_out, C_in/G, KH, KW) -> (C_in, C_out/G, KH, KW), flipped in both spatial axes.
         w_t = w.reshape(groups, c_out // groups, cg, kh, kw).transpose(0, 2, 1, 3, 4)
         w_t = np.ascontiguousarray(w_t[..., ::-1, ::-1]).reshape(
             groups * cg, c_out // groups, kh, kw
         )
-        dx, _ = _conv_gemm(dout, w_t, None, (1, 1), full_pad, dilation, groups)
-    else:
-        dcols = np.matmul(w.reshape(groups, c_out // groups, k).transpose(0, 2, 1), dout_g)
-        dx = col2im(dcols.reshape(groups * k, -1), x_shape, (kh, kw), stride, padding, dilation)
+    dx = np.empty(x_shape, dtype=dout.dtype) if need_dx else None
+    dw = np.empty(w.shape, dtype=np.result_type(dout, w))
+    dw_g = dw.reshape(groups, c_out // groups, k)
+    for s in _chunks(len(dout)):
+        cols = im2col(x[s], (kh, kw), stride, padding, dilation).reshape(groups, k, -1)
+        dout_g = np.ascontiguousarray(dout[s].transpose(1, 0, 2, 3)).reshape(
+            groups, c_out // groups, -1)  # (G, C_out/G, n*P)
+        # dw = dout @ cols^T, the first chunk's straight into dw, the others' added to it.
+        if s.start == 0:
+            np.matmul(dout_g, cols.transpose(0, 2, 1), out=dw_g)
+        else:
+            dw_g += np.matmul(dout_g, cols.transpose(0, 2, 1))
+        del cols
+        if not need_dx:  # the network input's gradient, which training does not use
+            continue
+        if as_conv:
+            del dout_g
+            _conv_gemm(dout[s], w_t, None, (1, 1), full_pad, dilation, groups, out=dx[s])
+        else:
+            dcols = np.matmul(w.reshape(groups, c_out // groups, k).transpose(0, 2, 1), dout_g)
+            del dout_g
+            dx[s] = col2im(dcols.reshape(groups * k, -1), dx[s].shape, (kh, kw), stride,
+                           padding, dilation)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
 
 
