@@ -68,3 +68,13 @@ def test_chunked_conv_matches_torch_in_float32(x_shape, w_shape, kwargs):
         assert a.dtype == np.float32, name
         e = e.detach().numpy()
         np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-4 * np.abs(e).max(), err_msg=name)
+
+
+def test_a_split_batch_shares_the_chunk_between_its_shards():
+    from netspec.runtime import parallel
+
+    assert [s.stop - s.start for s in layers._chunks(2 * layers.CONV_CHUNK)] == \
+        [layers.CONV_CHUNK] * 2
+    per_shard = parallel.run(lambda n: [s.stop - s.start for s in layers._chunks(n)],
+                             [layers.CONV_CHUNK, layers.CONV_CHUNK])
+    assert per_shard == [[layers.CONV_CHUNK // 2] * 2] * 2  # 8 samples in flight, not 16

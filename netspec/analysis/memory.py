@@ -21,8 +21,8 @@ The model of the estimate (bytes; N = batch size, each term below per sample tim
         and a padded dx (col2im)).
       A workspace is held for op.workspace_samples(batch) samples at once, not N (plus
       op.workspace_fixed, conv's weight-gradient product of a chunk): conv
-      works through the batch CONV_CHUNK (8) samples at a time. With the batch split over
-      threads, each shard holds its own chunk at the same time (this estimate is for one).
+      works through the batch CONV_CHUNK (8) samples at a time (with the batch split over
+      threads, CONV_CHUNK / threads per shard: the same total).
       The gradients term counts every parameter's gradient at every step, as the forward
       holds the previous step's; the backward frees those first and makes each layer's at
       its step, so a backward step's activation bytes are net of the gradients of the

@@ -29,6 +29,7 @@ from netspec.runtime.parallel import (
     batchwise_backward,
     batchwise_forward,
     run,
+    shards_running,
     split_like,
     sum_shards,
 )
@@ -93,8 +94,11 @@ CONV_CHUNK = 8
 
 
 def _chunks(n: int) -> list[slice]:
-    """The batch [0, n) in slices of CONV_CHUNK samples."""
-    return [slice(i, min(i + CONV_CHUNK, n)) for i in range(0, n, CONV_CHUNK)]
+    """The batch [0, n) in slices of CONV_CHUNK samples, or of CONV_CHUNK / shards when the
+    batch is split over threads (their chunks exist at the same time: a split step holds
+    the workspace of CONV_CHUNK samples, as an unsplit one)."""
+    step = max(1, CONV_CHUNK // shards_running())
+    return [slice(i, min(i + step, n)) for i in range(0, n, step)]
 
 
 def _conv_gemm(

@@ -38,6 +38,7 @@ import numpy as np
 _THREADS = None  # shards per batch set by set_threads; None: each model chooses (auto_plan)
 _POOL = None  # ThreadPoolExecutor of (at least) shards - 1 workers, made on first use
 _POOL_SIZE = 0
+_RUNNING = 1  # shards of the run() in progress (read by kernels that work in chunks)
 _BLAS = None  # threadpoolctl's controller of the BLAS libraries, made on first use
 # A layer GEMM below this many multiply-adds per batch (about 2 ms on one core) gains at
 # most a millisecond from a second thread, and can lose many when the cores are shared.
@@ -179,9 +180,11 @@ def run(fn, *per_shard) -> list:
     """[fn(a[0], b[0], ...), fn(a[1], b[1], ...), ...] for sequences a, b, ... of one item per
     shard: shard 0 on the calling thread, the others on the pool, all finished on return (the
     first error is raised after every shard has stopped)."""
+    global _RUNNING
     jobs = list(zip(*per_shard, strict=True))
     if len(jobs) <= 1:
         return [fn(*job) for job in jobs]
+    before, _RUNNING = _RUNNING, len(jobs)
     futures = [_pool(len(jobs) - 1).submit(fn, *job) for job in jobs[1:]]
     try:
         first = fn(*jobs[0])
@@ -189,6 +192,14 @@ def run(fn, *per_shard) -> list:
     except BaseException:  # an error, or Ctrl-C: no shard may still run when it propagates
         wait(futures)
         raise
+    finally:
+        _RUNNING = before
+
+
+def shards_running() -> int:
+    """How many shards the kernel calling this runs beside (1 outside run): a kernel that
+    works in chunks divides its chunk by it, so a split batch holds no more at once."""
+    return _RUNNING
 
 
 def split(x: np.ndarray, n: int | None = None) -> "Shards | np.ndarray":
