@@ -118,6 +118,10 @@ def readable(e: Any) -> Any:
     collected by size term."""
     if not is_symbolic(e):
         return e
+    maxima = e.atoms(sympy.Max)
+    if maxima:  # each argument on its own: expanding a Max re-compares all its arguments
+        return e.xreplace({m: sympy.Max(*[readable(a) for a in m.args], evaluate=False)
+                           for m in maxima})
 
     def to_ceiling(f: sympy.floor) -> Any:
         num, den = sympy.fraction(sympy.together(f.args[0]))

@@ -146,10 +146,11 @@ class Conv(Op):
     def forward_workspace(self, attrs, inputs, out):
         if self._pointwise(attrs):
             return 0
-        # The padded input while im2col copies it, then the columns and the GEMM's
-        # channels-first result before it is copied into the output.
-        cols, padded = self._columns(attrs, inputs, out)
-        return cols + _larger(padded, math.prod(out))
+        # The columns and the GEMM's channels-first result before it is copied into the
+        # output (the padded input, alive only while im2col copies it, is left out: sums
+        # of sizes keep the symbolic estimate a polynomial).
+        cols, _ = self._columns(attrs, inputs, out)
+        return cols + math.prod(out)
 
     def workspace(self, attrs, inputs, out, need_dx=True):
         c_in, h, w = inputs[0]
@@ -159,25 +160,21 @@ class Conv(Op):
             # dw: the per-sample products [C_out, C_in], or channels-first copies of dout
             # and x when C_out > H*W; dx comes straight out of its GEMM.
             return select(c_out <= h * w, c_out * c_in, (c_out + c_in) * h * w)
-        # dw: the columns again (the padded input while they are copied), then dout with
-        # channels first beside them for the GEMM.
-        cols, padded = self._columns(attrs, inputs, out)
+        # dw: the columns built again and dout with channels first beside them.
+        cols, _ = self._columns(attrs, inputs, out)
         dout_cn = c_out * oh * ow
-        for_dw = cols + _larger(padded, dout_cn)
         if not need_dx:
-            return for_dw
+            return cols + dout_cn
         full_pad = [d * (k - 1) - p for k, d, p in zip(attrs["k"], attrs["d"], attrs["p"])]
         if attrs["s"] == (1, 1) and min(full_pad) >= 0:
-            # dx as a convolution of dout padded by D(K-1)-P: the padded copy while its
-            # im2col is made, then that im2col and the GEMM result before it is copied.
-            dout_padded = c_out * (oh + 2 * full_pad[0]) * (ow + 2 * full_pad[1]) \
-                if max(full_pad) else 0
-            for_dx = c_out * kh * kw * h * w + _larger(dout_padded, c_in * h * w)
-        else:
-            # dx by col2im: the column gradients beside dout, then beside the padded dx.
-            ph, pw = attrs["p"]
-            for_dx = cols + _larger(dout_cn, c_in * (h + 2 * ph) * (w + 2 * pw))
-        return _larger(for_dw, for_dx)
+            # Then dx as a convolution of the padded dout: its im2col and the GEMM result
+            # before it is copied. The larger stage by its channels (equal maps at "same"
+            # padding), so the estimate stays a polynomial in symbolic sizes.
+            larger_dw = c_in * kh * kw + c_out >= c_out * kh * kw + c_in
+            return cols + dout_cn if larger_dw else c_out * kh * kw * h * w + c_in * h * w
+        # dx by col2im: the column gradients beside dout, then the padded dx.
+        ph, pw = attrs["p"]
+        return cols + dout_cn + c_in * (h + 2 * ph) * (w + 2 * pw)
 
     def kernel_args(self, attrs):
         return {"stride": attrs["s"], "padding": attrs["p"], "dilation": attrs["d"],
