@@ -345,3 +345,33 @@ def test_a_second_torch_run_never_replaces_the_first(tmp_path, monkeypatch, caps
     capsys.readouterr()
     assert main([*quick, "-o", "runs/digits_cnn"]) == 2
     assert "holds a run already" in capsys.readouterr().err
+
+
+# A language model (token input, per-token loss): embedding, a causal attention block and an
+# LSTM, no dropout. Token ids must reach torch as int64 and the loss must average all tokens.
+TINY_LM = """
+network tiny_lm(vocab = 12, context = 8) {
+    input x: [context] int
+    output x -> tok: embedding(vocab, 16) -> pos: pos_embedding -> norm: layernorm
+             -> attn: attention(2, causal=true) -> lstm: lstm(16) -> head: linear(vocab)
+}
+"""
+
+
+def test_a_language_model_trains_on_the_torch_backend_as_on_numpy(tmp_path):
+    text = tmp_path / "corpus.txt"
+    text.write_text("the cat sat on the mat; a bat at the hat. " * 12)
+    cfg = TrainConfig.from_spec({
+        "optimizer": {"type": "adam", "lr": 0.01}, "epochs": 2, "batch": 8, "seed": 1,
+        "clip": 1.0, "data": {"type": "text", "path": str(text), "context": 8}})
+    data = load_dataset(cfg)
+    net = netspec.parse(TINY_LM.replace("vocab = 12", f"vocab = {data.num_classes}"),
+                        "tiny_lm.net")
+    a = train(numpy_model(net, cfg.seed), cfg, data, tmp_path / "numpy", progress=False)
+    b = train(torch_model(net, cfg.seed), cfg, data, tmp_path / "torch", progress=False)
+    for ra, rb in zip(a.records, b.records, strict=True):
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc"):
+            assert getattr(ra, key) == pytest.approx(getattr(rb, key), rel=1e-9, abs=1e-12), key
+    assert a.records[-1].train_loss < a.records[0].train_loss  # it learns
+    assert_same_tensors(load_checkpoint(a.checkpoint).model_state(),
+                        load_checkpoint(b.checkpoint).model_state())

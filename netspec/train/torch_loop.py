@@ -121,6 +121,9 @@ class TorchModel:
                              "use --precision bf16")
         self.reference = reference
         self.dtype = getattr(torch, np.dtype(reference.dtype).name)
+        # What the inputs become on the device: the model's float dtype, or int64 ids for
+        # a token input (`input x: [T] int`), as nn.Embedding takes.
+        self.input_dtype = torch.int64 if reference.input_dtype == "int" else self.dtype
         self.module = module.to(device=self.device, dtype=self.dtype)
         is_image = len(reference.input_shape) == 3
         self.channels_last = (self.device.type == "cuda" and is_image
@@ -263,7 +266,7 @@ class TorchModel:
 
     def to_device(self, x: np.ndarray):
         torch = import_torch()
-        t = torch.as_tensor(x).to(device=self.device, dtype=self.dtype, non_blocking=True)
+        t = torch.as_tensor(x).to(device=self.device, dtype=self.input_dtype, non_blocking=True)
         if self.channels_last and t.ndim == 4:
             t = t.contiguous(memory_format=torch.channels_last)
         return t
@@ -283,12 +286,23 @@ class TorchModel:
 
 # ---------------------------------------------------------------- losses and penalties
 
+def correct_count(scores, y) -> float:
+    """Correct predictions, one per example; per-token labels (N, T) count each example's
+    fraction of tokens right (as netspec.train.loop.correct_count)."""
+    hits = scores.argmax(-1) == y
+    if hits.ndim == 1:
+        return int(hits.sum())
+    return float(hits.reshape(len(y), -1).float().mean(1).sum())
+
+
 def loss_of(cfg_loss):
     """scores, y -> mean data loss, as netspec.runtime.losses computes it (torch ops)."""
     torch = import_torch()
     F = torch.nn.functional
     if cfg_loss.type == "softmax":
-        return lambda s, y: F.cross_entropy(s, y)
+        # per-token scores (N, T, C) of a language model: the mean over all N T tokens,
+        # as netspec.runtime.losses.softmax_loss
+        return lambda s, y: F.cross_entropy(s.reshape(-1, s.shape[-1]), y.reshape(-1))
     delta, squared = cfg_loss.delta, cfg_loss.squared
 
     def svm(s, y):  # Weston-Watkins hinge, summed over classes, mean over the batch
@@ -388,7 +402,7 @@ class TorchSteps:
         data = run.data
         if isinstance(data.x_train, np.ndarray):
             self.x_train = self.torch.as_tensor(data.x_train).to(self.model.device,
-                                                                self.model.dtype)
+                                                                self.model.input_dtype)
             self.y_train = self.torch.as_tensor(data.y_train).to(self.model.device)
         else:
             self.x_train = None
@@ -437,7 +451,8 @@ class TorchSteps:
         if not np.array_equal(idx.numpy(), local):  # pragma: no cover - a loader bug
             raise TrainError("the streamed batch does not match the epoch's order")
         dev = self.model.device
-        return (x.to(dev, self.model.dtype, non_blocking=True), y.to(dev, non_blocking=True))
+        return (x.to(dev, self.model.input_dtype, non_blocking=True),
+                y.to(dev, non_blocking=True))
 
     def gradients(self, run: Run, state: LoopState, idx: np.ndarray) -> tuple[float, float, int]:
         torch, model = self.torch, self.model
@@ -459,7 +474,7 @@ class TorchSteps:
         loss_value = float(loss.detach())
         reg_value = float(reg.detach()) if reg is not None else 0.0
         self.check_finite(run, state, loss_value + reg_value)
-        return loss_value, reg_value, int((scores.argmax(1) == y).sum())
+        return loss_value, reg_value, correct_count(scores.detach(), y)
 
     def count(self, idx: np.ndarray) -> int:
         """Examples of the global batch this worker trains on (the loop's running sums)."""
