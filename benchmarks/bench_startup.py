@@ -45,17 +45,19 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def launch(python: str, args: list[str]) -> tuple[float, str, float]:
-    """(wall-clock start, stdout, CPU seconds of the child)."""
+def launch(python: str, args: list[str], cwd: str | None = None) -> tuple[float, str, float]:
+    """(wall-clock start, stdout, CPU seconds of the child). cwd: where the child runs (not
+    a source checkout, whose netspec/ would shadow the installed package of --python)."""
     cpu, start = children_cpu(), time.time()
-    out = subprocess.run([python, *args], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([python, *args], capture_output=True, text=True, check=True,
+                         cwd=cwd).stdout
     return start, out, children_cpu() - cpu
 
 
 def time_to_first_step(python: str, out_dir: str) -> tuple[float, float, list[str]]:
     # The loop wrapper is installed before the CLI imports anything else of netspec's
     # training code; netspec.train.loop's own imports are part of what is timed.
-    start, out, cpu = launch(python, ["-c", CHILD, out_dir])
+    start, out, cpu = launch(python, ["-c", CHILD, out_dir], cwd=os.path.dirname(out_dir))
     line = json.loads(out.strip().splitlines()[-1])
     return line["at"] - start, cpu, line["heavy"]
 
