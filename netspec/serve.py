@@ -195,13 +195,22 @@ def create_app(files: list[SpecFile], port_holder: dict[str, int]) -> Starlette:
         await asyncio.to_thread(_write_atomically, f.path, text)
         return JSONResponse({"mtime": _mtime(f.path)})
 
-    async def check(request: Request) -> Response:
+    async def posted_text(request: Request):
+        """(the spec file, the posted {"text": ...}, None), or a refusal response: 404 for a
+        file the server was not started on, 400 for a body without text."""
         f = spec_file(request)
         if f is None:
-            return PlainTextResponse("no such file", status_code=404)
+            return None, None, PlainTextResponse("no such file", status_code=404)
         text = await _json_text(request)
         if text is None:
-            return JSONResponse({"error": "expected {\"text\": \"...\"}"}, status_code=400)
+            return f, None, JSONResponse({"error": "expected {\"text\": \"...\"}"},
+                                         status_code=400)
+        return f, text, None
+
+    async def check(request: Request) -> Response:
+        f, text, refusal = await posted_text(request)
+        if refusal is not None:
+            return refusal
         try:
             body = await asyncio.to_thread(render_spec, text, _display(f.path))
         except NetspecError as exc:
@@ -215,12 +224,9 @@ def create_app(files: list[SpecFile], port_holder: dict[str, int]) -> Starlette:
         its diagnostics (the page leaves the text as it is)."""
         from netspec.fmt import format_text
 
-        f = spec_file(request)
-        if f is None:
-            return PlainTextResponse("no such file", status_code=404)
-        text = await _json_text(request)
-        if text is None:
-            return JSONResponse({"error": "expected {\"text\": \"...\"}"}, status_code=400)
+        f, text, refusal = await posted_text(request)
+        if refusal is not None:
+            return refusal
         try:
             formatted = await asyncio.to_thread(format_text, text, _display(f.path))
         except NetspecError as exc:

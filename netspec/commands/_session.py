@@ -276,6 +276,13 @@ def run_threads(net, batch: int, requested: int | None):
     return threads(n, split=splits_batch(net))
 
 
+def require_weights_file(path: str) -> None:
+    """--weights must name a file: a usage error naming the flag before any work."""
+    if not Path(path).is_file():
+        raise UsageError(f"--weights {path}", "no such checkpoint file",
+                         "netspec train writes runs/<network>/best.npz and last.npz")
+
+
 def load_trained(args):
     """(net, cfg, data, model) with the checkpoint's weights, normalization statistics and
     classes: a checkpoint trained on a class subset (--classes 3,5,8) evaluates on that
@@ -284,9 +291,7 @@ def load_trained(args):
     from netspec.train.checkpoint import read_weights
 
     net = load_net(args)
-    if not Path(args.weights).is_file():
-        raise UsageError(f"--weights {args.weights}", "no such checkpoint file",
-                         "netspec train writes runs/<network>/best.npz and last.npz")
+    require_weights_file(args.weights)
     with training_errors(net):
         cfg = config_from(net, args)
         ckpt = read_weights(args.weights)

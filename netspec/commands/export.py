@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from netspec.commands._session import add_import_argument
+from netspec.commands._session import add_import_argument, require_weights_file
 from netspec.commands._types import non_negative_int
 from netspec.commands.compile import parse_shape
 from netspec.diagnostics import UsageError
@@ -48,9 +48,8 @@ def run(args) -> int:
 def check_paths(args) -> None:
     """A missing weights file or an output folder that does not exist is the flag's fault:
     say so before any work, as compile and eval do."""
-    if args.weights is not None and not os.path.isfile(args.weights):
-        raise UsageError(f"--weights {args.weights}", "no such checkpoint file",
-                         "netspec train writes runs/<network>/best.npz and last.npz")
+    if args.weights is not None:
+        require_weights_file(args.weights)
     folder = os.path.dirname(os.path.abspath(args.output))
     if os.path.isdir(args.output):
         raise UsageError(f"-o {args.output}", "is a directory", "give a file name, e.g. "

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 from netspec.commands._session import add_trained_arguments, load_trained, run_threads, split
 from netspec.commands._types import non_negative_int, positive_int
@@ -163,6 +162,7 @@ def load_for_images(args):
         fit_head,
         load_net,
         note_preprocessing,
+        require_weights_file,
         training_errors,
         use_trained_input_shape,
     )
@@ -170,9 +170,7 @@ def load_for_images(args):
     from netspec.train.data import fixed_stats
 
     net = load_net(args)
-    if not os.path.isfile(args.weights):
-        raise UsageError(f"--weights {args.weights}", "no such checkpoint file",
-                         "netspec train writes runs/<network>/best.npz and last.npz")
+    require_weights_file(args.weights)
     with training_errors(net):
         cfg = config_from(net, args)
         ckpt = read_weights(args.weights)
