@@ -201,21 +201,6 @@ def test_a_corrupt_weights_file_names_the_flag(tmp_path):
         onnxgen.export("softmax", weights=tmp_path / "w.npz")
 
 
-class _Unlowered(Op):
-    name = "unlowered"
-    family = "activation"
-
-
-def test_an_op_without_a_lowering_names_op_layer_and_target(monkeypatch):
-    monkeypatch.setitem(REGISTRY, "unlowered", _Unlowered())
-    net = netspec.parse("network n { input x: [3]\n output x -> fc: linear(2) -> act: relu }")
-    net.graph.nodes["act"]["op"] = "unlowered"
-    with pytest.raises(NetspecError) as info:
-        onnxgen.export(net)
-    message = info.value.diagnostics[0].message
-    assert "layer `act`" in message and "op `unlowered`" in message and "onnx" in message
-
-
 @pytest.mark.parametrize("op", sorted(n for n in REGISTRY if n != "input"))
 def test_every_op_has_an_onnx_lowering(op):
     assert type(REGISTRY[op]).onnx is not Op.onnx, \

@@ -457,14 +457,24 @@ class _Unlowered(Op):
     family = "activation"
 
 
-def test_an_op_without_a_lowering_is_an_error_naming_op_layer_and_target(monkeypatch):
+def _onnx_export(net):
+    pytest.importorskip("onnx")
+    from netspec import onnxgen
+
+    return onnxgen.export(net)
+
+
+# Both lowering stages (torch source, ONNX) report an op without its hook the same way.
+@pytest.mark.parametrize("target, lower", [("torch", torchgen.generate), ("onnx", _onnx_export)])
+def test_an_op_without_a_lowering_is_an_error_naming_op_layer_and_target(target, lower,
+                                                                        monkeypatch):
     monkeypatch.setitem(REGISTRY, "unlowered", _Unlowered())
     net = netspec.parse("network n { input x: [3]\n output x -> fc: linear(2) -> act: relu }")
     net.graph.nodes["act"]["op"] = "unlowered"
     with pytest.raises(NetspecError) as info:
-        torchgen.generate(net)
+        lower(net)
     message = str(info.value.diagnostics[0].message)
-    assert "layer `act`" in message and "op `unlowered`" in message and "torch" in message
+    assert "layer `act`" in message and "op `unlowered`" in message and target in message
 
 
 @pytest.mark.parametrize("op", sorted(n for n in REGISTRY if n != "input"))
