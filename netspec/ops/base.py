@@ -149,6 +149,12 @@ class Arg:
         raise ArgError(f"`{self.name}` must be {expected}, not {show_value(v)}", arg=self.name)
 
 
+# The weight initialization argument of every op with a weight matrix (conv, conv_transpose,
+# linear): one definition, so the choices cannot drift apart.
+INIT_ARG = Arg("init", "choice", "auto", doc="weight init; auto = he",
+               choices=("auto", "he", "xavier", "normal"))
+
+
 @dataclass(frozen=True)
 class ParamSpec:
     """A tensor an op owns: a trainable parameter or a buffer (running statistics)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from netspec.ops.base import (
+    INIT_ARG,
     Arg,
     ArgError,
     Op,
@@ -24,6 +25,14 @@ from netspec.ops.base import (
     window_out,
 )
 
+# The arguments conv and conv_transpose end with, in this order (positional calls rely on it).
+GROUPED_TAIL = (
+    Arg("d", "pair", 1, doc="dilation"),
+    Arg("groups", "posint", 1, doc="channel groups; must divide in and out channels"),
+    Arg("bias", "bool", True, doc="learn a per-channel bias"),
+    INIT_ARG,
+)
+
 
 class Conv(Op):
     name = "conv"
@@ -35,11 +44,7 @@ class Conv(Op):
         Arg("k", "pair", doc="kernel size: 3 or [3, 1]"),
         Arg("s", "pair", 1, doc="stride"),
         Arg("p", "pad", 0, doc='zero padding per side, or "same" (stride 1, odd kernel)'),
-        Arg("d", "pair", 1, doc="dilation"),
-        Arg("groups", "posint", 1, doc="channel groups; must divide in and out channels"),
-        Arg("bias", "bool", True, doc="learn a per-channel bias"),
-        Arg("init", "choice", "auto", doc="weight init; auto = he",
-            choices=("auto", "he", "xavier", "normal")),
+        *GROUPED_TAIL,
     )
     kernel = "conv2d"
     spatial = True
@@ -271,11 +276,7 @@ class ConvTranspose(Op):
         Arg("s", "pair", 1, doc="stride (the upsampling factor)"),
         Arg("p", "pad", 0, doc="rows and columns cropped from each side of the output"),
         Arg("out_pad", "pad", 0, doc="rows/columns added at the bottom/right (output_padding)"),
-        Arg("d", "pair", 1, doc="dilation"),
-        Arg("groups", "posint", 1, doc="channel groups; must divide in and out channels"),
-        Arg("bias", "bool", True, doc="learn a per-channel bias"),
-        Arg("init", "choice", "auto", doc="weight init; auto = he",
-            choices=("auto", "he", "xavier", "normal")),
+        *GROUPED_TAIL,
     )
     kernel = "conv_transpose2d"
     spatial = True

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from netspec.ops.base import Arg, Op, ParamSpec, Saved
+from netspec.ops.base import INIT_ARG, Arg, Op, ParamSpec, Saved
 
 
 class Linear(Op):
@@ -15,8 +15,7 @@ class Linear(Op):
     args = (
         Arg("out", "posint", doc="output features"),
         Arg("bias", "bool", True, doc="learn a bias"),
-        Arg("init", "choice", "auto", doc="weight init; auto = he",
-            choices=("auto", "he", "xavier", "normal")),
+        INIT_ARG,
     )
     kernel = "linear"
     whole_grid = True
