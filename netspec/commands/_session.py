@@ -283,11 +283,10 @@ def require_weights_file(path: str) -> None:
                          "netspec train writes runs/<network>/best.npz and last.npz")
 
 
-def load_trained(args):
-    """(net, cfg, data, model) with the checkpoint's weights, normalization statistics and
-    classes: a checkpoint trained on a class subset (--classes 3,5,8) evaluates on that
-    subset with its resized head, and reports the original labels."""
-    from netspec.train import load_dataset
+def read_trained(args):
+    """(net, cfg, ckpt): the spec with --param values, its train settings with the flags,
+    and the --weights file read, the input shape the weights were trained at applied to the
+    network (eval and predict start here)."""
     from netspec.train.checkpoint import read_weights
 
     net = load_net(args)
@@ -297,6 +296,17 @@ def load_trained(args):
         ckpt = read_weights(args.weights)
         note_preprocessing(net, ckpt)
         use_trained_input_shape(net, ckpt, args)
+    return net, cfg, ckpt
+
+
+def load_trained(args):
+    """(net, cfg, data, model) with the checkpoint's weights, normalization statistics and
+    classes: a checkpoint trained on a class subset (--classes 3,5,8) evaluates on that
+    subset with its resized head, and reports the original labels."""
+    from netspec.train import load_dataset
+
+    net, cfg, ckpt = read_trained(args)
+    with training_errors(net):
         cfg.data.classes = checkpoint_classes(ckpt, cfg.data.classes, args)
         data = load_dataset(cfg, spec_input_shape(net))
         check_data_fits(net, data)

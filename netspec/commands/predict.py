@@ -158,24 +158,14 @@ def load_for_images(args):
     from netspec.commands._session import (
         apply_weights,
         compile_model,
-        config_from,
         fit_head,
-        load_net,
-        note_preprocessing,
-        require_weights_file,
+        read_trained,
         training_errors,
-        use_trained_input_shape,
     )
-    from netspec.train.checkpoint import read_weights
     from netspec.train.data import fixed_stats
 
-    net = load_net(args)
-    require_weights_file(args.weights)
+    net, cfg, ckpt = read_trained(args)
     with training_errors(net):
-        cfg = config_from(net, args)
-        ckpt = read_weights(args.weights)
-        note_preprocessing(net, ckpt)
-        use_trained_input_shape(net, ckpt, args)
         shape = tuple(net.node(net.inputs[0])["attrs"]["shape"])
         if len(shape) != 3 or shape[0] not in (1, 3):
             raise UsageError(f"--inputs {args.inputs}", f"image files feed networks whose "

@@ -198,11 +198,7 @@ class Conv(Op):
         return f"{module}({xs[0]})"
 
     def onnx(self, g, attrs, inputs, xs):
-        ph, pw = attrs["p"]
-        params = [g.param("weight")] + ([g.param("bias")] if attrs["bias"] else [])
-        return g.node("Conv", [xs[0], *params], kernel_shape=list(attrs["k"]),
-                      strides=list(attrs["s"]), pads=[ph, pw, ph, pw],
-                      dilations=list(attrs["d"]), group=attrs["groups"])
+        return _onnx_conv(g, "Conv", attrs, xs)
 
     def describe(self, attrs):
         text = f"conv {kernel_label(attrs['k'])}"
@@ -262,6 +258,15 @@ def _dropped_rows(k, s, p, d, hw, ceil_mode=False):
         messages.append(f"(H + 2P - F) / S = {formula} is not an integer: the last {what} of "
                         f"the {hw[0]}x{hw[1]} input {verb} never read")
     return messages
+
+
+def _onnx_conv(g, op_type: str, attrs, xs, **extra) -> str:
+    """An ONNX Conv or ConvTranspose node with the arguments both ops share."""
+    ph, pw = attrs["p"]
+    params = [g.param("weight")] + ([g.param("bias")] if attrs["bias"] else [])
+    return g.node(op_type, [xs[0], *params], kernel_shape=list(attrs["k"]),
+                  strides=list(attrs["s"]), pads=[ph, pw, ph, pw],
+                  dilations=list(attrs["d"]), group=attrs["groups"], **extra)
 
 
 class ConvTranspose(Op):
@@ -370,12 +375,7 @@ class ConvTranspose(Op):
         return f"{module}({xs[0]})"
 
     def onnx(self, g, attrs, inputs, xs):
-        ph, pw = attrs["p"]
-        params = [g.param("weight")] + ([g.param("bias")] if attrs["bias"] else [])
-        return g.node("ConvTranspose", [xs[0], *params], kernel_shape=list(attrs["k"]),
-                      strides=list(attrs["s"]), pads=[ph, pw, ph, pw],
-                      output_padding=list(attrs["out_pad"]), dilations=list(attrs["d"]),
-                      group=attrs["groups"])
+        return _onnx_conv(g, "ConvTranspose", attrs, xs, output_padding=list(attrs["out_pad"]))
 
     def describe(self, attrs):
         text = f"conv_transpose {kernel_label(attrs['k'])}"
