@@ -49,6 +49,10 @@ from torch import nn
 from torch.nn import functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+# torchvision's models written out (tests/_torchvision.py; torchvision is not a dependency)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from _torchvision import TORCHVISION, Inception, basic_block
+
 import netspec
 from netspec.train.allocator import keep_freed_memory
 from netspec.train.optim import Momentum
@@ -129,96 +133,14 @@ class TorchCNN(nn.Module):
         return self.fc(x.flatten(1))
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-
-    def forward(self, x):
-        return F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))) + x)
-
-
 class TorchResNetBlocks(nn.Module):
     def __init__(self):
         super().__init__()
-        self.layer1 = nn.Sequential(BasicBlock(64), BasicBlock(64))
+        self.layer1 = nn.Sequential(basic_block(64, 64), basic_block(64, 64))
         self.fc = nn.Linear(64, 10)
 
     def forward(self, x):
         return self.fc(self.layer1(x).mean(dim=(2, 3)))
-
-
-class BasicConv2d(nn.Module):
-    """torchvision's GoogLeNet conv: conv without bias, batch norm (eps 0.001), relu."""
-
-    def __init__(self, c_in, c_out, k, p=0):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, k, padding=p, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, eps=0.001)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
-
-
-class Inception(nn.Module):
-    def __init__(self, c_in, c1, c3r, c3, c5r, c5, pool_proj):
-        super().__init__()
-        self.branch1 = BasicConv2d(c_in, c1, 1)
-        self.branch2 = nn.Sequential(BasicConv2d(c_in, c3r, 1), BasicConv2d(c3r, c3, 3, p=1))
-        self.branch3 = nn.Sequential(BasicConv2d(c_in, c5r, 1), BasicConv2d(c5r, c5, 3, p=1))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                     BasicConv2d(c_in, pool_proj, 1))
-
-    def forward(self, x):
-        return torch.cat([b(x) for b in (self.branch1, self.branch2, self.branch3,
-                                         self.branch4)], 1)
-
-
-class TorchBasicBlock(nn.Module):
-    """torchvision's BasicBlock, in-place ReLUs included (torch then keeps less memory)."""
-
-    def __init__(self, c_in, c, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or c_in != c:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c, 1, stride, bias=False),
-                                            nn.BatchNorm2d(c))
-
-    def forward(self, x):
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        out += x if self.downsample is None else self.downsample(x)
-        return self.relu(out)
-
-
-class TorchResNet18(nn.Module):
-    """torchvision.models.resnet18, written out (torchvision is not a dependency)."""
-
-    def __init__(self, num_classes=1000):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
-        self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
-        c_in = 64
-        for i, c in enumerate((64, 128, 256, 512)):
-            self.add_module(f"layer{i + 1}", nn.Sequential(
-                TorchBasicBlock(c_in, c, 1 if i == 0 else 2), TorchBasicBlock(c, c)))
-            c_in = c
-        self.fc = nn.Linear(512, num_classes)
-
-    def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 class TorchInceptionModule(nn.Module):
@@ -238,7 +160,7 @@ WORKLOADS = {
     "cnn_bn": (CNN_BN, lambda: TorchCNN(bn=True), 64),
     "resnet": (RESNET, TorchResNetBlocks, 32),
     "inception": (INCEPTION, TorchInceptionModule, 16),
-    "resnet18": ("resnet18", TorchResNet18, 8, (3, 224, 224)),
+    "resnet18": ("resnet18", TORCHVISION["resnet18"], 8, (3, 224, 224)),
 }
 DEFAULT_WORKLOADS = ("mlp", "cnn", "cnn_bn", "resnet", "inception")  # resnet18: --only
 LABELS = {

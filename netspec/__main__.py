@@ -1,6 +1,12 @@
 """`python -m netspec` runs the command line."""
+import os
 import sys
 
 from netspec.cli import main
 
-sys.exit(main())
+code = main()
+if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+    from netspec.train.distributed import exit_worker
+
+    exit_worker(code)
+sys.exit(code)

@@ -238,3 +238,25 @@ def test_early_stopping_ends_every_worker_after_the_same_epoch(spec, tmp_path):
     assert losses[-1] >= min(losses[:-1])
     assert all(a > b for a, b in itertools.pairwise(losses[:-1]))
     assert load_checkpoint(out / "last.npz").state["status"] == "early_stopped"
+
+
+@pytest.mark.parametrize("worker", [False, True])
+def test_a_torchrun_worker_exits_with_its_code_and_output_but_without_finalization(
+        worker, tmp_path):
+    """A worker (RANK and WORLD_SIZE set, as torchrun sets them) leaves through os._exit
+    once its command returns: the exit code and everything printed survive, and the
+    interpreter's finalization (where gloo's threads can abort a finished run) is skipped,
+    seen by an atexit handler that runs only in the plain process."""
+    bad = tmp_path / "bad.net"
+    bad.write_text("network n {\n    input x: [4]\n    output x -> linar(2)\n}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    if worker:
+        env.update(RANK="0", WORLD_SIZE="1")
+    script = ("import atexit, runpy, sys; atexit.register(lambda: print('finalized'));"
+              f"sys.argv = ['netspec', 'check', {str(bad)!r}];"
+              "runpy.run_module('netspec', run_name='__main__')")
+    run = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
+                         text=True, timeout=120, check=False)
+    assert run.returncode == 1
+    assert "linar" in run.stderr and "bad.net:3" in run.stderr
+    assert ("finalized" in run.stdout) is not worker

@@ -14,6 +14,8 @@ import netspec
 torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
 
+from _torchvision import Inception, basic_block, bottleneck
+
 HERE = os.path.dirname(__file__)
 RTOL, ATOL = 1e-6, 1e-10
 
@@ -22,7 +24,7 @@ def spec(name: str) -> str:
     return os.path.join(HERE, "specs", name + ".net")
 
 
-# ---- the PyTorch side ------------------------------------------------------------------------
+# ---- the PyTorch side (torchvision's blocks: tests/_torchvision.py) ---------------------------
 
 class LeNet5(nn.Module):
     def __init__(self):
@@ -53,32 +55,6 @@ class TinyVGG(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-class BasicConv2d(nn.Module):
-    """torchvision's GoogLeNet conv: conv without bias, batch norm (eps 0.001), relu."""
-
-    def __init__(self, c_in, c_out, k, p=0):
-        super().__init__()
-        self.conv = nn.Conv2d(c_in, c_out, k, padding=p, bias=False)
-        self.bn = nn.BatchNorm2d(c_out, eps=0.001)
-
-    def forward(self, x):
-        return F.relu(self.bn(self.conv(x)))
-
-
-class Inception(nn.Module):
-    def __init__(self, c_in, c1, c3r, c3, c5r, c5, pool_proj):
-        super().__init__()
-        self.branch1 = BasicConv2d(c_in, c1, 1)
-        self.branch2 = nn.Sequential(BasicConv2d(c_in, c3r, 1), BasicConv2d(c3r, c3, 3, p=1))
-        self.branch3 = nn.Sequential(BasicConv2d(c_in, c5r, 1), BasicConv2d(c5r, c5, 3, p=1))
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                     BasicConv2d(c_in, pool_proj, 1))
-
-    def forward(self, x):
-        branches = (self.branch1, self.branch2, self.branch3, self.branch4)
-        return torch.cat([b(x) for b in branches], 1)
-
-
 class TinyInception(nn.Module):
     def __init__(self):
         super().__init__()
@@ -87,43 +63,6 @@ class TinyInception(nn.Module):
 
     def forward(self, x):
         return self.fc(F.adaptive_avg_pool2d(self.inception(x), 1).flatten(1))
-
-
-def _projection(c_in, c_out, stride):
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                         nn.BatchNorm2d(c_out))
-
-
-class BasicBlock(nn.Module):
-    def __init__(self, c_in, c, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        self.downsample = _projection(c_in, c, stride) if stride != 1 or c_in != c else None
-
-    def forward(self, x):
-        y = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x)))))
-        return F.relu(y + (self.downsample(x) if self.downsample is not None else x))
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, c_in, c, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, stride=stride, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        self.conv3 = nn.Conv2d(c, 4 * c, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(4 * c)
-        self.downsample = _projection(c_in, 4 * c, stride) if stride != 1 or c_in != 4 * c \
-            else None
-
-    def forward(self, x):
-        y = F.relu(self.bn1(self.conv1(x)))
-        y = self.bn3(self.conv3(F.relu(self.bn2(self.conv2(y)))))
-        return F.relu(y + (self.downsample(x) if self.downsample is not None else x))
 
 
 class TinyResNet(nn.Module):
@@ -149,11 +88,11 @@ CASES = [
     ("vgg_bn", spec("tiny_vgg_bn"), {"drop": 0.0}, lambda: TinyVGG(0.0), 4),
     ("inception", spec("tiny_inception"), {}, TinyInception, 3),
     ("resnet_basic", spec("tiny_resnet_basic"), {},
-     lambda: TinyResNet(True, [BasicBlock(8, 8), BasicBlock(8, 8)],
-                        [BasicBlock(8, 16, 2), BasicBlock(16, 16)], 16), 3),
+     lambda: TinyResNet(True, [basic_block(8, 8), basic_block(8, 8)],
+                        [basic_block(8, 16, 2), basic_block(16, 16)], 16), 3),
     ("resnet_bottleneck", spec("tiny_resnet_bottleneck"), {},
-     lambda: TinyResNet(False, [Bottleneck(8, 4), Bottleneck(16, 4)],
-                        [Bottleneck(16, 8, 2), Bottleneck(32, 8)], 32), 3),
+     lambda: TinyResNet(False, [bottleneck(8, 4), bottleneck(16, 4)],
+                        [bottleneck(16, 8, 2), bottleneck(32, 8)], 32), 3),
 ]
 
 

@@ -3,7 +3,7 @@
 Every bundled spec and test spec compiles to a torch module whose state dict has the NumPy
 model's names and shapes; from the same seed both hold the same initial weights, and their
 scores, losses, every parameter gradient and the updated running statistics agree in eval and
-train mode. torchvision-layout state dicts (the faithful rewrites of tests/test_model_torch.py)
+train mode. torchvision-layout state dicts (the faithful rewrites of tests/_torchvision.py)
 load strictly; the generated files are ruff-clean; a missing lowering is an error naming the
 layer, the op and the target.
 """
@@ -25,6 +25,8 @@ from netspec.ops import REGISTRY, Op
 
 torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
+
+from _torchvision import TORCHVISION
 
 HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(HERE)
@@ -251,94 +253,6 @@ def test_state_dict_names_and_shapes_are_the_numpy_models(spec):
               if not k.endswith("num_batches_tracked")}
     assert shapes == {name: tuple(s.shape) for name, s in torchgen.plan(net).tensors}
     assert sum(p.numel() for p in module.parameters()) == report.totals.params
-
-
-class BasicBlock(nn.Module):
-    """torchvision.models.resnet.BasicBlock's layout (tests/test_model_torch.py)."""
-
-    def __init__(self, c_in, c, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        if stride != 1 or c_in != c:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, c, 1, stride, bias=False),
-                                            nn.BatchNorm2d(c))
-
-
-class Bottleneck(nn.Module):
-    def __init__(self, c_in, c, stride=1):
-        super().__init__()
-        self.conv1 = nn.Conv2d(c_in, c, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(c)
-        self.conv2 = nn.Conv2d(c, c, 3, stride, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(c)
-        self.conv3 = nn.Conv2d(c, 4 * c, 1, bias=False)
-        self.bn3 = nn.BatchNorm2d(4 * c)
-        if stride != 1 or c_in != 4 * c:
-            self.downsample = nn.Sequential(nn.Conv2d(c_in, 4 * c, 1, stride, bias=False),
-                                            nn.BatchNorm2d(4 * c))
-
-
-def torchvision_resnet(block, counts):
-    """torchvision.models.ResNet's module tree (conv1, bn1, layer1-4, fc)."""
-    m = nn.Module()
-    m.conv1, m.bn1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64)
-    expansion = 4 if block is Bottleneck else 1
-    c_in = 64
-    for i, (c, n) in enumerate(zip((64, 128, 256, 512), counts)):
-        blocks = []
-        for j in range(n):
-            blocks.append(block(c_in, c, 2 if j == 0 and i > 0 else 1))
-            c_in = c * expansion
-        m.add_module(f"layer{i + 1}", nn.Sequential(*blocks))
-    m.fc = nn.Linear(512 * expansion, 1000)
-    return m
-
-
-def torchvision_vgg(config, bn):
-    """torchvision.models.VGG: features (conv [bn] relu ... maxpool), classifier."""
-    layers, c_in = [], 3
-    for v in config:
-        if v == "M":
-            layers.append(nn.MaxPool2d(2))
-        else:
-            layers += [nn.Conv2d(c_in, v, 3, padding=1)] + ([nn.BatchNorm2d(v)] if bn else [])
-            layers.append(nn.ReLU())
-            c_in = v
-    m = nn.Module()
-    m.features = nn.Sequential(*layers)
-    m.classifier = nn.Sequential(nn.Linear(512 * 7 * 7, 4096), nn.ReLU(), nn.Dropout(),
-                                 nn.Linear(4096, 4096), nn.ReLU(), nn.Dropout(),
-                                 nn.Linear(4096, 1000))
-    return m
-
-
-def torchvision_alexnet():
-    m = nn.Module()
-    m.features = nn.Sequential(
-        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2), nn.Conv2d(64, 192, 5, padding=2),
-        nn.ReLU(), nn.MaxPool2d(3, 2), nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1))
-    m.classifier = nn.Sequential(nn.Dropout(), nn.Linear(256 * 6 * 6, 4096), nn.ReLU(),
-                                 nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(),
-                                 nn.Linear(4096, 1000))
-    return m
-
-
-VGG = {"vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
-       "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M",
-                 512, 512, 512, "M"]}
-TORCHVISION = {
-    "resnet18": lambda: torchvision_resnet(BasicBlock, (2, 2, 2, 2)),
-    "resnet34": lambda: torchvision_resnet(BasicBlock, (3, 4, 6, 3)),
-    "resnet50": lambda: torchvision_resnet(Bottleneck, (3, 4, 6, 3)),
-    "resnet152": lambda: torchvision_resnet(Bottleneck, (3, 8, 36, 3)),
-    "vgg11": lambda: torchvision_vgg(VGG["vgg11"], False),
-    "vgg16_bn": lambda: torchvision_vgg(VGG["vgg16"], True),
-    "alexnet": torchvision_alexnet,
-}
 
 
 @pytest.mark.parametrize("name", sorted(TORCHVISION))

@@ -66,6 +66,22 @@ def shutdown_workers() -> None:
         dist.destroy_process_group()
 
 
+def exit_worker(code: int | None) -> None:
+    """End a torchrun worker once its command has returned (process group left, files
+    closed): flush the standard streams and exit without the interpreter's finalization.
+    gloo's C++ threads can still hold work whose tensors reference Python objects; freeing
+    them while the interpreter is torn down aborts the process ("terminate called without an
+    active exception", SIGABRT) after a run that succeeded (seen intermittently after early
+    stopping; pytorch/pytorch#179291 describes the mechanism), and the launcher then reports
+    a failed worker."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else 0)
+
+
 def share_path(path: Path | None) -> Path:
     """Rank 0's `path`, on every worker (`path` itself when not distributed)."""
     torch = import_torch()
