@@ -39,6 +39,7 @@ BAD_VALUES = [
     ("train {spec} --top-k 10", "--top-k 10"),
     ("train {spec} --patience 0", "--patience"), ("train {spec} --patience x", "--patience"),
     ("train {spec} --monitor val_accuracy", "--monitor"),
+    ("train {spec} --min-delta -0.1", "--min-delta"), ("train {spec} --min-delta x", "--min-delta"),
     ("train {spec} --monitor val_top_k", "--monitor val_top_k"),
     ("eval {spec} --weights w.npz --top-k 1", "--top-k"),
     ("train {spec} --augment rotate", "--augment"),

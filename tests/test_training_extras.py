@@ -90,12 +90,13 @@ def test_top_k_must_be_below_the_class_count(net, data, tmp_path):
 
 # ---------------------------------------------------------------- early stopping
 
-def stop_epoch_by_the_rule(losses: list[float], patience: int) -> int | None:
-    """Keras' EarlyStopping(monitor="val_loss", patience, min_delta=0), written out: the
+def stop_epoch_by_the_rule(losses: list[float], patience: int,
+                           min_delta: float = 0.0) -> int | None:
+    """Keras' EarlyStopping(monitor="val_loss", patience, min_delta), written out: the
     epoch (1-based) after which training stops, or None if it never does."""
     best, wait = np.inf, 0
     for epoch, loss in enumerate(losses, start=1):
-        if loss < best:
+        if loss < best - min_delta:
             best, wait = loss, 0
         else:
             wait += 1
@@ -120,13 +121,31 @@ def test_early_stopping_stops_where_the_rule_says_and_keeps_the_best(net, data, 
     assert again.status == "early_stopped" and len(again.records) == len(losses)
 
 
+def test_min_delta_stops_where_keras_rule_says_and_best_stays_the_lowest(net, data, tmp_path):
+    """Gains of at most min_delta do not reset patience (so the run stops sooner), while
+    best.npz still holds the lowest validation loss."""
+    base = dict(optimizer={"type": "sgd", "lr": 0.05, "momentum": 0.9}, epochs=40,
+                patience=2, monitor="val_loss")
+    plain = train(netspec.compile(net, seed=1), config(**base), data, tmp_path / "plain",
+                  progress=False)
+    history = train(netspec.compile(net, seed=1), config(**base, min_delta=0.02), data,
+                    tmp_path / "delta", progress=False)
+    losses = [r.val_loss for r in read_metrics(tmp_path / "delta" / "metrics.jsonl")]
+    assert history.status == "early_stopped"
+    assert stop_epoch_by_the_rule(losses, 2, 0.02) == len(losses)
+    assert len(losses) < len(plain.records)  # the same run without min_delta goes on
+    assert history.best_epoch == int(np.argmin(losses)) + 1
+    assert load_checkpoint(tmp_path / "delta" / "best.npz").epoch == history.best_epoch
+
+
 def test_early_stopping_from_the_cli_exits_0_and_says_why(tmp_path, capsys):
     spec = tmp_path / "mlp8.net"
     spec.write_text(MLP)
     out = tmp_path / "run"
     code = main(["train", str(spec), "-o", str(out), "--limit", "300", "--val", "0.2",
                  "--epochs", "40", "--lr", "0.2", "--optimizer", "sgd", "--momentum", "0.9",
-                 "--patience", "2", "--monitor", "val_loss", "--top-k", "3"])
+                 "--patience", "2", "--monitor", "val_loss", "--top-k", "3",
+                 "--min-delta", "0"])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     results = json.loads((out / "results.json").read_text())

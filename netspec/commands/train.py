@@ -89,6 +89,10 @@ def add_arguments(p) -> None:
     p.add_argument("--patience", type=positive_int, metavar="N",
                    help="early stopping: stop after N epochs without a better --monitor "
                         "(spec: patience)")
+    p.add_argument("--min-delta", type=non_negative, metavar="X",
+                   help="early stopping: a --monitor change no larger than X is no "
+                        "improvement, so --patience keeps counting (default 0; spec: "
+                        "min_delta)")
     p.add_argument("--monitor", choices=MONITORS,
                    help="the validation metric that picks best.npz and that --patience "
                         "watches (default val_acc; spec: monitor)")
@@ -345,7 +349,7 @@ def train_flags(args) -> dict:
             "warmup": args.warmup, "loss": args.loss, "l1": args.l1, "l2": args.l2,
             "max_norm": args.max_norm, "clip": args.clip, "augment": args.augment,
             "seed": args.seed, "init_from": args.init_from, "top_k": args.top_k,
-            "patience": args.patience, "monitor": args.monitor}
+            "patience": args.patience, "monitor": args.monitor, "min_delta": args.min_delta}
 
 
 def check_layer_flags(model, args) -> None:

@@ -426,6 +426,8 @@ class TrainConfig:
                                    "best `monitor`")
     monitor: str = setting("val_acc", one_of(*MONITORS), "the metric that picks best.npz and "
                            "that patience watches (the training one without a validation split)")
+    min_delta: float = setting(0.0, number(0), "early stopping: a change of `monitor` no larger "
+                               "than this is no improvement (patience keeps counting)")
 
     @classmethod
     def from_spec(cls, d: dict | None) -> TrainConfig:

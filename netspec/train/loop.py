@@ -326,8 +326,8 @@ def check_same_optimizer(run: Run, ckpt: Checkpoint, path: Path) -> None:
 
 def changed_settings(old: dict, new: dict, defaults: dict | None = None,
                      prefix: str = "") -> list[str]:
-    """Dotted keys whose values differ, ignoring epochs (extending a run is fine) and
-    patience (extending a stopped one). A key the old config lacks (a setting newer than
+    """Dotted keys whose values differ, ignoring epochs (extending a run is fine), patience
+    and min_delta (extending a stopped one). A key the old config lacks (a setting newer than
     the checkpoint) counts as its default."""
     defaults = defaults if isinstance(defaults, dict) else {}
     out = []
@@ -335,7 +335,8 @@ def changed_settings(old: dict, new: dict, defaults: dict | None = None,
         a, b = old.get(key, defaults.get(key)), new.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             out += changed_settings(a, b, defaults.get(key), f"{prefix}{key}.")
-        elif a != b and f"{prefix}{key}" not in ("epochs", "init_from", "patience"):
+        elif a != b and f"{prefix}{key}" not in ("epochs", "init_from", "patience",
+                                                          "min_delta"):
             out.append(f"{prefix}{key}")
     return out
 
@@ -593,8 +594,8 @@ def finish_epoch(run: Run, state: LoopState) -> EpochRecord | None:
     write_metrics(run.out, state.records)
     run.log(epoch_line(record, run.cfg.epochs, improved))
     if state.stop_early and status == "early_stopped":
-        run.log(f"early stop: no better {run.cfg.monitor} for {run.cfg.patience} epochs since "
-                f"epoch {state.best_epoch} (patience {run.cfg.patience})")
+        run.log(f"early stop: {no_better(run.cfg)} for {run.cfg.patience} epochs since "
+                f"epoch {patience_start(run.cfg, state)} (patience {run.cfg.patience})")
     if run.callbacks:
         run.context.best_epoch = state.best_epoch
         dispatch(run.callbacks, "on_epoch_end", run.context, record)
@@ -604,19 +605,25 @@ def finish_epoch(run: Run, state: LoopState) -> EpochRecord | None:
     return record
 
 
-def update_best(monitor: str, state: LoopState, record: EpochRecord) -> bool:
-    """Whether ``record`` is the run's new best by ``monitor`` (the validation metric, the
-    training one without a validation split); if so it becomes the best. Accuracies: higher
-    wins, equal ones go to the lower loss, since a small validation split saturates at 100%
-    early and would freeze "best" there. Loss: lower wins."""
+def monitored(monitor: str, record: EpochRecord) -> tuple[float, float]:
+    """(the value ``monitor`` watches, the loss that breaks accuracy ties) of an epoch: the
+    validation metric, the training one without a validation split."""
     has_val = record.val_loss is not None
     loss = record.val_loss if has_val else record.train_loss
     if monitor == "val_loss":
-        metric = loss
+        return loss, loss
+    return (record.val_top_k_acc if monitor == "val_top_k" else
+            record.val_acc if has_val else record.train_acc), loss
+
+
+def update_best(monitor: str, state: LoopState, record: EpochRecord) -> bool:
+    """Whether ``record`` is the run's new best by ``monitor``; if so it becomes the best.
+    Accuracies: higher wins, equal ones go to the lower loss, since a small validation split
+    saturates at 100% early and would freeze "best" there. Loss: lower wins."""
+    metric, loss = monitored(monitor, record)
+    if monitor == "val_loss":
         improved = state.best_metric is None or metric < state.best_metric
     else:
-        metric = (record.val_top_k_acc if monitor == "val_top_k" else
-                  record.val_acc if has_val else record.train_acc)
         improved = (state.best_metric is None or metric > state.best_metric
                     or (metric == state.best_metric and state.best_loss is not None
                         and loss < state.best_loss))
@@ -625,11 +632,35 @@ def update_best(monitor: str, state: LoopState, record: EpochRecord) -> bool:
     return improved
 
 
+def patience_start(cfg: TrainConfig, state: LoopState) -> int | None:
+    """The epoch patience counts from: the best one (best.npz's) when ``min_delta`` is 0;
+    otherwise the last epoch that beat the one before it in this chain by more than
+    ``min_delta`` (Keras' EarlyStopping: smaller gains do not reset the count, while best.npz
+    still keeps the best epoch)."""
+    if not cfg.min_delta:
+        return state.best_epoch
+    lower = cfg.monitor == "val_loss"
+    reference, start = None, None
+    for record in state.records:
+        value = monitored(cfg.monitor, record)[0]
+        if value is None:
+            continue
+        if reference is None or (value < reference - cfg.min_delta if lower
+                                 else value > reference + cfg.min_delta):
+            reference, start = value, record.epoch
+    return start
+
+
+def no_better(cfg: TrainConfig) -> str:
+    return (f"no {cfg.monitor} better by more than {cfg.min_delta:g}" if cfg.min_delta
+            else f"no better {cfg.monitor}")
+
+
 def early_stop_due(cfg: TrainConfig, state: LoopState) -> bool:
-    """Patience ran out: ``patience`` epochs done since the best one (Keras' EarlyStopping
-    with min_delta=0; the best epoch is best.npz's)."""
-    return (cfg.patience is not None and state.best_epoch is not None
-            and state.epoch - state.best_epoch >= cfg.patience and state.epoch < cfg.epochs)
+    """Patience ran out: ``patience`` epochs done since the epoch patience counts from."""
+    start = patience_start(cfg, state)
+    return (cfg.patience is not None and start is not None
+            and state.epoch - start >= cfg.patience and state.epoch < cfg.epochs)
 
 
 def epoch_line(r: EpochRecord, epochs: int, improved: bool) -> str:
@@ -686,7 +717,7 @@ def run_training(run: Run, resume: bool) -> History:
     run.context = Context(run.model, cfg, data, out, state.records, best_epoch=state.best_epoch)
     dispatch(callbacks, "on_train_begin", run.context)
     if early_stop_due(cfg, state):  # resuming a run that stopped early: it stays stopped
-        run.log(f"early stop: no better {cfg.monitor} since epoch {state.best_epoch} "
+        run.log(f"early stop: {no_better(cfg)} since epoch {patience_start(cfg, state)} "
                 f"(patience {cfg.patience}); nothing to resume")
         state.stop_early = True
     with backend.interrupts() as flag, quiet_float_warnings():
