@@ -246,6 +246,23 @@ def test_sampling_follows_temperature_and_top_k():
     assert set(np.flatnonzero(top)) == set(np.argsort(p)[-3:])
 
 
+def test_temperature_zero_decodes_greedily():
+    """Temperature 0 continues with the model's argmax at every step (the scores read from
+    the full forward pass of the growing text), whatever the seed."""
+    model = netspec.compile(netspec.load("gpt_tiny", overrides=GPT), seed=4)
+    vocab = [ord(c) for c in "abcdefghijkl"]
+    text = generate(model, vocab, "abc", 5, temperature=0, seed=1)
+    assert text == generate(model, vocab, "abc", 5, temperature=0, seed=2)
+    ids = [vocab.index(ord(c)) for c in "abc"]
+    for _ in range(5):
+        x = np.zeros((1, model.input_shape[0]), np.int64)
+        x[0, :len(ids)] = ids
+        ids.append(int(np.argmax(model.forward(x)[0, len(ids) - 1])))
+    assert text == "".join(chr(vocab[i]) for i in ids)
+    with pytest.raises(ValueError, match="temperature"):
+        generate(model, vocab, "abc", 5, temperature=-1)
+
+
 def test_a_short_prompt_reads_the_scores_at_its_last_character():
     # Right padding is exact for a causal model: the padded steps change nothing before them.
     model = netspec.compile(netspec.load("gpt_tiny", overrides=GPT), seed=2)

@@ -3,7 +3,7 @@ model (characters as tokens; the vocabulary comes from the checkpoint)."""
 from __future__ import annotations
 
 from netspec.commands._session import add_spec_arguments, compile_model, load_net, training_errors
-from netspec.commands._types import non_negative_int, positive, positive_int
+from netspec.commands._types import non_negative, non_negative_int, positive_int
 from netspec.diagnostics import Diagnostic, NetspecError
 
 HELP = "generate text from a trained character language model (gpt_tiny, char_lstm)"
@@ -15,8 +15,9 @@ def add_arguments(p) -> None:
                    help="a checkpoint of `netspec train ... --data text.txt`")
     p.add_argument("--prompt", required=True, help="the text to continue")
     p.add_argument("--length", type=positive_int, default=200, help="characters to generate")
-    p.add_argument("--temperature", type=positive, default=1.0,
-                   help="divide the scores by this (< 1: safer, > 1: more varied)")
+    p.add_argument("--temperature", type=non_negative, default=1.0,
+                   help="divide the scores by this (< 1: safer, > 1: more varied; 0: always "
+                        "the likeliest character, greedy decoding)")
     p.add_argument("--top-k", type=positive_int, metavar="K", help="sample among the K likeliest only")
     p.add_argument("--seed", type=non_negative_int, default=0, metavar="N",
                    help="seed of the sampling (default: 0)")
@@ -32,8 +33,8 @@ def run(args) -> int:
 
     if args.length < 0:
         _fail(f"--length must be >= 0, not {args.length}")
-    if not args.temperature > 0:
-        _fail(f"--temperature must be > 0, not {args.temperature}")
+    if not args.temperature >= 0:
+        _fail(f"--temperature must be >= 0, not {args.temperature}")
     if args.top_k is not None and args.top_k < 1:
         _fail(f"--top-k must be >= 1, not {args.top_k}")
     net = load_net(args)

@@ -86,7 +86,8 @@ def load_text(path: str, context: int, val: float = 0.1, test: float = 0.1,
 
 def next_token_distribution(model, ids: list[int], temperature: float = 1.0,
                             top_k: int | None = None) -> np.ndarray:
-    """P(next token | ids) from a causal language model over a fixed context of T tokens.
+    """P(next token | ids) from a causal language model over a fixed context of T tokens;
+    temperature 0 puts all of it on the likeliest token (greedy decoding).
 
     The last T ids fill the window from the left; a shorter prompt is padded on the right
     and the scores are read at its last position. That is exact for causal models (a causal
@@ -97,7 +98,12 @@ def next_token_distribution(model, ids: list[int], temperature: float = 1.0,
     pos = len(window) - 1
     x = np.zeros((1, context), np.int64)
     x[0, : len(window)] = window
-    scores = model.forward(x)[0, pos].astype(np.float64) / temperature
+    scores = model.forward(x)[0, pos].astype(np.float64)
+    if temperature == 0:  # the limit of ever lower temperatures: the likeliest token
+        p = np.zeros_like(scores)
+        p[int(np.argmax(scores))] = 1.0
+        return p
+    scores = scores / temperature
     if top_k is not None and top_k < len(scores):
         cutoff = np.partition(scores, -top_k)[-top_k]
         scores = np.where(scores >= cutoff, scores, -np.inf)
@@ -107,11 +113,12 @@ def next_token_distribution(model, ids: list[int], temperature: float = 1.0,
 
 def generate(model, vocab: list[int], prompt: str, length: int, temperature: float = 1.0,
              top_k: int | None = None, seed: int = 0) -> str:
-    """prompt followed by `length` characters sampled one at a time from the model."""
+    """prompt followed by `length` characters sampled one at a time from the model
+    (temperature 0: each the likeliest one, greedy decoding)."""
     if not prompt:
         raise ValueError("the prompt is empty; give at least one character")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, not {temperature}")
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0: greedy), not {temperature}")
     if top_k is not None and top_k < 1:
         raise ValueError(f"top-k must be at least 1, not {top_k}")
     ids = list(encode(prompt, vocab))
