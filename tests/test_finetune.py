@@ -19,7 +19,7 @@ from netspec.cli import main
 from netspec.train import read_weights
 
 torch = pytest.importorskip("torch")
-from test_specs import TORCHVISION
+from _torchvision import TORCHVISION
 
 MEAN = np.array([0.485, 0.456, 0.406])  # ImageNet's, as torchvision's pretrained weights
 STD = np.array([0.229, 0.224, 0.225])

@@ -103,7 +103,7 @@ def test_ceil_pool_over_a_one_pixel_row_compiles_and_runs():
 def test_bundled_googlenet_runs_at_small_inputs_like_torchvision(size):
     # torchvision's GoogLeNet runs at 16x16 and 24x24, where its ceil_mode pools overhang
     # (maxpool3 and maxpool4 read 2x2 and 1x1 maps): same shapes and same scores.
-    from test_specs import GoogLeNet
+    from _torchvision import GoogLeNet
 
     model = netspec.compile(netspec.load("googlenet"), input_shape=(3, size, size),
                             dtype="float64")

@@ -10,7 +10,7 @@ from netspec.analysis import analyze
 
 torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
-from test_specs import MobileNetV2  # after torch: test_specs needs it
+from _torchvision import MobileNetV2  # after torch: _torchvision needs it
 
 
 @pytest.fixture(autouse=True)

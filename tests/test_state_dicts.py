@@ -15,7 +15,7 @@ from netspec.cli import main
 from netspec.train import CheckpointError, load_matching, load_weights, read_weights
 
 torch = pytest.importorskip("torch")
-from test_specs import TORCHVISION
+from _torchvision import TORCHVISION
 
 TINY = """
 network tiny(num_classes = 10) {

@@ -124,8 +124,8 @@ def test_early_stopping_stops_where_the_rule_says_and_keeps_the_best(net, data, 
 def test_min_delta_stops_where_keras_rule_says_and_best_stays_the_lowest(net, data, tmp_path):
     """Gains of at most min_delta do not reset patience (so the run stops sooner), while
     best.npz still holds the lowest validation loss."""
-    base = dict(optimizer={"type": "sgd", "lr": 0.05, "momentum": 0.9}, epochs=40,
-                patience=2, monitor="val_loss")
+    base = {"optimizer": {"type": "sgd", "lr": 0.05, "momentum": 0.9}, "epochs": 40,
+            "patience": 2, "monitor": "val_loss"}
     plain = train(netspec.compile(net, seed=1), config(**base), data, tmp_path / "plain",
                   progress=False)
     history = train(netspec.compile(net, seed=1), config(**base, min_delta=0.02), data,
