@@ -240,6 +240,10 @@ def test_netspec_eval_reads_a_checkpoint_written_by_the_torch_backend(spec_file,
     assert f"test accuracy {result['accuracy']:.2%}" in trained
     assert result["accuracy"] > 0.3  # two short epochs: far above chance (0.1)
     assert len(read_metrics(out / "metrics.jsonl")) == 2
+    # results.json as the NumPy backend writes it: the best checkpoint's test figures
+    results = json.loads((out / "results.json").read_text())
+    assert results["test"]["accuracy"] == pytest.approx(result["accuracy"])
+    assert results["status"] == "completed" and results["checkpoint"] == "best.npz"
     assert (out / "curves.png").exists()
     # fine-tuning on 3 classes from it: the head (fc) is rebuilt with 3 outputs in torch
     tuned = tmp_path / "tuned"

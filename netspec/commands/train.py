@@ -134,9 +134,8 @@ def check_backend_flags(args) -> None:
 
 
 def run(args) -> int:
-    from netspec.train import evaluate, load_dataset, load_weights, train
+    from netspec.train import load_dataset, train
     from netspec.train.allocator import keep_freed_memory
-    from netspec.train.metrics import write_results
 
     check_backend_flags(args)
     check_tensorboard_flag(args)
@@ -170,26 +169,8 @@ def run(args) -> int:
         with run_threads(net, cfg.batch, args.threads):
             history = train(model, cfg, data, out, resume=args.resume,
                             progress=not args.no_progress, callbacks=callbacks_of(args, out))
-        if history.transfer is not None:
-            print(history.transfer.summary(), file=sys.stderr)
-        best = history.best_checkpoint if history.best_checkpoint.exists() else \
-            history.checkpoint
-        load_weights(model, best)
-        test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch,
-                        top_k=cfg.top_k)
-        exact = task_score(model, data)
-        write_results(out, {"network": net.name, "status": history.status,
-                            "test": test, "checkpoint": best.name,
-                            **({"exact": exact} if exact else {}),
-                            "best_epoch": history.best_epoch, "epochs": cfg.epochs,
-                            "classes": list(data.classes),
-                            "final": asdict(history.last) if history.last else None})
-    print(outcome_line(net.name, test, history.status))
-    report_task(net.name, exact)
-    curves = "curves, " if (out / "curves.png").exists() else ""
-    print(f"checkpoints, metrics, {curves}results.json in {printable(str(out))}/ "
-          f"(best: {best.name})")
-    return 0 if history.status in FINISHED else 130
+        return finish_run(net, model, cfg, data, out, history,
+                          lambda message: print(message, file=sys.stderr))
 
 
 # A run that ends by itself: every epoch, or early stopping (exit 0); "interrupted" is 130.
@@ -257,7 +238,7 @@ def run_torch(args) -> int:
 
 
 def train_torch(args, workers, device: str) -> int:
-    from netspec.train import distributed, evaluate, load_dataset, load_weights, train
+    from netspec.train import distributed, load_dataset, train
     from netspec.train.threads import auto_threads
     from netspec.train.torch_loop import TorchModel, import_torch
 
@@ -306,18 +287,33 @@ def train_torch(args, workers, device: str) -> int:
             raise
         if not workers.writer:
             return 0 if history.status in FINISHED else 130
-        if history.transfer is not None:
-            say(history.transfer.summary())
-        best = history.best_checkpoint if history.best_checkpoint.exists() else \
-            history.checkpoint
-        load_weights(model, best)
-        test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch,
-                        top_k=cfg.top_k)
-        exact = task_score(model, data)
+        return finish_run(net, model, cfg, data, out, history, say)
+
+
+def finish_run(net, model, cfg, data, out: Path, history, say) -> int:
+    """After training, on either backend: the transfer report, the best checkpoint's test
+    figures (and a copy/sort task's exact sequences) into results.json, the outcome lines;
+    the exit code (0: finished, 130: interrupted)."""
+    from netspec.train import evaluate, load_weights
+    from netspec.train.metrics import write_results
+
+    if history.transfer is not None:
+        say(history.transfer.summary())
+    best = history.best_checkpoint if history.best_checkpoint.exists() else history.checkpoint
+    load_weights(model, best)
+    test = evaluate(model, data.x_test, data.y_test, cfg.loss, cfg.eval_batch, top_k=cfg.top_k)
+    exact = task_score(model, data)
+    write_results(out, {"network": net.name, "status": history.status,
+                        "test": test, "checkpoint": best.name,
+                        **({"exact": exact} if exact else {}),
+                        "best_epoch": history.best_epoch, "epochs": cfg.epochs,
+                        "classes": list(data.classes),
+                        "final": asdict(history.last) if history.last else None})
     print(outcome_line(net.name, test, history.status))
     report_task(net.name, exact)
-    curves = " and curves" if (out / "curves.png").exists() else ""
-    print(f"checkpoints, metrics{curves} in {printable(str(out))}/ (best: {best.name})")
+    curves = "curves, " if (out / "curves.png").exists() else ""
+    print(f"checkpoints, metrics, {curves}results.json in {printable(str(out))}/ "
+          f"(best: {best.name})")
     return 0 if history.status in FINISHED else 130
 
 

@@ -201,15 +201,7 @@ class Conv(Op):
         return _onnx_conv(g, "Conv", attrs, xs)
 
     def describe(self, attrs):
-        text = f"conv {kernel_label(attrs['k'])}"
-        if attrs["s"] != (1, 1):
-            text += f"/{fmt_pair(attrs['s'])}"
-        text += f", {attrs['out']}"
-        if attrs["d"] != (1, 1):
-            text += f" d{fmt_pair(attrs['d'])}"
-        if attrs["groups"] != 1:
-            text += f" g{attrs['groups']}"
-        return text
+        return _describe("conv", attrs)
 
 
 def _larger(a, b):
@@ -378,15 +370,20 @@ class ConvTranspose(Op):
         return _onnx_conv(g, "ConvTranspose", attrs, xs, output_padding=list(attrs["out_pad"]))
 
     def describe(self, attrs):
-        text = f"conv_transpose {kernel_label(attrs['k'])}"
-        if attrs["s"] != (1, 1):
-            text += f"/{fmt_pair(attrs['s'])}"
-        text += f", {attrs['out']}"
-        if attrs["d"] != (1, 1):
-            text += f" d{fmt_pair(attrs['d'])}"
-        if attrs["groups"] != 1:
-            text += f" g{attrs['groups']}"
-        return text
+        return _describe("conv_transpose", attrs)
+
+
+def _describe(name: str, attrs) -> str:
+    """The diagram label: `conv 3x3/2, 64 d2 g4` (stride, dilation, groups when not 1)."""
+    text = f"{name} {kernel_label(attrs['k'])}"
+    if attrs["s"] != (1, 1):
+        text += f"/{fmt_pair(attrs['s'])}"
+    text += f", {attrs['out']}"
+    if attrs["d"] != (1, 1):
+        text += f" d{fmt_pair(attrs['d'])}"
+    if attrs["groups"] != 1:
+        text += f" g{attrs['groups']}"
+    return text
 
 
 OPS = [Conv(), ConvTranspose()]
