@@ -130,6 +130,19 @@ class MaxPool(_Pool):
         text = super().describe(attrs)
         return text + (f" d{fmt_pair(attrs['d'])}" if attrs["d"] != (1, 1) else "")
 
+    def workspace(self, attrs, inputs, out, need_dx=True):
+        (kh, kw), (sh, sw), (dh, dw) = attrs["k"], attrs["s"], self.dilation(attrs)
+        overlapping = sh < dh * (kh - 1) + 1 or sw < dw * (kw - 1) + 1
+        if (sh, sw) == (1, 1) or (dh, dw) != (1, 1) or kh < sh or kw < sw or not overlapping:
+            return super().workspace(attrs, inputs, out, need_dx)
+        # The runtime's stride-phase backward (overlapping strided windows, ResNet's stem):
+        # the phases of the padded dx, its size rounded up to the stride; one dout-sized
+        # temporary per tap; dout and argmax laid out in rows of the phase width.
+        c, h, w = inputs[0]
+        ph, pw = attrs["p"]
+        return c * sh * sw * ceildiv(h + 2 * ph, sh) * ceildiv(w + 2 * pw, sw) \
+            + 3 * math.prod(out)
+
     def saved(self, attrs, inputs, out):
         # The winning tap of every output: uint8 up to 256 taps.
         taps = attrs["k"][0] * attrs["k"][1]
