@@ -28,6 +28,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 
+from netspec.analysis.fusion import fused_layers
 from netspec.diagnostics import Diagnostic, NetspecError
 from netspec.ir import Network, verify
 from netspec.ops import REGISTRY, Op, ParamSpec
@@ -60,6 +61,13 @@ class Layer:
     slots: list[str]  # forward arguments after the input: p[...], buf[...] or None
     grads: list[str | None] | None  # param per gradient the backward returns after dx
     kwargs: list[str]  # "stride=(1, 1)", "train=train", "rng=rng"
+    # The layer id whose tensor the statement makes: itself, or the ReLU after it that its
+    # kernel applies (netspec/analysis/fusion.py); a comment line saying so.
+    output: str = ""
+    note: str | None = None
+
+    def __post_init__(self):
+        self.output = self.output or self.name
 
 
 @dataclass
@@ -94,14 +102,18 @@ def plan(net: Network) -> Plan:
     live = nx.ancestors(g, out) | {out}
     order = net.live()  # a layer reaching no output has no statement and no tensors
     vars_ = _layer_identifiers(order)
+    fused = fused_layers(net)  # absorbed layer -> (the layer whose kernel applies it, where)
     layers, tensors = [], []
     for name in order:
         data = g.nodes[name]
         op = REGISTRY[data["op"]]
         specs = op.params(data["attrs"], [g.nodes[i]["shape"] for i in data["inputs"]])
         tensors += [(f"{name}.{s.name}", s) for s in specs]
-        if name != inp:
+        if name != inp and name not in fused:
             layers.append(_layer(name, op, data, specs, vars_[name]))
+    by_name = {layer.name: layer for layer in layers}
+    for absorbed, (host, where) in fused.items():
+        _fuse(by_name[host], absorbed, where, g.nodes[absorbed], vars_[absorbed])
     kernels = {f"{layer.kernel}_{d}" for layer in layers for d in ("forward", "backward")}
     loss = _loss(net)
     # The spec's file name only: the same spec compiles to the same bytes wherever it lies.
@@ -153,6 +165,23 @@ def _layer(name: str, op: Op, data: dict, specs: list[ParamSpec], var: str) -> L
     args = [f"{k}={_literal(v)}" for k, v in kwargs.items()] + [f"{f}={f}" for f in flags]
     return Layer(name, var, op.kernel, list(data["inputs"]), op.max_inputs != 1, slots,
                  keys if n_slots else None, args)
+
+
+def _fuse(layer: Layer, absorbed: str, where: str, data: dict, var: str) -> None:
+    """Let `layer`'s kernel apply the absorbed layer's op too (its `fusable_as` keyword):
+    "after" its output, whose tensor the statement then makes, or "before" its input, which
+    it then reads from the absorbed layer's input."""
+    keyword = REGISTRY[data["op"]].fusable_as
+    forward = _runtime_function(f"{layer.kernel}_forward")
+    if keyword not in inspect.signature(forward).parameters:  # a bug in netspec's ops
+        raise RuntimeError(f"{forward.__name__} takes no {keyword}= to fuse {absorbed}")
+    layer.kwargs.append(f"{keyword}=True")
+    if where == "after":
+        layer.output, layer.var = absorbed, var
+        layer.note = f"{layer.name} applies {absorbed}, in place on its output"
+    else:
+        layer.inputs = list(data["inputs"])
+        layer.note = f"{layer.name} applies {absorbed} (before it) to its output: they commute"
 
 
 def _loss(net: Network) -> tuple[str, list[str]]:
@@ -367,6 +396,8 @@ def _forward(p: Plan) -> list[str]:
         arg = "[" + ", ".join(ins) + "]" if layer.as_list else ins[0]
         lines = _wrap([layer.var, f"c[{layer.name!r}]"], f"{layer.kernel}_forward",
                       [arg] + layer.slots + layer.kwargs)
+        if layer.note:  # a fused layer (netspec/analysis/fusion.py)
+            lines.insert(0, f"{INDENT}# {_comment(layer.note)} (fused)")
         body.append(Statement(lines, (layer.var,), tuple(ins)))
     used = [local for local, present in (
         ("p", any(s.startswith("p[") for layer in p.layers for s in layer.slots)),
@@ -387,7 +418,7 @@ def _serves_params(p: Plan) -> dict[str, bool]:
     serves = {p.input: False}
     for layer in p.layers:
         has_params = bool(layer.grads) and any(layer.grads)
-        serves[layer.name] = has_params or any(serves[i] for i in layer.inputs)
+        serves[layer.output] = has_params or any(serves[i] for i in layer.inputs)
     return serves
 
 
@@ -412,16 +443,16 @@ def _backward(p: Plan) -> list[str]:
                     [f"{guarded if guard else INDENT}{grad[name]} = {grad[name]} + {part}"],
                     (grad[name],), (grad[name], part), guard))
         defines = tuple(targets)
-        args = [grad[layer.name], f"c.pop({layer.name!r})"]
+        args = [grad[layer.output], f"c.pop({layer.name!r})"]
         if layer.grads is not None:
             targets += [f"g[{k!r}]" if k else "_" for k in layer.grads]
             backward = _runtime_function(f"{layer.kernel}_backward")
             if not all(serves[i] for i in layer.inputs) \
                     and "need_dx" in inspect.signature(backward).parameters:
                 args.append("need_dx=input_grad")
-        guard = None if serves[layer.name] else "input_grad"
+        guard = None if serves[layer.output] else "input_grad"
         lines = _wrap(targets, f"{layer.kernel}_backward", args, guarded if guard else INDENT)
-        body.append(Statement(lines, defines, (grad[layer.name],), guard))
+        body.append(Statement(lines, defines, (grad[layer.output],), guard))
         body += after
     result = grad.get(p.input, "None")
     out = ["    def _backward(self, dout, c, g, input_grad):",

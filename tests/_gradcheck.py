@@ -271,6 +271,18 @@ KERNEL_CASES = [
         "make": x_only((2, 2, 7, 6), distinct),
         "kwargs": {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1)},
     },
+    {  # a ReLU fused into the pool (codegen's relu -> maxpool), overlapping windows
+        "id": "maxpool2d-3x3-stride2-pad1-relu",
+        "op": "maxpool2d",
+        "make": x_only((2, 3, 7, 8), distinct),
+        "kwargs": {"kernel": (3, 3), "stride": (2, 2), "padding": (1, 1), "relu": True},
+    },
+    {
+        "id": "maxpool2d-2x2-stride2-relu",
+        "op": "maxpool2d",
+        "make": x_only((2, 3, 6, 8), distinct),
+        "kwargs": {"kernel": (2, 2), "stride": (2, 2), "relu": True},
+    },
     {
         "id": "maxpool2d-ceil-mode",
         "op": "maxpool2d",
@@ -408,6 +420,12 @@ KERNEL_CASES = [
         "op": "add",
         "make": lambda rng: {"xs": [normal(rng, 2, 3, 2, 2) for _ in range(3)]},
     },
+    {  # a ReLU fused into the sum (codegen's ResNet relu(y + x))
+        "id": "add-relu",
+        "op": "add",
+        "make": lambda rng: {"xs": [normal(rng, 2, 3, 2, 2) for _ in range(2)]},
+        "kwargs": {"relu": True},
+    },
     # activations
     {"id": "relu", "op": "relu", "make": x_only((3, 4, 2, 2), off_zero)},
     {"id": "relu6", "op": "relu6", "make": x_only((3, 4, 3, 3), away_from(0, 6))},
@@ -459,6 +477,20 @@ KERNEL_CASES = [
         "make": norm_inputs((4, 3, 3, 2), 3),
         "kwargs": {"train": True, "momentum": 0.2},
         "fresh": batchnorm_state(3),
+    },
+    {  # a ReLU fused into batch norm (codegen's bn -> relu)
+        "id": "batchnorm-train-4d-relu",
+        "op": "batchnorm",
+        "make": norm_inputs((4, 3, 3, 2), 3),
+        "kwargs": {"train": True, "momentum": 0.2, "relu": True},
+        "fresh": batchnorm_state(3),
+    },
+    {
+        "id": "batchnorm-eval-2d-relu",
+        "op": "batchnorm",
+        "make": norm_inputs((5, 4), 4),
+        "kwargs": {"train": False, "relu": True},
+        "fresh": batchnorm_state(4),
     },
     {
         "id": "batchnorm-train-2d",

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 import netspec
+from netspec.analysis.fusion import fused_layers
 from netspec.cli import main
 from netspec.codegen import generate, sanitize
 from netspec.diagnostics import NetspecError
@@ -72,11 +73,19 @@ def test_header_names_spec_and_input_shape():
 
 
 def test_one_statement_per_layer_named_after_it():
-    source = generate(golden_net())
+    """Every layer has its statement and cache entry, except a ReLU another kernel applies,
+    which a comment names at the statement that applies it."""
+    net = golden_net()
+    source = generate(net)
     forward = source.split("def _forward")[1].split("def _backward")[0]
     assert "layer1_conv1, c['layer1.conv1'] = conv2d_forward(" in forward
-    for layer in golden_net().order()[1:]:
-        assert forward.count(f"c[{layer!r}]") == 1
+    fused = fused_layers(net)
+    assert fused == {"relu": ("bn1", "after"), "layer1.relu": ("layer1.bn1", "after"),
+                     "layer1.relu_1": ("layer1.add", "after")}
+    for layer in net.order()[1:]:
+        assert forward.count(f"c[{layer!r}]") == (0 if layer in fused else 1)
+    for layer, (host, _) in fused.items():
+        assert f"# {host} applies {layer}, in place on its output (fused)" in forward
 
 
 def test_fan_out_gradients_are_summed_in_backward():
@@ -247,12 +256,14 @@ def test_hostile_names_cannot_inject_code(tmp_path, monkeypatch):
 
 
 def test_identifiers_are_safe_and_unique():
-    tree = ast.parse(generate(hostile_net()))
+    net = hostile_net()
+    tree = ast.parse(generate(net))
     forward = next(n for n in ast.walk(tree)
                    if isinstance(n, ast.FunctionDef) and n.name == "_forward")
     targets = [s.targets[0].elts[0].id for s in forward.body
                if isinstance(s, ast.Assign) and isinstance(s.value, ast.Call)]
-    assert len(set(targets)) == len(targets) == len(HOSTILE) - 1
+    # one statement per layer but the input and the ReLUs other kernels apply
+    assert len(set(targets)) == len(targets) == len(HOSTILE) - 1 - len(fused_layers(net))
     assert all(t.isidentifier() and t.isascii() and not keyword.iskeyword(t) for t in targets)
     assert sanitize("class") == "t_class" and sanitize("1st") == "t_1st"
     assert sanitize("relu_forward") == "t_relu_forward" and sanitize("layer1.0.conv1") == \

@@ -12,6 +12,11 @@ torch = pytest.importorskip("torch")
 nn, F = torch.nn, torch.nn.functional
 
 
+def _relu(t, kw):
+    """F.relu(t) for a kernel case with relu=True (a ReLU codegen fuses into the kernel)."""
+    return F.relu(t) if kw.get("relu") else t
+
+
 def _pool_args(kw):
     return {
         "kernel_size": kw["kernel"],
@@ -105,7 +110,7 @@ TORCH_OPS = {
                                      t["b"]),
     "conv2d": lambda t, kw: F.conv2d(t["x"], t["w"], t["b"], **kw),
     "conv_transpose2d": lambda t, kw: F.conv_transpose2d(t["x"], t["w"], t["b"], **kw),
-    "maxpool2d": lambda t, kw: F.max_pool2d(t["x"], **_maxpool_args(kw)),
+    "maxpool2d": lambda t, kw: F.max_pool2d(_relu(t["x"], kw), **_maxpool_args(kw)),
     "avgpool2d": lambda t, kw: F.avg_pool2d(t["x"], **_avgpool_args(kw)),
     "global_avgpool": lambda t, kw: F.adaptive_avg_pool2d(t["x"], 1),
     "adaptive_avgpool": lambda t, kw: F.adaptive_avg_pool2d(t["x"], kw["output_size"]),
@@ -114,7 +119,7 @@ TORCH_OPS = {
     "flatten": lambda t, kw: torch.flatten(t["x"], 1),
     "identity": lambda t, kw: t["x"] * 1,
     "concat": lambda t, kw: torch.cat(t["xs"], dim=1),
-    "add": lambda t, kw: torch.stack(t["xs"]).sum(0),
+    "add": lambda t, kw: _relu(torch.stack(t["xs"]).sum(0), kw),
     "relu": lambda t, kw: F.relu(t["x"]),
     "relu6": lambda t, kw: F.relu6(t["x"]),
     "hardswish": lambda t, kw: F.hardswish(t["x"]),
@@ -137,7 +142,7 @@ TORCH_OPS = {
     "gru": lambda t, kw: _recurrent(nn.GRU, t, kw),
     "attention": _attention,
     "maxout": _maxout,
-    "batchnorm": lambda t, kw: F.batch_norm(
+    "batchnorm": lambda t, kw: _relu(F.batch_norm(
         t["x"],
         kw["running_mean"],
         kw["running_var"],
@@ -146,7 +151,7 @@ TORCH_OPS = {
         training=kw["train"],
         momentum=kw.get("momentum", 0.1),
         eps=kw.get("eps", 1e-5),
-    ),
+    ), kw),
     "layernorm": _layernorm,
     "instancenorm": lambda t, kw: F.instance_norm(
         t["x"], weight=t["gamma"], bias=t["beta"], eps=kw.get("eps", 1e-5)
@@ -263,6 +268,61 @@ def test_conv2d_float32_matches_torch_at_a_realistic_size():
     ]:
         assert a.dtype == np.float32, name
         np.testing.assert_allclose(a, e.detach().numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def _float32_close(pairs):
+    for name, a, e in pairs:
+        assert a.dtype == np.float32, name
+        np.testing.assert_allclose(a, e.detach().numpy(), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+@pytest.mark.parametrize("relu", [False, True], ids=["bn", "bn-relu"])
+def test_batchnorm_float32_matches_torch_at_a_realistic_size(relu):
+    # The reductions run as einsum / matmul row dots in float32, as codegen's fused BN + ReLU.
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((16, 32, 14, 12)) * 3 + 1).astype(np.float32)
+    gamma, beta = (rng.standard_normal(32).astype(np.float32) for _ in range(2))
+    mean, var = np.zeros(32, np.float32), np.ones(32, np.float32)
+    out, cache = runtime.batchnorm_forward(x, gamma, beta, mean, var, True, relu=relu)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    dx, dgamma, dbeta = runtime.batchnorm_backward(dout, cache)
+    xt, gt, bt = (torch.tensor(a, requires_grad=True) for a in (x, gamma, beta))
+    t_mean, t_var = torch.zeros(32), torch.ones(32)
+    expected = F.batch_norm(xt, t_mean, t_var, gt, bt, training=True)
+    expected = F.relu(expected) if relu else expected
+    expected.backward(torch.tensor(dout))
+    _float32_close([("out", out, expected), ("dx", dx, xt.grad), ("dgamma", dgamma, gt.grad),
+                    ("dbeta", dbeta, bt.grad), ("running_mean", mean, t_mean),
+                    ("running_var", var, t_var)])
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1)])
+def test_maxpool2d_with_fused_relu_float32_matches_torch(kernel, stride, padding):
+    # pool(relu(x)) computed as relu(pool(x)); ties of zeros (whole windows below 0) included.
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((4, 8, 28, 26)).astype(np.float32)
+    x[:, :, :6] = np.minimum(x[:, :, :6], 0)
+    x[:, :, 6:8] = 0
+    k, s, p = (kernel, kernel), (stride, stride), (padding, padding)
+    out, cache = runtime.maxpool2d_forward(x, k, s, p, relu=True)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    dx = runtime.maxpool2d_backward(dout, cache)
+    xt = torch.tensor(x, requires_grad=True)
+    expected = F.max_pool2d(F.relu(xt), kernel, stride, padding)
+    expected.backward(torch.tensor(dout))
+    _float32_close([("out", out, expected), ("dx", dx, xt.grad)])
+
+
+def test_add_with_fused_relu_float32_matches_torch():
+    rng = np.random.default_rng(7)
+    a, b = (rng.standard_normal((4, 8, 9, 9)).astype(np.float32) for _ in range(2))
+    out, cache = runtime.add_forward([a, b], relu=True)
+    dout = rng.standard_normal(out.shape, dtype=np.float32)
+    da, db = runtime.add_backward(dout, cache)
+    at, bt = (torch.tensor(v, requires_grad=True) for v in (a, b))
+    expected = F.relu(at + bt)
+    expected.backward(torch.tensor(dout))
+    _float32_close([("out", out, expected), ("da", da, at.grad), ("db", db, bt.grad)])
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(2, 2, 0), (3, 2, 1), (3, 1, 1)])

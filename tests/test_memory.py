@@ -2,7 +2,6 @@
 estimate, checked against a tracemalloc measurement of netspec's own NumPy kernels."""
 from __future__ import annotations
 
-import inspect
 import tracemalloc
 
 import numpy as np
@@ -10,8 +9,6 @@ import pytest
 
 import netspec
 from netspec.analysis.memory import OPTIMIZER_SCRATCH, OPTIMIZER_SLOTS
-from netspec.ops import REGISTRY
-from netspec.runtime import layers, losses
 
 # CS231n, "Convolutional Neural Networks", section "VGGNet in detail"
 # (cs231n.github.io/convolutional-networks): per layer of VGG-16 on 224x224x3, the output
@@ -138,63 +135,20 @@ def test_unknown_dtype_and_optimizer_are_diagnostics():
 
 # ---- the estimate against a measurement ---------------------------------------------------
 
-_GRAD_NAMES = {"w": "weight", "gamma": "weight", "b": "bias", "beta": "bias",
-               "running_mean": "running_mean", "running_var": "running_var"}
-
-
 def _train_step_peak(net, batch: int) -> int:
-    """tracemalloc peak of one forward + backward through netspec.runtime's kernels, run in
-    the IR's order: each output dropped after its last use, each cache after its backward,
-    as the compiled model does. Parameters exist before tracing starts; gradients do not."""
+    """tracemalloc peak of one training step of the compiled model on one thread (forward,
+    loss, backward, as model.loss runs them: fused layers, each output dropped after its
+    last use, each cache after its backward). Parameters and the batch exist before tracing
+    starts; gradients do not."""
+    model = netspec.compile(net, seed=0)
     rng = np.random.default_rng(0)
-    params = {f"{name}.{p.name}": (np.ones(p.shape, np.float32) if p.init == "ones" else
-                                   rng.standard_normal(p.shape).astype(np.float32) * 0.05)
-              for name in net.order() for p in net.node(name)["params"]}
-    x = rng.standard_normal((batch,) + net.node(net.inputs[0])["shape"]).astype(np.float32)
-    order = net.order()
-    last_use = {i: k for k, name in enumerate(order) for i in net.node(name)["inputs"]}
-
-    def slots(name, fn):
-        names = [p for p in inspect.signature(fn).parameters if p in _GRAD_NAMES]
-        return names, [params.get(f"{name}.{_GRAD_NAMES[p]}") for p in names]
-
-    tracemalloc.start()
-    outs, caches = {net.inputs[0]: x}, {}
-    for k, name in enumerate(order[1:], 1):
-        data = net.node(name)
-        op = REGISTRY[data["op"]]
-        forward = getattr(layers, op.kernel + "_forward")
-        ins = [outs[i] for i in data["inputs"]]
-        kwargs = op.kernel_args(data["attrs"])
-        kwargs.update({"train": True} if op.uses_train else {})
-        kwargs.update({"rng": rng} if op.uses_rng else {})
-        first = ins if op.max_inputs is None else ins[0]
-        outs[name], caches[name] = forward(first, *slots(name, forward)[1], **kwargs)
-        for i in data["inputs"]:
-            if last_use[i] == k and i != net.inputs[0]:
-                outs.pop(i, None)
-    scores = outs.pop(net.outputs[0])
-    _, dscores = losses.softmax_loss(scores.reshape(batch, -1), np.zeros(batch, int))
-    grads, param_grads = {net.outputs[0]: dscores.reshape(scores.shape)}, {}
-    del scores, dscores
-    for name in reversed(order[1:]):
-        data = net.node(name)
-        op = REGISTRY[data["op"]]
-        result = getattr(layers, op.kernel + "_backward")(grads.pop(name), caches.pop(name))
-        if op.max_inputs is None:
-            dxs = result
-        elif isinstance(result, tuple):
-            dxs = [result[0]]
-            names, _ = slots(name, getattr(layers, op.kernel + "_forward"))
-            param_grads.update({f"{name}.{p}": g for p, g in zip(names, result[1:])})
-        else:
-            dxs = [result]
-        for i, dx in zip(data["inputs"], dxs):
-            if i != net.inputs[0]:
-                grads[i] = grads[i] + dx if i in grads else dx
-        del result, dxs
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
+    x = rng.standard_normal((batch,) + model.input_shape).astype(np.float32)
+    y = np.zeros(batch, dtype=np.int64)
+    with netspec.threads(1):
+        tracemalloc.start()
+        model.loss(x, y)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
     return peak
 
 

@@ -33,18 +33,20 @@ The model of the estimate (bytes; N = batch size, each term below per sample tim
       alone) has no gradient, its layer no backward, and a layer with parameters reading it
       no dx (op.workspace(need_dx=False)).
     The input batch is held by the caller throughout; reshapes (flatten, identity) share
-    their input's memory.
+    their input's memory, and so does a ReLU that another layer's kernel applies
+    (fusion.py), in place on that layer's output or on a max pool's (which then keeps it).
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from netspec.analysis.fusion import fused_layers
 from netspec.analysis.params import ParamCount
 from netspec.diagnostics import Diagnostic, NetspecError
 from netspec.ir import Network
 from netspec.ops import REGISTRY
-from netspec.ops.base import is_symbolic
+from netspec.ops.base import NOTHING_SAVED, is_symbolic
 
 DTYPE_BYTES = {"float16": 2, "float32": 4, "float64": 8}
 # State arrays per trainable parameter (netspec.train.optim's `slots`).
@@ -166,6 +168,11 @@ def _activation_timelines(net: Network, size: int, batch: int):
     difference arrays (linear in the number of layers)."""
     nodes = dict(net.graph.nodes(data=True))  # plain dict lookups: NodeView is slow
     order = net.live()
+    # A ReLU a kernel applies (fusion.py) is in place on that kernel's output ("after": a
+    # view of it, still kept for the backward) or runs on the pooled output ("before": its
+    # tensor is never made, and the pool keeps its own output instead).
+    fused = fused_layers(net)
+    keeps_output = {host for host, where in fused.values() if where == "before"}
     n = len(order)
     index = {name: k for k, name in enumerate(order)}
     storage: dict[str, str] = {}  # tensor -> the tensor whose memory it is
@@ -186,10 +193,15 @@ def _activation_timelines(net: Network, size: int, batch: int):
             sum(s.size for s in specs if s.kind == "param") * size)
         serves[name] = name not in net.inputs and (
             has_params or any(serves[i] for i in data["inputs"]))
-        storage[name] = storage[data["inputs"][0]] if op.output_is_view else name
+        storage[name] = storage[data["inputs"][0]] if op.output_is_view or name in fused \
+            else name
         for i in data["inputs"]:
             last_use[storage[i]] = k
         saved = op.saved(data["attrs"], ins, data["shape"])
+        if fused.get(name, ("", ""))[1] == "before":
+            saved = NOTHING_SAVED
+        elif name in keeps_output:
+            saved = replace(saved, keeps_output=True)
         cached[k] = _expanded(saved.values * size + saved.index_bytes)
         samples = op.workspace_samples(data["attrs"], batch)
         forward_workspace[k] = _expanded(

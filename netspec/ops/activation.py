@@ -21,6 +21,7 @@ class ReLU(_Activation):
     name = "relu"
     doc = "max(0, x)"
     kernel = "relu"
+    fusable_as = "relu"
 
     def torch_forward(self, attrs, inputs, xs, module):
         return f"F.relu({xs[0]})"

@@ -219,6 +219,12 @@ class Op:
     uses_rng: ClassVar[bool] = False  # the kernel takes rng=...
     spatial: ClassVar[bool] = False  # needs (C, H, W) input
     output_is_view: ClassVar[bool] = False  # the output shares its input's memory (reshapes)
+    # Fusion (netspec/analysis/fusion.py; compile only): the keyword another op's kernel
+    # takes to apply this op itself (relu: relu=True), and the keywords of ops this op's
+    # kernel applies, "after" its own output (batch norm: relu(bn(x))) or "before" its
+    # input (max pool: pool(relu(x)), computed as relu(pool(x))).
+    fusable_as: ClassVar[str | None] = None
+    absorbs: ClassVar[tuple[tuple[str, str], ...]] = ()  # (keyword, "before" | "after")
     # Each output unit sees every position of its input's grid, flattened or not (linear,
     # global pooling): the receptive-field step is a window as large as that grid.
     whole_grid: ClassVar[bool] = False

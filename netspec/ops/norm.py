@@ -66,6 +66,7 @@ class BatchNorm(_Norm):
                                            doc="running = (1 - m) running + m batch"))
     kernel = "batchnorm"
     uses_train = True
+    absorbs = (("relu", "after"),)  # max(bn(x), 0) in place on bn's fresh output
 
     def params(self, attrs, inputs):
         c = inputs[0][0]

@@ -116,6 +116,7 @@ class MaxPool(_Pool):
     torch_function = "F.max_pool2d"
     onnx_op = "MaxPool"
     args = _Pool.args + (Arg("d", "pair", 1, doc="dilation (spacing of the window's taps)"),)
+    absorbs = (("relu", "before"),)  # pool(relu(x)) = relu(pool(x)): the ReLU on fewer values
 
     def kernel_args(self, attrs):
         return dict(super().kernel_args(attrs), dilation=attrs["d"])

@@ -44,6 +44,7 @@ class Add(Op):
     min_inputs = 2
     max_inputs = None
     kernel = "add"
+    absorbs = (("relu", "after"),)  # ResNet's relu(y + x), in place on the fresh sum
 
     def shape(self, attrs, inputs):
         same_shapes(inputs, lambda: _add_error(inputs))

@@ -441,12 +441,18 @@ def maxpool2d_forward(
     padding: tuple[int, int] = (0, 0),
     ceil_mode: bool = False,
     dilation: tuple[int, int] = (1, 1),
+    relu: bool = False,
 ):
     """Max pooling, torch.nn.functional.max_pool2d semantics (padding is -inf, ceil_mode,
     dilation).
 
     x: (N, C, H, W) -> out: (N, C, OH, OW). The cache keeps the winning tap index per output
     pixel (first maximum wins, as in PyTorch).
+    relu=True: out = max_pool(relu(x)), computed as relu(max_pool(x)) (a ReLU followed only
+    by this pool, fused by codegen): the maximum commutes with the ReLU, which then runs on
+    the pooled output in place; the cache also keeps out for the ReLU's backward. The
+    gradient is the same: where the window's maximum is positive both pick the same tap,
+    elsewhere both give 0.
     """
     kernel, stride, padding = _pair(kernel), _pair(stride), _pair(padding)
     dilation = _pair(dilation)
@@ -481,13 +487,18 @@ def maxpool2d_forward(
         np.maximum(argmax, better * argmax.dtype.type(tap), out=argmax)
     if out.ndim == 3:  # rows of WQ: drop the junk columns
         out, argmax = _unrow(out, out_size, wq), _unrow(argmax, out_size, wq)
-    return out, (argmax, x.shape, kernel, stride, pads, dilation)
+    if relu:
+        np.maximum(out, 0, out=out)
+    return out, (argmax, x.shape, kernel, stride, pads, dilation, out if relu else None)
 
 
 @batchwise_backward
 def maxpool2d_backward(dout: np.ndarray, cache):
-    """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each output's gradient goes to its argmax."""
-    argmax, x_shape, kernel, stride, pads, dilation = cache
+    """dout: (N, C, OH, OW) -> dx: (N, C, H, W); each output's gradient goes to its argmax
+    (after a fused ReLU, where the output is positive)."""
+    argmax, x_shape, kernel, stride, pads, dilation, relu_out = cache
+    if relu_out is not None:
+        dout = _relu_grad(dout, relu_out)
     if stride != (1, 1) and _phases_cover(kernel, stride, dilation) \
             and not _disjoint_windows(kernel, stride, dilation):
         return _maxpool_backward_phases(dout, cache)
@@ -510,7 +521,7 @@ def _maxpool_backward_phases(dout: np.ndarray, cache) -> np.ndarray:
     flattened stride phase (the forward's layout), and the phases are written back into dx
     once (ResNet-18's 3x3/2 stem pool: half the time of strided adds into a padded dx; with
     stride 1 or disjoint windows the strided adds or writes are as fast or faster)."""
-    argmax, x_shape, kernel, stride, pads, dilation = cache
+    argmax, x_shape, kernel, stride, pads, dilation = cache[:6]
     n, c, h, w = x_shape
     top, bottom, left, right = pads
     sh, sw = stride
@@ -754,18 +765,24 @@ def concat_backward(dout: np.ndarray, cache):
 
 
 @batchwise_forward
-def add_forward(xs: list[np.ndarray]):
-    """Elementwise sum of same-shape inputs (residual connections). -> out: the common shape."""
+def add_forward(xs: list[np.ndarray], relu: bool = False):
+    """Elementwise sum of same-shape inputs (residual connections). -> out: the common shape.
+    relu=True: max(sum, 0) in place on the new sum (an add followed only by a ReLU, fused by
+    codegen); the cache then keeps out for the ReLU's backward."""
     out = xs[0] + xs[1] if len(xs) > 1 else xs[0].copy()
     for x in xs[2:]:
         out += x
-    return out, len(xs)
+    if relu:
+        np.maximum(out, 0, out=out)
+    return out, (len(xs), out if relu else None)
 
 
 @batchwise_backward
 def add_backward(dout: np.ndarray, cache):
-    """dout -> list of dx, each dout itself (the sum passes its gradient through unchanged)."""
-    return [dout] * cache
+    """dout -> list of dx, each dout itself (the sum passes its gradient through unchanged;
+    after a fused ReLU, dout masked by the output's sign)."""
+    n, relu_out = cache
+    return [dout if relu_out is None else _relu_grad(dout, relu_out)] * n
 
 
 @batchwise_forward
@@ -794,7 +811,13 @@ def relu_forward(x: np.ndarray):
 @batchwise_backward
 def relu_backward(dout: np.ndarray, cache):
     """dx = dout where x > 0, else 0."""
-    return dout * (cache > 0)
+    return _relu_grad(dout, cache)
+
+
+def _relu_grad(dout: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """dout where the ReLU's output is positive, else 0 (a new array): relu's backward, also
+    inside the kernels that fuse a ReLU (batch norm, max pool)."""
+    return dout * (out > 0)
 
 
 @batchwise_forward
@@ -1017,6 +1040,7 @@ def batchnorm_forward(
     train: bool,
     momentum: float = 0.1,
     eps: float = 1e-5,
+    relu: bool = False,
 ):
     """Batch normalization per channel over N (and H, W), torch.nn.functional.batch_norm.
 
@@ -1027,6 +1051,9 @@ def batchnorm_forward(
     be None (track_running_stats=False): batch statistics are then used in both modes.
     The cache keeps the centred input x - mean (x_hat = centred * inv_std is never stored).
     A split batch (Shards) sums each shard's statistics into the whole batch's.
+    relu=True: out = max(batch_norm(x), 0), the ReLU applied in place on the normalized
+    output (a batch norm followed only by a ReLU, fused by codegen); the cache then also
+    keeps out, whose sign the backward needs (the next layer keeps it anyway).
     """
     split = isinstance(x, Shards)
     xs = x if split else [x]
@@ -1055,12 +1082,14 @@ def batchnorm_forward(
         out = ck * scale  # gamma * x_hat in one pass
         if beta is not None:
             out += beta.reshape(shape)
+        if relu:
+            np.maximum(out, 0, out=out)
         return out
 
     out = run(normalize, centred)
-    if split:
-        return Shards(out), (Shards(centred), inv_std, gamma, beta is not None, batch_stats)
-    return out[0], (centred[0], inv_std, gamma, beta is not None, batch_stats)
+    wrap = Shards if split else (lambda parts: parts[0])
+    return wrap(out), (wrap(centred), inv_std, gamma, beta is not None, batch_stats,
+                       wrap(out) if relu else None)
 
 
 def batchnorm_backward(dout: np.ndarray, cache):
@@ -1068,10 +1097,14 @@ def batchnorm_backward(dout: np.ndarray, cache):
 
     With batch statistics: dx = gamma * inv_std * (dout - mean(dout) - x_hat * mean(dout*x_hat)),
     the means per channel; with running statistics the normalization is a fixed affine map.
+    After a fused ReLU (relu=True), dout is first masked by the output's sign into a new
+    array, which dx is then computed in.
     """
-    centred, inv_std, gamma, has_beta, batch_stats = cache
+    centred, inv_std, gamma, has_beta, batch_stats, relu_out = cache
     split = isinstance(dout, Shards)
     douts, centreds = (dout, centred) if split else ([dout], [centred])
+    if relu_out is not None:
+        douts = run(_relu_grad, douts, relu_out if split else [relu_out])
     shape = _channel_shape(douts[0])
     scale = inv_std if gamma is None else gamma * inv_std
     sum_dout = sum_shards(run(_channel_sum, douts))
@@ -1085,7 +1118,7 @@ def batchnorm_backward(dout: np.ndarray, cache):
 
     def input_grad(dk, ck):
         if not batch_stats:
-            return dk * scale_c
+            return np.multiply(dk, scale_c, out=dk if relu_out is not None else None)
         dx = ck * centred_coef
         dx += mean_dout
         np.subtract(dk, dx, out=dx)

@@ -17,8 +17,6 @@ from netspec.runtime import (
     global_avgpool_forward,
     linear_backward,
     linear_forward,
-    relu_backward,
-    relu_forward,
     svm_loss,
 )
 
@@ -61,22 +59,20 @@ class TinyResidual(Model):
         t_conv1, c['conv1'] = conv2d_forward(
             t_x, p['conv1.weight'], None, stride=(1, 1), padding=(1, 1), dilation=(1, 1), groups=1)
         del t_x
-        t_bn1, c['bn1'] = batchnorm_forward(
+        # bn1 applies relu, in place on its output (fused)
+        t_relu, c['bn1'] = batchnorm_forward(
             t_conv1, p['bn1.weight'], p['bn1.bias'], buf['bn1.running_mean'],
-            buf['bn1.running_var'], momentum=0.1, eps=1e-05, train=train)
+            buf['bn1.running_var'], momentum=0.1, eps=1e-05, train=train, relu=True)
         del t_conv1
-        t_relu, c['relu'] = relu_forward(t_bn1)
-        del t_bn1
         t_layer1_conv1, c['layer1.conv1'] = conv2d_forward(
             t_relu, p['layer1.conv1.weight'], None, stride=(1, 1), padding=(1, 1), dilation=(1, 1),
             groups=1)
-        t_layer1_bn1, c['layer1.bn1'] = batchnorm_forward(
+        # layer1.bn1 applies layer1.relu, in place on its output (fused)
+        t_layer1_relu, c['layer1.bn1'] = batchnorm_forward(
             t_layer1_conv1, p['layer1.bn1.weight'], p['layer1.bn1.bias'],
             buf['layer1.bn1.running_mean'], buf['layer1.bn1.running_var'], momentum=0.1, eps=1e-05,
-            train=train)
+            train=train, relu=True)
         del t_layer1_conv1
-        t_layer1_relu, c['layer1.relu'] = relu_forward(t_layer1_bn1)
-        del t_layer1_bn1
         t_layer1_conv2, c['layer1.conv2'] = conv2d_forward(
             t_layer1_relu, p['layer1.conv2.weight'], None, stride=(1, 1), padding=(1, 1),
             dilation=(1, 1), groups=1)
@@ -86,10 +82,9 @@ class TinyResidual(Model):
             buf['layer1.bn2.running_mean'], buf['layer1.bn2.running_var'], momentum=0.1, eps=1e-05,
             train=train)
         del t_layer1_conv2
-        t_layer1_add, c['layer1.add'] = add_forward([t_layer1_bn2, t_relu])
+        # layer1.add applies layer1.relu_1, in place on its output (fused)
+        t_layer1_relu_1, c['layer1.add'] = add_forward([t_layer1_bn2, t_relu], relu=True)
         del t_layer1_bn2, t_relu
-        t_layer1_relu_1, c['layer1.relu_1'] = relu_forward(t_layer1_add)
-        del t_layer1_add
         t_avgpool, c['avgpool'] = global_avgpool_forward(t_layer1_relu_1)
         del t_layer1_relu_1
         t_dropout, c['dropout'] = dropout_forward(t_avgpool, p=0.2, train=train, rng=rng)
@@ -107,29 +102,23 @@ class TinyResidual(Model):
         del d_dropout
         d_layer1_relu_1 = global_avgpool_backward(d_avgpool, c.pop('avgpool'))
         del d_avgpool
-        d_layer1_add = relu_backward(d_layer1_relu_1, c.pop('layer1.relu_1'))
+        d_layer1_bn2, d_relu = add_backward(d_layer1_relu_1, c.pop('layer1.add'))
         del d_layer1_relu_1
-        d_layer1_bn2, d_relu = add_backward(d_layer1_add, c.pop('layer1.add'))
-        del d_layer1_add
         d_layer1_conv2, g['layer1.bn2.weight'], g['layer1.bn2.bias'] = batchnorm_backward(
             d_layer1_bn2, c.pop('layer1.bn2'))
         del d_layer1_bn2
         d_layer1_relu, g['layer1.conv2.weight'], _ = conv2d_backward(
             d_layer1_conv2, c.pop('layer1.conv2'))
         del d_layer1_conv2
-        d_layer1_bn1 = relu_backward(d_layer1_relu, c.pop('layer1.relu'))
-        del d_layer1_relu
         d_layer1_conv1, g['layer1.bn1.weight'], g['layer1.bn1.bias'] = batchnorm_backward(
-            d_layer1_bn1, c.pop('layer1.bn1'))
-        del d_layer1_bn1
+            d_layer1_relu, c.pop('layer1.bn1'))
+        del d_layer1_relu
         part, g['layer1.conv1.weight'], _ = conv2d_backward(d_layer1_conv1, c.pop('layer1.conv1'))
         del d_layer1_conv1
         d_relu = d_relu + part
         del part
-        d_bn1 = relu_backward(d_relu, c.pop('relu'))
+        d_conv1, g['bn1.weight'], g['bn1.bias'] = batchnorm_backward(d_relu, c.pop('bn1'))
         del d_relu
-        d_conv1, g['bn1.weight'], g['bn1.bias'] = batchnorm_backward(d_bn1, c.pop('bn1'))
-        del d_bn1
         d_x, g['conv1.weight'], _ = conv2d_backward(d_conv1, c.pop('conv1'), need_dx=input_grad)
         del d_conv1
         return d_x if input_grad else None
