@@ -39,7 +39,7 @@ INDENT = "        "  # a statement inside a method
 # What --standalone copies into the generated file, in this order (each module's imports of
 # netspec itself are dropped: the copied definitions stand in for them).
 INLINED_MODULES = ("netspec.runtime.parallel", "netspec.runtime.im2col",
-                   "netspec.runtime.sequence", "netspec.runtime.layers",
+                   "netspec.runtime.winograd", "netspec.runtime.sequence", "netspec.runtime.layers",
                    "netspec.runtime.losses", "netspec.model")
 RUNTIME = "netspec.runtime"
 

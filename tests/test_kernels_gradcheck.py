@@ -211,7 +211,8 @@ def test_runtime_modules_still_work_pasted_into_one_file():
 
     source = "\n".join(
         without_runtime_imports((RUNTIME_DIR / name).read_text())
-        for name in ("parallel.py", "im2col.py", "sequence.py", "layers.py", "losses.py")
+        for name in ("parallel.py", "im2col.py", "winograd.py", "sequence.py", "layers.py",
+                     "losses.py")
     )
     pasted: dict = {}
     exec(compile(source, "standalone.py", "exec"), pasted)  # noqa: S102 (our own source)

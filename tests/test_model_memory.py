@@ -19,6 +19,8 @@ CASES = [
     (os.path.join(SPECS, "tiny_resnet_bottleneck.net"), None, 64, "sgd"),
     (os.path.join(SPECS, "tiny_inception.net"), None, 64, "adam"),
     ("resnet18", (3, 32, 32), 16, "adam"),
+    # 3x3 convs run by Winograd (netspec.runtime.winograd)
+    (os.path.join(SPECS, "resnet_blocks64.net"), None, 32, "momentum"),
     # transposed conv, resizes, padding, ceil-mode pooling, relu6 and hardswish
     (os.path.join(SPECS, "tiny_decoder.net"), None, 32, "momentum"),
 ]

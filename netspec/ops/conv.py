@@ -13,6 +13,7 @@ from netspec.ops.base import (
     Saved,
     ShapeError,
     Window,
+    floordiv,
     fmt_pair,
     is_symbolic,
     kernel_label,
@@ -137,25 +138,63 @@ class Conv(Op):
         padded = c_in * (h + 2 * ph) * (w + 2 * pw) if ph or pw else 0
         return c_in * kh * kw * out[1] * out[2], padded
 
+    @staticmethod
+    def _winograd(attrs, c_in, c_out, size):
+        """Whether the runtime computes a conv (c_in -> c_out channels, output map `size`)
+        by Winograd F(2x2, 3x3): netspec.runtime.winograd's rule, which the analyzer
+        follows. A bool, or for a symbolic map a SymPy condition on it (the rule's map
+        size); symbolic channels: False (im2col)."""
+        from netspec.runtime import winograd as wg
+
+        if is_symbolic(c_in) or is_symbolic(c_out) or not wg.winograd_applies(
+                (c_out, c_in, *attrs["k"]), attrs["s"], attrs["d"], attrs["groups"],
+                (wg.WINOGRAD_MIN_PIXELS, 1)):
+            return False  # (the map checked apart, below)
+        return wg.WINOGRAD_FORCE or size[0] * size[1] >= wg.WINOGRAD_MIN_PIXELS
+
+    @staticmethod
+    def _tiles(size):
+        """16 * TH * TW: the elements per channel of one sample's transformed tiles (4x4
+        per 2x2 outputs, an odd size rounded up)."""
+        return 16 * floordiv(size[0] + 1, 2) * floordiv(size[1] + 1, 2)
+
+    @staticmethod
+    def _as_conv(attrs) -> bool:
+        """dx of a stride-1 conv with P <= D*(K-1) is a convolution of the padded dout."""
+        return attrs["s"] == (1, 1) and all(
+            d * (k - 1) >= p for k, d, p in zip(attrs["k"], attrs["d"], attrs["p"]))
+
     def workspace_fixed(self, attrs, inputs, out, batch, need_dx=True):
         # Weight-sized: the flipped weight of dx as a convolution (stride 1), and the
         # weight-gradient product of each chunk after the first before it is added in.
+        # Winograd: the weight gradient is accumulated as dU (16 x C_out x C_in, 16/9 of
+        # the weight) and so is a later chunk's product; dx's transformed filters, 16/9.
         if self._pointwise(attrs):
             return 0
         kh, kw = attrs["k"]
-        weight = out[0] * inputs[0][0] // attrs["groups"] * kh * kw
-        as_conv = attrs["s"] == (1, 1) and all(
-            d * (k - 1) >= p for k, d, p in zip(attrs["k"], attrs["d"], attrs["p"]))
-        return weight * ((need_dx and as_conv) + (batch > self.workspace_samples(attrs, batch)))
+        c_in, c_out = inputs[0][0], out[0]
+        weight = c_out * c_in // attrs["groups"] * kh * kw
+        later = batch > self.workspace_samples(attrs, batch)
+        as_conv = need_dx and self._as_conv(attrs)
+        transformed = 16 * c_out * c_in
+        wino = self._winograd(attrs, c_in, c_out, out[1:])
+        wino_dx = self._winograd(attrs, c_out, c_in, inputs[0][1:]) if as_conv else False
+        if wino_dx == wino:  # one condition (P = 1, or both decided)
+            return weight * as_conv + select(wino, transformed * (2 + later), weight * later)
+        return weight * as_conv + select(wino_dx, transformed, 0) \
+            + select(wino, transformed * (1 + later), weight * later)
 
     def forward_workspace(self, attrs, inputs, out):
         if self._pointwise(attrs):
             return 0
-        # The columns and the GEMM's channels-first result before it is copied into the
-        # output (the padded input, alive only while im2col copies it, is left out: sums
-        # of sizes keep the symbolic estimate a polynomial).
+        c_in, c_out = inputs[0][0], out[0]
+        # im2col: the columns and the GEMM's channels-first result before it is copied into
+        # the output (the padded input, alive only while im2col copies it, is left out:
+        # sums of sizes keep the symbolic estimate a polynomial).
         cols, _ = self._columns(attrs, inputs, out)
-        return cols + math.prod(out)
+        return select(self._winograd(attrs, c_in, c_out, out[1:]),
+                      _winograd_conv(c_in, c_out) * self._tiles(out[1:]),
+                      cols + math.prod(out))
 
     def workspace(self, attrs, inputs, out, need_dx=True):
         c_in, h, w = inputs[0]
@@ -165,21 +204,36 @@ class Conv(Op):
             # dw: the per-sample products [C_out, C_in], or channels-first copies of dout
             # and x when C_out > H*W; dx comes straight out of its GEMM.
             return select(c_out <= h * w, c_out * c_in, (c_out + c_in) * h * w)
-        # dw: the columns built again and dout with channels first beside them.
+        # dw by im2col: the columns built again and dout with channels first beside them.
+        # By Winograd: V built again (the tiles beside it while it is made), then dout's
+        # 2x2 tiles (1/4 C_out) and their transform dM (C_out) beside V.
         cols, _ = self._columns(attrs, inputs, out)
-        dout_cn = c_out * oh * ow
+        wino_dw = max(2 * c_in, c_in + c_out + c_out // 4)  # per tile element
+        dw = [(cols + c_out * oh * ow, c_in * kh * kw + c_out),
+              (wino_dw * self._tiles(out[1:]), 4 * wino_dw)]  # (bytes, per output pixel)
+        wino = self._winograd(attrs, c_in, c_out, out[1:])
         if not need_dx:
-            return cols + dout_cn
-        full_pad = [d * (k - 1) - p for k, d, p in zip(attrs["k"], attrs["d"], attrs["p"])]
-        if attrs["s"] == (1, 1) and min(full_pad) >= 0:
-            # Then dx as a convolution of the padded dout: its im2col and the GEMM result
-            # before it is copied. The larger stage by its channels (equal maps at "same"
-            # padding), so the estimate stays a polynomial in symbolic sizes.
-            larger_dw = c_in * kh * kw + c_out >= c_out * kh * kw + c_in
-            return cols + dout_cn if larger_dw else c_out * kh * kw * h * w + c_in * h * w
-        # dx by col2im: the column gradients beside dout, then the padded dx.
-        ph, pw = attrs["p"]
-        return cols + dout_cn + c_in * (h + 2 * ph) * (w + 2 * pw)
+            return select(wino, dw[1][0], dw[0][0])
+        if not self._as_conv(attrs):
+            # dx by col2im: the column gradients beside dout, then the padded dx.
+            ph, pw = attrs["p"]
+            return select(wino, dw[1][0], dw[0][0]) + c_in * (h + 2 * ph) * (w + 2 * pw)
+        # dx as a convolution of the padded dout: its im2col and the GEMM result before it
+        # is copied, or its Winograd conv (C_out -> C_in).
+        dx = [(c_out * kh * kw * h * w + c_in * h * w, c_out * kh * kw + c_in),
+              (_winograd_conv(c_out, c_in) * self._tiles((h, w)),
+               4 * _winograd_conv(c_out, c_in))]
+        wino_dx = self._winograd(attrs, c_out, c_in, inputs[0][1:])
+
+        def larger(a, b):
+            # The larger stage by its channels (maps are about equal at "same" padding),
+            # so the estimate stays a polynomial in symbolic sizes.
+            return a[0] if a[1] >= b[1] else b[0]
+
+        if wino_dx == wino:  # the same map (P = 1) or both decided: one condition
+            return select(wino, larger(dw[1], dx[1]), larger(dw[0], dx[0]))
+        return select(wino, select(wino_dx, larger(dw[1], dx[1]), larger(dw[1], dx[0])),
+                      select(wino_dx, larger(dw[0], dx[1]), larger(dw[0], dx[0])))
 
     def kernel_args(self, attrs):
         return {"stride": attrs["s"], "padding": attrs["p"], "dilation": attrs["d"],
@@ -207,6 +261,13 @@ class Conv(Op):
 def _larger(a, b):
     """max(a, b) of sizes that may be SymPy expressions."""
     return select(a >= b, a, b)
+
+
+def _winograd_conv(c_in: int, c_out: int) -> int:
+    """Per tile element, the largest stage of a Winograd conv (netspec.runtime.winograd):
+    the copied tiles and their transform V (2 C_in), V and the GEMM result M (C_in + C_out),
+    M and the transformed output (5/4 C_out)."""
+    return max(2 * c_in, c_in + c_out, c_out + c_out // 4)
 
 
 def _torch_options(attrs, **names: str) -> list[str]:

@@ -39,6 +39,13 @@ from netspec.runtime.sequence import (
     seq_linear_backward,
     seq_linear_forward,
 )
+from netspec.runtime.winograd import (
+    winograd_applies,
+    winograd_conv,
+    winograd_filter_gradient,
+    winograd_filters,
+    winograd_weight_gradient,
+)
 
 
 def _pair(value) -> tuple[int, int]:
@@ -112,7 +119,8 @@ def _conv_gemm(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Grouped cross-correlation plus bias: per chunk of CONV_CHUNK samples, the im2col
-    matrix and one GEMM per group on it, written into out.
+    matrix and one GEMM per group on it, or Winograd F(2x2, 3x3) where winograd_applies
+    (netspec.runtime.winograd: the filters transformed once per call), written into out.
 
     x: (N, C_in, H, W); w: (C_out, C_in/groups, KH, KW); b: (C_out,) or None
     -> out (N, C_out, OH, OW) (a new array unless given).
@@ -123,6 +131,11 @@ def _conv_gemm(
     ow = conv_output_size(wd, kw, stride[1], padding[1], dilation[1])
     if out is None:
         out = np.empty((n, c_out, oh, ow), dtype=np.result_type(x, w))
+    if winograd_applies(w.shape, stride, dilation, groups, (oh, ow)):
+        u = winograd_filters(w)
+        for s in _chunks(n):
+            winograd_conv(x[s], u, b, padding, out[s])
+        return out
     k = cg * kh * kw
     w_g = w.reshape(groups, c_out // groups, k)
     for s in _chunks(n):
@@ -214,7 +227,10 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
     one GEMM per group against them (summed over the chunks), and dx is computed. With
     stride 1, dx is itself a convolution (dout padded by D*(K-1)-P, correlated with the
     flipped, group-transposed weight): an im2col plus a GEMM, which beats the
-    GEMM-then-col2im scatter; other strides use col2im.
+    GEMM-then-col2im scatter; other strides use col2im. Where winograd_applies (3x3,
+    stride 1, enough channels and pixels), dw is accumulated in the Winograd domain (V
+    rebuilt from x per chunk) and transformed back once, and dx, a convolution of dout,
+    runs by Winograd too when the rule holds for its own shape.
     """
     x, w, x_shape, has_bias, stride, padding, dilation, groups, x3 = cache
     if x3 is not None:  # a pointwise conv (_pointwise_forward)
@@ -231,30 +247,50 @@ def conv2d_backward(dout: np.ndarray, cache, need_dx: bool = True):
             groups * cg, c_out // groups, kh, kw
         )
     dx = np.empty(x_shape, dtype=dout.dtype) if need_dx else None
-    dw = np.empty(w.shape, dtype=np.result_type(dout, w))
-    dw_g = dw.reshape(groups, c_out // groups, k)
+    # Winograd for dw (this conv's shape) and for dx (the convolution of dout, its own shape).
+    wino_dw = winograd_applies(w.shape, stride, dilation, groups, dout.shape[2:])
+    u_t = winograd_filters(w_t) if need_dx and as_conv and winograd_applies(
+        w_t.shape, stride, dilation, groups, x_shape[2:]) else None
+    dw = np.empty(w.shape if not wino_dw else (16, c_out, cg), dtype=np.result_type(dout, w))
+    dw_g = dw.reshape(groups, c_out // groups, -1)  # or dU (16, C_out, C_in) for Winograd
     for s in _chunks(len(dout)):
-        cols = im2col(x[s], (kh, kw), stride, padding, dilation).reshape(groups, k, -1)
-        dout_g = np.ascontiguousarray(dout[s].transpose(1, 0, 2, 3)).reshape(
-            groups, c_out // groups, -1)  # (G, C_out/G, n*P)
-        # dw = dout @ cols^T, the first chunk's straight into dw, the others' added to it.
-        if s.start == 0:
-            np.matmul(dout_g, cols.transpose(0, 2, 1), out=dw_g)
+        if wino_dw:  # the transformed dw, dU = dM @ V^T, summed over the chunks
+            if s.start == 0:
+                winograd_weight_gradient(x[s], dout[s], padding, out=dw)
+            else:
+                dw += winograd_weight_gradient(x[s], dout[s], padding)
         else:
-            dw_g += np.matmul(dout_g, cols.transpose(0, 2, 1))
-        del cols
+            _im2col_weight_gradient(x[s], dout[s], dw_g, s.start == 0, (kh, kw), stride,
+                                    padding, dilation)
         if not need_dx:  # the network input's gradient, which training does not use
             continue
-        if as_conv:
-            del dout_g
+        if u_t is not None:
+            winograd_conv(dout[s], u_t, None, full_pad, dx[s])
+        elif as_conv:
             _conv_gemm(dout[s], w_t, None, (1, 1), full_pad, dilation, groups, out=dx[s])
         else:
+            dout_g = dout[s].transpose(1, 0, 2, 3).reshape(groups, c_out // groups, -1)
             dcols = np.matmul(w.reshape(groups, c_out // groups, k).transpose(0, 2, 1), dout_g)
             del dout_g
             dx[s] = col2im(dcols.reshape(groups * k, -1), dx[s].shape, (kh, kw), stride,
                            padding, dilation)
+    if wino_dw:
+        dw = winograd_filter_gradient(dw, c_out, cg)
     db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     return dx, dw, db
+
+
+def _im2col_weight_gradient(x: np.ndarray, dout: np.ndarray, dw_g: np.ndarray, first: bool,
+                            kernel, stride, padding, dilation) -> None:
+    """dw of one chunk by im2col: dout (channels first) @ cols^T, written into dw_g (G,
+    C_out/G, C_in/G*KH*KW) for the first chunk, added to it for the others."""
+    groups, c_out_g, k = dw_g.shape
+    cols = im2col(x, kernel, stride, padding, dilation).reshape(groups, k, -1)
+    dout_g = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(groups, c_out_g, -1)
+    if first:
+        np.matmul(dout_g, cols.transpose(0, 2, 1), out=dw_g)
+    else:
+        dw_g += np.matmul(dout_g, cols.transpose(0, 2, 1))
 
 
 def _transposed_frame(in_size, kernel, stride, padding, output_padding, dilation):
