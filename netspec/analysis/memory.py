@@ -173,6 +173,7 @@ def _activation_timelines(net: Network, size: int, batch: int):
     # tensor is never made, and the pool keeps its own output instead).
     fused = fused_layers(net)
     keeps_output = {host for host, where in fused.values() if where == "before"}
+    hosts = {host for host, _ in fused.values()}
     n = len(order)
     index = {name: k for k, name in enumerate(order)}
     storage: dict[str, str] = {}  # tensor -> the tensor whose memory it is
@@ -208,8 +209,10 @@ def _activation_timelines(net: Network, size: int, batch: int):
             samples * op.forward_workspace(data["attrs"], ins, data["shape"]) * size)
         if serves[name]:
             need_dx = all(serves[i] for i in data["inputs"])
+            # a kernel applying a fused ReLU first masks dout into a new array
+            masked = math.prod(data["shape"]) if name in hosts else 0
             workspace[k] = _expanded(
-                (samples * op.workspace(data["attrs"], ins, data["shape"], need_dx)
+                (samples * (op.workspace(data["attrs"], ins, data["shape"], need_dx) + masked)
                  + op.workspace_fixed(data["attrs"], ins, data["shape"], batch, need_dx))
                 * size)
         refs = ([storage[i] for i in data["inputs"]] if saved.keeps_input else []) \

@@ -76,6 +76,9 @@ class BatchNorm(_Norm):
     def kernel_args(self, attrs):
         return {"momentum": attrs["momentum"], "eps": attrs["eps"]}
 
+    def workspace(self, attrs, inputs, out, need_dx=True):
+        return 0  # the reductions are einsum / matmul row dots: no product temporary
+
     def describe(self, attrs):
         return "batchnorm"
 

@@ -131,6 +131,17 @@ class MaxPool(_Pool):
         text = super().describe(attrs)
         return text + (f" d{fmt_pair(attrs['d'])}" if attrs["d"] != (1, 1) else "")
 
+    def forward_workspace(self, attrs, inputs, out):
+        # The runtime's stride phases of the padded input (a strided pool whose taps read
+        # every phase), or the padded input (stride 1): a copy of the input, for a moment.
+        (kh, kw), (sh, sw), (dh, dw) = attrs["k"], attrs["s"], self.dilation(attrs)
+        c, h, w = inputs[0]
+        ph, pw = attrs["p"]
+        phased = (sh, sw) != (1, 1) and (dh, dw) == (1, 1) and kh >= sh and kw >= sw
+        if not phased and (ph, pw) == (0, 0):
+            return 0
+        return c * sh * ceildiv(h + 2 * ph, sh) * sw * ceildiv(w + 2 * pw, sw)
+
     def workspace(self, attrs, inputs, out, need_dx=True):
         (kh, kw), (sh, sw), (dh, dw) = attrs["k"], attrs["s"], self.dilation(attrs)
         overlapping = sh < dh * (kh - 1) + 1 or sw < dw * (kw - 1) + 1
