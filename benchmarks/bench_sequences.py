@@ -8,8 +8,13 @@
 - lm: the small GPT (specs/gpt_tiny.net) against the character LSTM (specs/char_lstm.net)
   on the same text (Python's reference text, the pydoc topics that ship with CPython, or
   --text FILE; characters as tokens, split by position), each with its spec's own train
-  section (both: 4 epochs of batch 32, so the same steps); target: the GPT's validation loss
-  below the LSTM's. Prints both validation curves (after every epoch).
+  section (both: 4 epochs of batch 32, so the same steps; --lm-epochs N: N epochs each);
+  target: the GPT's validation loss below the LSTM's. The training windows move every epoch
+  (data offset "random", the default; --offset fixed: the same windows every epoch), the
+  same for both. Prints both validation curves (after every epoch). `--lm-only NAME
+  --json A.json` trains one model and saves its run; `--lm-reuse A.json [B.json]` takes the
+  runs found there instead of training them again (same text, offset and steps, else
+  refused), so the two runs of a long comparison can go one at a time or side by side.
 - sort: the GPT learning to sort 6-digit sequences, `netspec train gpt_tiny --data sort`
   (netspec.train.tasks: "d1..d6=s1..s6", per-token cross-entropy), then the sorted part
   decoded greedily from the prompt alone for the 4,000 unseen test sequences; target >= 99%
@@ -71,26 +76,79 @@ def corpus(out_dir: str) -> str:
     return path
 
 
-def train_lm(name: str, text: str, epochs: int | None, out: str) -> dict:
+def train_lm(name: str, text: str, epochs: int | None, out: str, offset: str = "random"
+             ) -> dict:
     """`netspec train NAME --data TEXT --param vocab=V` with the spec's own train section
-    (epochs: an override); the validation loss after every epoch."""
+    (epochs, the windows' offset: overrides); the validation loss after every epoch."""
     net = netspec.load(name)
     context = int(net.node(net.inputs[0])["attrs"]["shape"][0])
     probe = load_text(text, context)
     net = netspec.load(name, overrides={"vocab": probe.num_classes})
     cfg = apply_overrides(TrainConfig.from_spec(net.train),
-                          {"data": {"type": "text", "path": text, "context": context}})
+                          {"data": {"type": "text", "path": text, "context": context,
+                                    "offset": offset}})
     if epochs:
         cfg = apply_overrides(cfg, {"epochs": epochs})
     data = load_dataset(cfg)
     model = netspec.compile(net, seed=cfg.seed)
     start = time.perf_counter()
     history = train(model, cfg, data, out, progress=False)
-    return {"task": f"lm:{name}", "val_loss": history.last.val_loss,
+    return {"task": f"lm:{name}", "val_loss": history.last.val_loss, "offset": offset,
+            "text_chars": len(Path(text).read_text(encoding="utf-8")), "epochs": cfg.epochs,
             "curve": [(r.iteration, round(r.val_loss, 4)) for r in history.records],
             "train_curve": [round(r.train_loss, 4) for r in history.records],
             "steps": history.last.iteration, "params": model.num_params,
             "seconds": round(time.perf_counter() - start, 1)}
+
+
+LM_MODELS = {"gpt": "gpt_tiny", "char_lstm": "char_lstm"}
+
+
+def compare_lm(args, tmp: str, out: str) -> dict:
+    """gpt_tiny against char_lstm; --lm-only trains one of them and takes the other's run
+    from --lm-reuse (an earlier run's --json), refused unless text, offset and steps match."""
+    text = args.text or corpus(tmp)
+    epochs = 1 if args.quick else args.lm_epochs
+    reused = reused_lm_runs(args.lm_reuse or [])
+    runs = {}
+    for key, name in LM_MODELS.items():
+        if args.lm_only == name or (key not in reused and not args.lm_only):
+            runs[key] = train_lm(name, text, epochs, f"{out}-{key}", args.offset)
+        elif key in reused:
+            runs[key] = reused[key]
+    if len(runs) == 1:  # --lm-only without a run to compare with: this one, for --json
+        (key, run), = runs.items()
+        print(f"{run['task']} ({run['params']:,} parameters, {run['seconds']} s): validation "
+              "loss after step " + ", ".join(f"{step}: {loss:.3f}" for step, loss in run["curve"]),
+              flush=True)
+        return {"task": "lm", key: run}
+    gpt, lstm = runs["gpt"], runs["char_lstm"]
+    same = {k: (gpt[k], lstm[k]) for k in ("steps", "text_chars", "offset")
+            if gpt[k] != lstm[k]}
+    if same:
+        raise SystemExit(f"the two runs differ in {same}: not comparable")
+    r = {"task": "lm", "gpt": gpt, "char_lstm": lstm, "met": gpt["val_loss"] < lstm["val_loss"]}
+    if args.plot:
+        plot_lm([gpt, lstm], args.plot)
+    for m in (gpt, lstm):
+        print(f"{m['task']} ({m['params']:,} parameters, {m['seconds']} s"
+              f"{', reused' if m is reused.get('gpt') or m is reused.get('char_lstm') else ''}"
+              "): validation loss after step " + ", ".join(
+                  f"{step}: {loss:.3f}" for step, loss in m["curve"]), flush=True)
+    return r
+
+
+def reused_lm_runs(paths: list[str]) -> dict:
+    """The lm runs of earlier runs' results JSON (--json), by key (gpt, char_lstm); a later
+    file's run replaces an earlier one's."""
+    runs = {}
+    for path in paths:
+        results = json.loads(Path(path).read_text(encoding="utf-8"))
+        lm = [r for r in results if r.get("task") == "lm"]
+        if not lm:
+            raise SystemExit(f"{path}: no lm result to reuse")
+        runs.update((k, lm[0][k]) for k in LM_MODELS if k in lm[0])
+    return runs
 
 
 def plot_lm(runs: list[dict], path: str) -> None:
@@ -140,7 +198,17 @@ def main(argv=None) -> int:
     p.add_argument("--quick", action="store_true", help="a few epochs/steps: a smoke run")
     p.add_argument("--lm-epochs", type=int, help="lm: epochs of both (default: the specs' own)")
     p.add_argument("--text", help="lm: a text file instead of Python's pydoc topics")
+    p.add_argument("--offset", choices=("random", "fixed"), default="random",
+                   help="lm: the training windows at a new random offset every epoch "
+                        "(default) or fixed")
     p.add_argument("--plot", metavar="OUT.png", help="lm: draw both loss curves into OUT.png")
+    p.add_argument("--lm-only", choices=tuple(LM_MODELS.values()),
+                   help="lm: train this model only; the other's run comes from --lm-reuse "
+                        "(without it: this run alone, to save with --json)")
+    p.add_argument("--lm-reuse", metavar="RESULTS.json", nargs="+",
+                   help="lm: earlier runs' --json; a model found there is not trained again "
+                        "(unless --lm-only names it)")
+    p.add_argument("--json", metavar="OUT.json", help="also write the results JSON to OUT.json")
     args = p.parse_args(argv)
     tasks = ("lstm", "gru", "vit", "lm", "sort") if args.task == "all" else (args.task,)
     results = []
@@ -152,24 +220,15 @@ def main(argv=None) -> int:
                 print(f"{r['task']}: test accuracy {r['test_accuracy']:.2%} (target "
                       f">= {r['target']:.0%}) in {r['seconds']} s", flush=True)
             elif task == "lm":
-                text = args.text or corpus(tmp)
-                epochs = 1 if args.quick else args.lm_epochs
-                gpt = train_lm("gpt_tiny", text, epochs, out + "-gpt")
-                lstm = train_lm("char_lstm", text, epochs, out + "-lstm")
-                r = {"task": "lm", "gpt": gpt, "char_lstm": lstm,
-                     "met": gpt["val_loss"] < lstm["val_loss"] and gpt["steps"] == lstm["steps"]}
-                if args.plot:
-                    plot_lm([gpt, lstm], args.plot)
-                for m in (gpt, lstm):
-                    print(f"{m['task']} ({m['params']:,} parameters, {m['seconds']} s): "
-                          "validation loss after step " + ", ".join(
-                              f"{step}: {loss:.3f}" for step, loss in m["curve"]), flush=True)
+                r = compare_lm(args, tmp, out)
             else:
                 r = train_sort(out, 1 if args.quick else None)
                 print(f"{r['task']}: {r['exact']:.2%} of {r['n']} unseen sequences sorted exactly "
                       f"(target >= 99%) after {r['steps']} steps, {r['seconds']} s", flush=True)
             results.append(r)
     print(json.dumps(results, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     return 0
 
 

@@ -46,6 +46,7 @@ INIT_STD = {
     "xavier": lambda fan_in, fan_out: math.sqrt(2.0 / max(fan_in + fan_out, 1)),  # Glorot 2010
     "normal": lambda fan_in, fan_out: 0.01,  # the CS231n "small random numbers"
     "unit": lambda fan_in, fan_out: 1.0,  # N(0, 1), nn.Embedding's
+    "gpt2": lambda fan_in, fan_out: 0.02,  # GPT-2's initializer_range (Radford et al. 2019)
 }
 CONSTANT_INIT = {"zeros": 0.0, "ones": 1.0}
 

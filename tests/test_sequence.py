@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from netspec.diagnostics import NetspecError
 from netspec.runtime import softmax_loss
 from netspec.train.loop import clip_gradients
 from netspec.train.optim import make_optimizer
-from netspec.train.text import generate, load_text, next_token_distribution
+from netspec.train.text import epoch_offset, generate, load_text, next_token_distribution
 
 torch = pytest.importorskip("torch")
 
@@ -36,6 +37,47 @@ def test_token_input_declares_integer_ids():
     model = netspec.compile(net)
     assert model.input_dtype == "int"
     assert model.forward(np.array([[0, 1, 2, 3, 4, 0, 1]])).shape == (1, 7, 3)
+
+
+@pytest.mark.parametrize("init, tok_std, pos_std", [("auto", 1.0, 0.01), ("unit", 1.0, 1.0),
+                                                    ("normal", 0.01, 0.01),
+                                                    ("gpt2", 0.02, 0.02)])
+def test_embedding_tables_take_an_init_and_torch_draws_the_same_scale(init, tok_std, pos_std):
+    from netspec.codegen import load_source
+    from netspec.torchgen import generate
+
+    net = netspec.parse(f"network n {{ input x: [400] int\n output x -> tok: embedding(500, 64, "
+                        f'init="{init}") -> pos: pos_embedding(init="{init}") }}')
+    model = netspec.compile(net, dtype="float64")
+    # torch's own draw: the generated module's reset_parameters() from torch's generator
+    torch.manual_seed(0)
+    module = load_source(generate(net), "<init test>").Network()
+    for name, std in (("tok.weight", tok_std), ("pos.weight", pos_std)):
+        for w in (model.params[name], module.state_dict()[name].double().numpy()):
+            assert abs(w.std() / std - 1) < 0.02 and abs(w.mean()) < 4 * std / np.sqrt(w.size)
+
+
+def test_attention_weights_take_an_init_and_the_decoder_block_passes_it_on():
+    net = netspec.parse(
+        'import "blocks/transformer.net"\nnetwork g { input x: [8] int\n'
+        'output x -> tok: embedding(12, 256, init="gpt2") -> pos: pos_embedding(init="gpt2")\n'
+        '-> layers: decoder(256, 4, 1024, drop=0.0, init="gpt2") * 2\n'
+        '-> head: linear(12, init="gpt2") }', filename="specs/g.net")
+    model = netspec.compile(net, dtype="float64")
+    for name in ("tok.weight", "pos.weight", "layers.0.self_attn.in_proj_weight",
+                 "layers.1.self_attn.out_proj.weight", "layers.0.linear1.weight",
+                 "layers.1.linear2.weight", "head.weight"):
+        assert abs(model.params[name].std() / 0.02 - 1) < 0.1, name
+    xavier = netspec.compile(netspec.parse(
+        "network n { input x: [4, 256]\n output x -> a: attention(4) }"), dtype="float64")
+    w = xavier.params["a.in_proj_weight"]  # auto: nn.MultiheadAttention's xavier
+    assert abs(w.std() / np.sqrt(2 / (256 + 768)) - 1) < 0.02
+
+
+def test_an_unknown_embedding_init_is_a_located_error():
+    with pytest.raises(NetspecError) as err:
+        analyzed('network n { input x: [7] int\n output x -> embedding(5, 3, init="he") }')
+    assert "init" in str(err.value) and "gpt2" in str(err.value)
 
 
 def test_floats_into_an_embedding_are_a_located_error():
@@ -219,12 +261,76 @@ def test_clipping_skips_frozen_parameters():
 def test_text_data_is_split_by_position_into_shifted_windows(tmp_path):
     path = tmp_path / "t.txt"
     path.write_text("abcdefghij" * 10)  # 100 characters
-    data = load_text(str(path), context=4, val=0.2, test=0.1)
+    data = load_text(str(path), context=4, val=0.2, test=0.1, offset="fixed")
+    assert data.recut is None
     assert data.classes == [ord(c) for c in "abcdefghij"] and data.num_classes == 10
     assert data.x_train.shape[1:] == (4,) and data.x_train.dtype == np.int64
     np.testing.assert_array_equal(data.y_train[:, :-1], data.x_train[:, 1:])
     assert len(data.x_train) == (70 - 1) // 4 and len(data.x_val) == (20 - 1) // 4
     assert len(data.x_test) == (10 - 1) // 4
+
+
+def _random_text(tmp_path, n=400):
+    letters = np.random.default_rng(0).choice(list("abcdefghijklmnopqrstuvwxyz .,"), n)
+    path = tmp_path / "t.txt"
+    path.write_text("".join(letters))
+    return path, "".join(letters)
+
+
+def test_random_offsets_cut_every_epoch_at_a_seeded_shift_of_the_training_text(tmp_path):
+    path, text = _random_text(tmp_path)
+    data = load_text(str(path), context=8, val=0.1, test=0.1)  # offset="random": the default
+    train_text = text[:400 - 40 - 40]
+    n = (len(train_text) - 8) // 8  # the count every offset 0..7 allows
+    assert data.x_train.shape == (n, 8)
+    assert "".join(map(chr, np.array(data.classes)[data.x_train.ravel()])) == train_text[:8 * n]
+    shifts = []
+    for epoch in range(8):
+        x, y = data.recut(5, epoch)
+        assert x.shape == y.shape == (n, 8)
+        chars = np.array(data.classes)
+        # each window is the text at s, s+8, ... from one shift, its target one further on
+        read = "".join(map(chr, chars[x.ravel()]))
+        shift = train_text.index(read[:8])
+        assert read == train_text[shift:shift + 8 * n]
+        assert "".join(map(chr, chars[y.ravel()])) == train_text[shift + 1:shift + 8 * n + 1]
+        assert shift == epoch_offset(5, epoch, 8) and 0 <= shift < 8
+        np.testing.assert_array_equal(data.recut(5, epoch)[0], x)  # the same cut again
+        shifts.append(shift)
+    assert len(set(shifts)) > 2  # the windows move between epochs
+    assert [epoch_offset(6, e, 8) for e in range(8)] != shifts  # another seed, other shifts
+    fixed = load_text(str(path), context=8, val=0.1, test=0.1, offset="fixed")
+    np.testing.assert_array_equal(fixed.x_val, data.x_val)  # validation never moves
+    np.testing.assert_array_equal(fixed.x_test, data.x_test)
+    with pytest.raises(ValueError, match="offset must be one of random, fixed"):
+        load_text(str(path), context=8, offset="sometimes")
+    from netspec.train import ConfigError, TrainConfig
+    with pytest.raises(ConfigError, match="data.offset: unknown value 'sometimes'"):
+        TrainConfig.from_spec({"data": {"type": "text", "path": str(path), "offset": "sometimes"}})
+
+
+def test_a_text_run_with_random_offsets_resumes_exactly(tmp_path):
+    from netspec.train import TrainConfig, load_dataset, train
+    from netspec.train.checkpoint import load_checkpoint
+
+    path, _ = _random_text(tmp_path)
+    cfg = TrainConfig.from_spec({
+        "optimizer": {"type": "adam", "lr": 0.01}, "epochs": 3, "batch": 8, "seed": 3,
+        "data": {"type": "text", "path": str(path), "context": 8}})
+    data = load_dataset(cfg)
+    net = netspec.load("gpt_tiny", overrides={**GPT, "vocab": data.num_classes})
+    straight = train(netspec.compile(net), cfg, data, tmp_path / "a", progress=False)
+    train(netspec.compile(net), replace(cfg, epochs=1), data, tmp_path / "b", progress=False)
+    resumed = train(netspec.compile(net), cfg, data, tmp_path / "b", resume=True,
+                    progress=False)
+    assert [r.train_loss for r in resumed.records] == [r.train_loss for r in straight.records]
+    a, b = (load_checkpoint(h.checkpoint).params for h in (straight, resumed))
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name])
+    fixed = train(netspec.compile(net), replace(cfg, data=replace(cfg.data, offset="fixed")),
+                  load_dataset(replace(cfg, data=replace(cfg.data, offset="fixed"))),
+                  tmp_path / "c", progress=False)
+    assert fixed.records[1].train_loss != straight.records[1].train_loss  # other windows
 
 
 def test_binary_text_is_a_data_error(tmp_path):

@@ -152,7 +152,11 @@ class Arg:
 # The weight initialization argument of every op with a weight matrix (conv, conv_transpose,
 # linear): one definition, so the choices cannot drift apart.
 INIT_ARG = Arg("init", "choice", "auto", doc="weight init; auto = he",
-               choices=("auto", "he", "xavier", "normal"))
+               choices=("auto", "he", "xavier", "normal", "gpt2"))
+# The table init of the embeddings (embedding, pos_embedding): `auto` is each op's own.
+EMBED_INIT_ARG = Arg("init", "choice", "auto",
+                     doc="table init; auto = unit for embedding (torch's), normal for "
+                         "pos_embedding", choices=("auto", "unit", "normal", "gpt2"))
 
 
 @dataclass(frozen=True)

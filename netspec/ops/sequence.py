@@ -10,7 +10,17 @@ from __future__ import annotations
 
 import math
 
-from netspec.ops.base import Arg, Op, ParamSpec, Saved, ShapeError, Window, spatial_input
+from netspec.ops.base import (
+    EMBED_INIT_ARG,
+    INIT_ARG,
+    Arg,
+    Op,
+    ParamSpec,
+    Saved,
+    ShapeError,
+    Window,
+    spatial_input,
+)
 
 REACH = ("step", "past", "all")  # what an output step depends on, narrowest first
 
@@ -35,9 +45,10 @@ class Embedding(Op):
     aliases = ("embed",)
     family = "embedding"
     doc = ("Token ids [T] -> vectors [T, dim]: row x[t] of a learnt (vocab, dim) table "
-           "(nn.Embedding; init N(0, 1) as torch's).")
+           "(nn.Embedding; init N(0, 1) as torch's, or init=\"gpt2\": N(0, 0.02²)).")
     args = (Arg("vocab", "posint", doc="number of distinct tokens"),
-            Arg("dim", "posint", doc="vector size"))
+            Arg("dim", "posint", doc="vector size"),
+            EMBED_INIT_ARG)
     kernel = "embedding"
     token_input = True
 
@@ -48,7 +59,8 @@ class Embedding(Op):
         return (inputs[0][0], attrs["dim"])
 
     def params(self, attrs, inputs):
-        return [ParamSpec("weight", (attrs["vocab"], attrs["dim"]), "param", "unit",
+        init = "unit" if attrs["init"] == "auto" else attrs["init"]
+        return [ParamSpec("weight", (attrs["vocab"], attrs["dim"]), "param", init,
                           attrs["vocab"], attrs["dim"])]
 
     def saved(self, attrs, inputs, out):
@@ -72,7 +84,9 @@ class PosEmbedding(Op):
     aliases = ("positional",)
     family = "embedding"
     doc = ("Adds a learnt position vector to each step: x[t] + weight[t], weight (T, D) "
-           "(GPT-2's wpe, ViT's pos_embedding).")
+           "(GPT-2's wpe, ViT's pos_embedding); init 0.01 N(0, 1), or init=\"gpt2\": "
+           "N(0, 0.02²).")
+    args = (EMBED_INIT_ARG,)
     kernel = "pos_embedding"
 
     def shape(self, attrs, inputs):
@@ -81,7 +95,8 @@ class PosEmbedding(Op):
 
     def params(self, attrs, inputs):
         t, d = inputs[0]
-        return [ParamSpec("weight", (t, d), "param", "normal", t, d)]
+        init = "normal" if attrs["init"] == "auto" else attrs["init"]
+        return [ParamSpec("weight", (t, d), "param", init, t, d)]
 
     def torch_module(self, attrs, inputs):
         t, d = inputs[0]
@@ -514,6 +529,8 @@ class Attention(Op):
         Arg("causal", "bool", False, doc="mask the future: step t attends to steps <= t"),
         Arg("dropout", "prob", 0.0, doc="dropout on the attention weights at train time"),
         Arg("bias", "bool", True, doc="learn in_proj_bias and out_proj.bias"),
+        Arg("init", "choice", "auto", doc="in_proj_weight and out_proj.weight init; auto = "
+            "xavier", choices=INIT_ARG.choices),
     )
     kernel = "attention"
     kernel_params = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
@@ -529,10 +546,11 @@ class Attention(Op):
 
     def params(self, attrs, inputs):
         d = inputs[0][1]
-        out = [ParamSpec("in_proj_weight", (3 * d, d), "param", "xavier", d, 3 * d)]
+        init = "xavier" if attrs["init"] == "auto" else attrs["init"]
+        out = [ParamSpec("in_proj_weight", (3 * d, d), "param", init, d, 3 * d)]
         if attrs["bias"]:
             out.append(ParamSpec("in_proj_bias", (3 * d,), "param", "zeros", d, 3 * d))
-        out.append(ParamSpec("out_proj.weight", (d, d), "param", "xavier", d, d))
+        out.append(ParamSpec("out_proj.weight", (d, d), "param", init, d, d))
         if attrs["bias"]:
             out.append(ParamSpec("out_proj.bias", (d,), "param", "zeros", d, d))
         return out

@@ -316,7 +316,7 @@ class DataConfig(Section):
         "mnist": ("path",) + SPLITS,
         "npz": ("path", "test") + SPLITS,
         "imagefolder": ("path", "test") + SPLITS,  # netspec.train.imagefolder
-        "text": ("path", "val", "test", "context", "limit"),
+        "text": ("path", "val", "test", "context", "limit", "offset"),
         # generated in the process (netspec.train.tasks): no path
         "copy": ("length", "examples", "val", "test", "limit", "split_seed"),
         "sort": ("length", "examples", "val", "test", "limit", "split_seed"),
@@ -334,6 +334,8 @@ class DataConfig(Section):
     split_seed: int = setting(0, non_negative_int, "seed of the train/val/test split")
     context: int | None = setting(None, optional(positive_int), "text: characters per example "
                                   "(default: the spec's input length)")
+    offset: str = setting("random", one_of("random", "fixed"), "text: each epoch's training "
+                          "windows start at a seeded random offset (random) or at 0 (fixed)")
     length: int | None = setting(None, optional(positive_int), "copy/sort: digits per sequence "
                                  "(default: half the spec's input length)")
     examples: int = setting(20_000, positive_int, "copy/sort: training sequences (val and test "

@@ -58,6 +58,10 @@ class Dataset:
     classes: list[int] = field(default_factory=list)  # original label of each class index
     name: str = ""
     class_names: list[str] = field(default_factory=list)  # imagefolder: folder of each class
+    # (seed, epoch) -> that epoch's (x_train, y_train), the same count every epoch; the loop
+    # calls it as each epoch starts (text: windows at a random offset, netspec.train.text)
+    recut: Callable[[int, int], tuple[np.ndarray, np.ndarray]] | None = field(
+        default=None, repr=False)
 
     def normalize(self, x: np.ndarray) -> np.ndarray:
         """Apply the training split's statistics to new inputs (e.g. at predict time)."""
@@ -89,7 +93,7 @@ def load_dataset(cfg, input_shape: tuple[int, ...] | None = None) -> Dataset:
 
         if not dc.context:
             raise DataError(dc.path, "text data needs a context length (data.context)")
-        return load_text(dc.path, dc.context, dc.val, dc.test, dc.limit)
+        return load_text(dc.path, dc.context, dc.val, dc.test, dc.limit, dc.offset)
     if dc.type in ("copy", "sort"):
         from netspec.train.tasks import length_for, make_task
 

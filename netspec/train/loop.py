@@ -518,6 +518,9 @@ def quiet_float_warnings() -> Iterator[None]:
 def run_epoch(run: Run, state: LoopState, flag: InterruptFlag) -> bool:
     """Iterate over the rest of the epoch; False if interrupted (state saved by the caller)."""
     n, batch = len(run.data.y_train), run.cfg.batch
+    if run.data.recut is not None:  # this epoch's cut (text: windows at its random offset)
+        run.data.x_train, run.data.y_train = run.data.recut(run.cfg.seed, state.epoch)
+        run.backend.data_changed(run)
     if state.batch_index == 0:
         state.order = state.shuffle_rng.permutation(n)
         state.sums = {"loss": 0.0, "reg": 0.0, "correct": 0, "seen": 0, "seconds": 0.0}
@@ -770,7 +773,8 @@ class Backend:
     n}; count(idx) -> the examples of ``idx`` this process trains on; writer: this process writes checkpoints, metrics and plots (DDP: rank 0 only);
     interrupts() -> a context yielding the Ctrl-C flag; stop(flag) -> stop now (DDP: any
     worker asked); total(sums) -> the epoch's sums over every worker; checkpoint_extra(run)
-    -> extra arrays for the checkpoint; started(run, state) after start or resume.
+    -> extra arrays for the checkpoint; started(run, state) after start or resume;
+    data_changed(run) after the loop replaced the training split (Dataset.recut).
     """
 
     name: str = "numpy"
@@ -785,6 +789,7 @@ class Backend:
     total: Callable = lambda sums: sums
     checkpoint_extra: Callable = lambda run: {}
     started: Callable = lambda run, state: None
+    data_changed: Callable = lambda run: None
 
 
 NUMPY = Backend()

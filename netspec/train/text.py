@@ -6,6 +6,13 @@ checkpoint can turn ids back into text). The text is split by position, not at r
 the first part trains, the next validates, the last tests, so no window of one split overlaps
 another. Each example is a window of `context` characters x and the same window shifted by
 one, y: the model predicts every next character (per-token cross-entropy).
+
+With `offset = "random"` (the default) the training windows are cut again at the start of
+every epoch, all shifted by one offset in 0..context-1 drawn from the run's seed and the
+epoch (`epoch_offset`): each epoch sees other windows of the same text, as char-rnn and
+nanoGPT sample windows at random positions, and the window count (so the steps per epoch)
+stays the same. `offset = "fixed"` keeps the windows at 0, T, 2T, ... every epoch. Validation
+and test windows never move.
 """
 from __future__ import annotations
 
@@ -63,10 +70,45 @@ def windows(ids: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+def epoch_offset(seed: int, epoch: int, context: int) -> int:
+    """The shift of epoch `epoch`'s training windows: a draw in 0..context-1 from its own
+    stream of (seed, epoch), so a resumed run cuts the same windows without saving them."""
+    return int(np.random.default_rng([seed, epoch, 0x7E47]).integers(context))
+
+
+def shifted_windows(ids: np.ndarray, context: int, n: int, offset: int
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """n windows starting at offset, offset + T, ...: x = ids[s:s+T], y = ids[s+1:s+T+1]."""
+    return windows(ids[offset: offset + n * context + 1], context)
+
+
+class RandomOffsets:
+    """Dataset.recut of a text: epoch e's training windows shifted by epoch_offset(seed, e).
+
+    The count is the one every offset allows, (len - context) // context windows, so an
+    epoch has the same steps whatever its offset."""
+
+    def __init__(self, ids: np.ndarray, context: int, limit: int | None):
+        self.ids, self.context = ids, context
+        self.n = (len(ids) - context) // context
+        if limit:
+            self.n = min(self.n, limit)
+
+    def __call__(self, seed: int, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        return shifted_windows(self.ids, self.context, self.n,
+                               epoch_offset(seed, epoch, self.context))
+
+
+OFFSETS = ("random", "fixed")
+
+
 def load_text(path: str, context: int, val: float = 0.1, test: float = 0.1,
-              limit: int | None = None) -> Dataset:
+              limit: int | None = None, offset: str = "random") -> Dataset:
     """A Dataset of (N, context) windows from a text file, split by position; `limit`: at
-    most that many training windows (the first)."""
+    most that many training windows (the first); `offset`: "random" cuts the training
+    windows at a new seeded offset every epoch (Dataset.recut), "fixed" never moves them."""
+    if offset not in OFFSETS:
+        raise ValueError(f"offset must be one of {', '.join(OFFSETS)}, not {offset!r}")
     text = read_text(path)
     vocab = vocabulary(text)
     ids = encode(text, vocab)
@@ -78,10 +120,14 @@ def load_text(path: str, context: int, val: float = 0.1, test: float = 0.1,
         raise DataError(path, f"{len(text)} characters give no training window of "
                               f"{context + 1} characters")
     (xt, yt), (xv, yv), (xs, ys) = splits
-    if limit:
+    recut = None
+    if offset == "random" and n_train > 2 * context:
+        recut = RandomOffsets(ids[:n_train], context, limit)
+        xt, yt = shifted_windows(ids[:n_train], context, recut.n, 0)
+    elif limit:
         xt, yt = xt[:limit], yt[:limit]
     return Dataset(xt, yt, xv, yv, xs, ys, num_classes=len(vocab), input_shape=(context,),
-                   classes=vocab, name=Path(path).name)
+                   classes=vocab, name=Path(path).name, recut=recut)
 
 
 def next_token_distribution(model, ids: list[int], temperature: float = 1.0,

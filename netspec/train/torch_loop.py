@@ -361,7 +361,8 @@ class TorchSteps:
             interrupts=self.interrupts if w.distributed else Backend.interrupts,
             stop=self.stop if w.distributed else Backend.stop,
             total=self.total if w.distributed else Backend.total,
-            checkpoint_extra=self.checkpoint_extra, started=self.started)
+            checkpoint_extra=self.checkpoint_extra, started=self.started,
+            data_changed=self.place_data)
 
     # ---- start
 
