@@ -1,6 +1,7 @@
 """Benchmark: the 3x3 stride-1 conv by im2col + GEMM against Winograd F(2x2, 3x3), one process.
 
     python benchmarks/bench_winograd.py [--threads 1] [--repeats 7] [--only NAME,...] [--torch]
+                                        [--chunk N] [--rule] [--steps]
 
 netspec.runtime.winograd.WINOGRAD is switched off and on around each call, so both kernels
 (forward, and forward + backward with dx) run on the same data in the same process; calls
@@ -8,7 +9,8 @@ alternate in ABBA order (machine load hits both alike), each after a short idle 
 the table gives medians in ms and the ratio Winograd / im2col (< 1: Winograd is faster).
 `--rule` runs the Winograd side through winograd_applies (the shape rule the kernels use)
 instead of forcing Winograd on. The shapes are the per-shard convs of
-docs/performance.md's workloads; --torch adds torch's conv2d on the same shapes.
+docs/performance.md's workloads; --torch adds torch's conv2d on the same shapes. --steps
+times whole training steps of two networks instead (the kernels' rule decides per conv).
 """
 
 import argparse
@@ -27,9 +29,13 @@ _parser.add_argument("--torch", action="store_true", help="also time torch's con
 _parser.add_argument("--rule", action="store_true",
                      help="Winograd side as the kernels choose it (winograd.winograd_applies)")
 _parser.add_argument("--settle", type=float, default=0.05, metavar="SECONDS")
+_parser.add_argument("--steps", action="store_true",
+                     help="time whole training steps (model.loss, the default API) of "
+                          "bench_train_step's (d) and (f) instead, Winograd off / on")
 ARGS = _parser.parse_args()
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = str(ARGS.threads)
+os.environ.setdefault("NETSPEC_THREADS", str(ARGS.threads))
 
 import numpy as np
 
@@ -83,7 +89,7 @@ def _timed(fn, wino) -> float:
 
 def interleaved(fn) -> tuple[float, float]:
     """Median ms of im2col and of Winograd, ABBA after one warm-up call of each."""
-    wino = None if ARGS.rule else True
+    wino = None if ARGS.rule or ARGS.steps else True
     _timed(fn, False)
     _timed(fn, wino)
     old, new = [], []
@@ -94,8 +100,42 @@ def interleaved(fn) -> tuple[float, float]:
     return float(np.median(old)), float(np.median(new))
 
 
+RESNET_BLOCKS = """
+import "blocks/resnet.net"
+
+network resnet_blocks(num_classes = 10) {
+    input x: [64, 16, 16]
+    output x -> layer1: basic(64) * 2 -> avgpool: global_avgpool -> fc: linear(num_classes)
+}
+"""
+
+
+def steps() -> None:
+    """Training steps of bench_train_step's (d) 2 ResNet basic blocks (batch 32) and (f)
+    ResNet-18 at 224x224 (batch 8), Winograd off and on alternately (ABBA), the default
+    API on NETSPEC_THREADS (--threads) threads."""
+    import netspec
+
+    rng = np.random.default_rng(0)
+    print(f"training steps, {ARGS.threads} threads, repeats {ARGS.repeats}, load average "
+          f"{os.getloadavg()[0]:.1f}")
+    for name, source, shape, batch in [
+            ("(d) 2 ResNet basic 64x16x16", netspec.parse(RESNET_BLOCKS), None, 32),
+            ("(f) ResNet-18 3x224x224", netspec.load("resnet18"), (3, 224, 224), 8)]:
+        model = netspec.compile(source, input_shape=shape)
+        x = rng.standard_normal((batch,) + model.input_shape).astype(np.float32)
+        y = rng.integers(0, model.output_shape[0], batch)
+        old, new = interleaved(lambda m=model, x=x, y=y: m.loss(x, y))
+        print(f"{name:<30} im2col {old:9.1f} ms  winograd {new:9.1f} ms  ratio "
+              f"{new / old:.2f}", flush=True)
+    print(f"load average at the end {os.getloadavg()[0]:.1f}")
+
+
 def main() -> None:
     keep_freed_memory()
+    if ARGS.steps:
+        steps()
+        return
     rng = np.random.default_rng(0)
     if ARGS.chunk:
         layers.CONV_CHUNK = ARGS.chunk

@@ -509,3 +509,32 @@ def test_trainer_facing_attributes():
     assert list(model.params) == ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias",
                                   "fc3.weight", "fc3.bias"]
     assert "mlp" in repr(model) and "50,826 parameters" in repr(model)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_fused_relus_give_the_same_bits_as_separate_layers(monkeypatch, threads):
+    """A ReLU applied inside batch norm, add or max pool (netspec/analysis/fusion.py) gives
+    the loss and every gradient of the same network with the ReLU as its own layer, bit for
+    bit, whole or split over threads."""
+    spec = """import "blocks/resnet.net"
+    network fused_check {
+        input x: [3, 12, 12]
+        output x -> conv(8, k=3, p=1, bias=false) -> bn -> relu -> maxpool(3, s=2, p=1)
+                 -> basic(8) -> conv(8, k=3, p=1) -> relu -> maxpool(2)
+                 -> flatten -> linear(5)
+    }"""
+    fused = netspec.compile(netspec.parse(spec), seed=3)
+    assert len(fused_layers(fused.network)) == 4 and "relu_forward" not in fused.source
+    monkeypatch.setattr("netspec.codegen.fused_layers", lambda net: {})
+    separate = netspec.compile(netspec.parse(spec), seed=3)
+    assert separate.source.count("relu_forward(") == 4
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 3, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 6)
+    with netspec.threads(threads):
+        (loss_a, grads_a), (loss_b, grads_b) = fused.loss(x, y), separate.loss(x, y)
+    assert loss_a == loss_b and grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        assert np.array_equal(grads_a[name], grads_b[name]), name
+    for name in fused.buffers:  # batch norm's running statistics
+        assert np.array_equal(fused.buffers[name], separate.buffers[name]), name
