@@ -55,6 +55,20 @@ def rel_error(a: np.ndarray, b: np.ndarray) -> float:
 # Calling a case
 
 
+def assert_conv_gradients(x, w, b, dout, dx, dw, db, **kwargs) -> None:
+    """conv2d_backward's dx, dw, db against numerical gradients of conv2d_forward (float64,
+    rel_error < 1e-8)."""
+    def forward(x_, w_, b_):
+        return runtime.conv2d_forward(x_, w_, b_, **kwargs)[0]
+
+    for name, value, numeric in [
+        ("dx", dx, eval_numerical_gradient_array(lambda v: forward(v, w, b), x, dout)),
+        ("dw", dw, eval_numerical_gradient_array(lambda v: forward(x, v, b), w, dout)),
+        ("db", db, eval_numerical_gradient_array(lambda v: forward(x, w, v), b, dout)),
+    ]:
+        assert rel_error(value, numeric) < 1e-8, name
+
+
 def kernel_pair(case: dict):
     """The (forward, backward) functions of a case."""
     return getattr(runtime, case["op"] + "_forward"), getattr(runtime, case["op"] + "_backward")

@@ -4,7 +4,7 @@ batch of several chunks against numerical gradients and PyTorch, every path (dx 
 convolution, dx by col2im, groups, dilation, need_dx=False), and the cache keeping x."""
 import numpy as np
 import pytest
-from _gradcheck import eval_numerical_gradient_array, rel_error
+from _gradcheck import assert_conv_gradients
 
 from netspec import runtime
 from netspec.runtime import layers
@@ -31,16 +31,7 @@ def test_chunked_conv_gradients_match_numerical_gradients(chunks_of_two, x_shape
     assert cache[0] is x  # the input, not its columns
     dout = rng.standard_normal(out.shape)
     dx, dw, db = runtime.conv2d_backward(dout, cache)
-
-    def forward(x_, w_, b_):
-        return runtime.conv2d_forward(x_, w_, b_, **kwargs)[0]
-
-    for name, value, numeric in [
-        ("dx", dx, eval_numerical_gradient_array(lambda v: forward(v, w, b), x, dout)),
-        ("dw", dw, eval_numerical_gradient_array(lambda v: forward(x, v, b), w, dout)),
-        ("db", db, eval_numerical_gradient_array(lambda v: forward(x, w, v), b, dout)),
-    ]:
-        assert rel_error(value, numeric) < 1e-8, name
+    assert_conv_gradients(x, w, b, dout, dx, dw, db, **kwargs)
     skipped, dw2, db2 = runtime.conv2d_backward(dout, cache, need_dx=False)
     assert skipped is None
     np.testing.assert_allclose(dw2, dw, rtol=1e-12)

@@ -4,7 +4,7 @@ and float64), numerical gradients (float64), a float64 direct convolution (the f
 error), and the shape rule that picks it."""
 import numpy as np
 import pytest
-from _gradcheck import eval_numerical_gradient_array, rel_error
+from _gradcheck import assert_conv_gradients
 
 from netspec import runtime
 from netspec.runtime import layers, winograd
@@ -76,16 +76,7 @@ def test_winograd_gradients_match_numerical_gradients(forced):
     dout = rng.standard_normal(out.shape)
     dx, dw, db = runtime.conv2d_backward(dout, cache)
     assert forced["dw"] == 2 and forced["conv"] >= 4
-
-    def forward(x_, w_, b_):
-        return runtime.conv2d_forward(x_, w_, b_, padding=(1, 1))[0]
-
-    for name, value, numeric in [
-        ("dx", dx, eval_numerical_gradient_array(lambda v: forward(v, w, b), x, dout)),
-        ("dw", dw, eval_numerical_gradient_array(lambda v: forward(x, v, b), w, dout)),
-        ("db", db, eval_numerical_gradient_array(lambda v: forward(x, w, v), b, dout)),
-    ]:
-        assert rel_error(value, numeric) < 1e-8, name
+    assert_conv_gradients(x, w, b, dout, dx, dw, db, padding=(1, 1))
     skipped, dw2, _ = runtime.conv2d_backward(dout, cache, need_dx=False)
     assert skipped is None
     np.testing.assert_allclose(dw2, dw, rtol=1e-12)
