@@ -131,29 +131,39 @@ class MaxPool(_Pool):
         text = super().describe(attrs)
         return text + (f" d{fmt_pair(attrs['d'])}" if attrs["d"] != (1, 1) else "")
 
-    def forward_workspace(self, attrs, inputs, out):
-        # The runtime's stride phases of the padded input (a strided pool whose taps read
-        # every phase), or the padded input (stride 1): a copy of the input, for a moment.
-        (kh, kw), (sh, sw), (dh, dw) = attrs["k"], attrs["s"], self.dilation(attrs)
+    def _strided_phases(self, attrs) -> bool:
+        """The runtime splits the padded input into stride phases (a strided pool whose
+        taps read every phase: netspec.runtime.layers.phases_cover, the kernels' own rule)."""
+        from netspec.runtime.layers import phases_cover
+
+        return attrs["s"] != (1, 1) and phases_cover(attrs["k"], attrs["s"],
+                                                     self.dilation(attrs))
+
+    @staticmethod
+    def _phase_elements(attrs, inputs) -> int:
+        """Elements of the stride phases of the padded input, its size rounded up to the
+        stride (the padded input itself at stride 1)."""
+        (sh, sw), (ph, pw) = attrs["s"], attrs["p"]
         c, h, w = inputs[0]
-        ph, pw = attrs["p"]
-        phased = (sh, sw) != (1, 1) and (dh, dw) == (1, 1) and kh >= sh and kw >= sw
-        if not phased and (ph, pw) == (0, 0):
-            return 0
         return c * sh * ceildiv(h + 2 * ph, sh) * sw * ceildiv(w + 2 * pw, sw)
 
+    def forward_workspace(self, attrs, inputs, out):
+        # The runtime's stride phases of the padded input, or the padded input (stride 1):
+        # a copy of the input, for a moment.
+        if not self._strided_phases(attrs) and attrs["p"] == (0, 0):
+            return 0
+        return self._phase_elements(attrs, inputs)
+
     def workspace(self, attrs, inputs, out, need_dx=True):
-        (kh, kw), (sh, sw), (dh, dw) = attrs["k"], attrs["s"], self.dilation(attrs)
-        overlapping = sh < dh * (kh - 1) + 1 or sw < dw * (kw - 1) + 1
-        if (sh, sw) == (1, 1) or (dh, dw) != (1, 1) or kh < sh or kw < sw or not overlapping:
+        from netspec.runtime.layers import disjoint_windows
+
+        if not self._strided_phases(attrs) or disjoint_windows(attrs["k"], attrs["s"],
+                                                                self.dilation(attrs)):
             return super().workspace(attrs, inputs, out, need_dx)
         # The runtime's stride-phase backward (overlapping strided windows, ResNet's stem):
-        # the phases of the padded dx, its size rounded up to the stride; one dout-sized
-        # temporary per tap; dout and argmax laid out in rows of the phase width.
-        c, h, w = inputs[0]
-        ph, pw = attrs["p"]
-        return c * sh * sw * ceildiv(h + 2 * ph, sh) * ceildiv(w + 2 * pw, sw) \
-            + 3 * math.prod(out)
+        # the phases of the padded dx; one dout-sized temporary per tap; dout and argmax
+        # laid out in rows of the phase width.
+        return self._phase_elements(attrs, inputs) + 3 * math.prod(out)
 
     def saved(self, attrs, inputs, out):
         # The winning tap of every output: uint8 up to 256 taps.

@@ -400,7 +400,7 @@ def _pool_geometry(x_shape, kernel, stride, padding, ceil_mode, dilation=(1, 1))
     return (oh, ow), (ph, bottom, pw, right)
 
 
-def _disjoint_windows(kernel, stride, dilation) -> bool:
+def disjoint_windows(kernel, stride, dilation) -> bool:
     """Each input pixel falls in at most one window: the stride covers the dilated window."""
     return all(s >= d * (k - 1) + 1 for k, s, d in zip(kernel, stride, dilation))
 
@@ -443,7 +443,7 @@ def _tap_run(tap: int, kernel, dilation, stride, wq: int) -> tuple[int, int, int
     return i % stride[0], j % stride[1], (i // stride[0]) * wq + j // stride[1]
 
 
-def _phases_cover(kernel, stride, dilation) -> bool:
+def phases_cover(kernel, stride, dilation) -> bool:
     """The taps of a window read every stride phase (else the phases would copy unread
     values): stride 1, or no dilation and a kernel at least as large as the stride."""
     return stride == (1, 1) or (dilation == (1, 1) and all(k >= s for k, s in zip(kernel, stride)))
@@ -495,7 +495,7 @@ def maxpool2d_forward(
     out_size, pads = _pool_geometry(x.shape, kernel, stride, padding, ceil_mode, dilation)
     kh, kw = kernel
     oh, ow = out_size
-    if _phases_cover(kernel, stride, dilation):
+    if phases_cover(kernel, stride, dilation):
         # Tap (i, j) of every output is ONE contiguous run of a flattened stride phase (of
         # the padded image itself with stride 1): a long inner loop on contiguous memory
         # instead of OH rows of OW strided values. Outputs sit in rows of WQ, with WQ - OW
@@ -535,13 +535,13 @@ def maxpool2d_backward(dout: np.ndarray, cache):
     argmax, x_shape, kernel, stride, pads, dilation, relu_out = cache
     if relu_out is not None:
         dout = _relu_grad(dout, relu_out)
-    if stride != (1, 1) and _phases_cover(kernel, stride, dilation) \
-            and not _disjoint_windows(kernel, stride, dilation):
+    if stride != (1, 1) and phases_cover(kernel, stride, dilation) \
+            and not disjoint_windows(kernel, stride, dilation):
         return _maxpool_backward_phases(dout, cache)
     top, bottom, left, right = pads
     n, c, h, w = x_shape
     kh, kw = kernel
-    disjoint = _disjoint_windows(kernel, stride, dilation)
+    disjoint = disjoint_windows(kernel, stride, dilation)
     # Windows that tile the input exactly (2x2/2 on an even map) write every dx element
     # once: no zero fill needed (one pass over dx fewer).
     tiles = disjoint and kernel == stride and pads == (0, 0, 0, 0) \
@@ -634,7 +634,7 @@ def avgpool2d_backward(dout: np.ndarray, cache):
     dxp = np.zeros((n, c, h + top + bottom, w + left + right), dtype=dout.dtype)
     share = dout / divisor
     kh, kw = kernel
-    disjoint = _disjoint_windows(kernel, stride, (1, 1))
+    disjoint = disjoint_windows(kernel, stride, (1, 1))
     for tap in range(kh * kw):
         target = dxp[offset_slices(tap // kw, tap % kw, stride, (1, 1), dout.shape[2:])]
         if disjoint:
