@@ -33,10 +33,6 @@ def run(args) -> int:
 
     if args.length < 0:
         _fail(f"--length must be >= 0, not {args.length}")
-    if not args.temperature >= 0:
-        _fail(f"--temperature must be >= 0, not {args.temperature}")
-    if args.top_k is not None and args.top_k < 1:
-        _fail(f"--top-k must be >= 1, not {args.top_k}")
     net = load_net(args)
     node = net.node(net.inputs[0])
     if node["attrs"].get("dtype") != "int" or len(node["attrs"]["shape"]) != 1:
