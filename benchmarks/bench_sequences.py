@@ -5,8 +5,8 @@
 - lstm, gru: the row-by-row digits classifiers (specs/lstm_digits.net, gru_digits.net) with
   their own train sections; target >= 97% test accuracy.
 - vit: specs/vit_digits.net; target >= 97% test accuracy.
-- lm: the small GPT (specs/gpt_tiny.net) against the character LSTM (specs/char_lstm.net)
-  on the same text (Python's reference text, the pydoc topics that ship with CPython, or
+- lm: a small GPT (--gpt: specs/gpt_alibi.net, the default, or gpt_tiny.net) against the
+  character LSTM (specs/char_lstm.net) on the same text (Python's reference text, the pydoc topics that ship with CPython, or
   --text FILE; characters as tokens, split by position), each with its spec's own train
   section (both: 4 epochs of batch 32, so the same steps; --lm-epochs N: N epochs each);
   target: the GPT's validation loss below the LSTM's. The training windows move every epoch
@@ -101,17 +101,23 @@ def train_lm(name: str, text: str, epochs: int | None, out: str, offset: str = "
             "seconds": round(time.perf_counter() - start, 1)}
 
 
-LM_MODELS = {"gpt": "gpt_tiny", "char_lstm": "char_lstm"}
+LM_GPTS = ("gpt_alibi", "gpt_tiny")
+LM_MODELS = ("gpt", "char_lstm")  # the keys of a comparison's two runs
 
 
 def compare_lm(args, tmp: str, out: str) -> dict:
-    """gpt_tiny against char_lstm; --lm-only trains one of them and takes the other's run
-    from --lm-reuse (an earlier run's --json), refused unless text, offset and steps match."""
+    """The GPT (--gpt) against char_lstm; --lm-only trains one of them and takes the other's
+    run from --lm-reuse (an earlier run's --json), refused unless text, offset, steps and the
+    GPT's spec match."""
     text = args.text or corpus(tmp)
     epochs = 1 if args.quick else args.lm_epochs
+    gpt_name = args.lm_only if args.lm_only in LM_GPTS else args.gpt
     reused = reused_lm_runs(args.lm_reuse or [])
+    if "gpt" in reused and args.lm_only != gpt_name and reused["gpt"]["task"] != f"lm:{gpt_name}":
+        raise SystemExit(f"the reused GPT run is {reused['gpt']['task'][3:]}'s, not "
+                         f"{gpt_name}'s: pass --gpt {reused['gpt']['task'][3:]}")
     runs = {}
-    for key, name in LM_MODELS.items():
+    for key, name in (("gpt", gpt_name), ("char_lstm", "char_lstm")):
         if args.lm_only == name or (key not in reused and not args.lm_only):
             runs[key] = train_lm(name, text, epochs, f"{out}-{key}", args.offset)
         elif key in reused:
@@ -202,7 +208,9 @@ def main(argv=None) -> int:
                    help="lm: the training windows at a new random offset every epoch "
                         "(default) or fixed")
     p.add_argument("--plot", metavar="OUT.png", help="lm: draw both loss curves into OUT.png")
-    p.add_argument("--lm-only", choices=tuple(LM_MODELS.values()),
+    p.add_argument("--gpt", choices=LM_GPTS, default="gpt_alibi",
+                   help="lm: the GPT to compare with the LSTM (default gpt_alibi)")
+    p.add_argument("--lm-only", choices=(*LM_GPTS, "char_lstm"),
                    help="lm: train this model only; the other's run comes from --lm-reuse "
                         "(without it: this run alone, to save with --json)")
     p.add_argument("--lm-reuse", metavar="RESULTS.json", nargs="+",

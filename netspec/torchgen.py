@@ -28,7 +28,7 @@ INDENT = "        "
 TARGET = "torch"
 
 # Names a layer's variable in forward never takes: the file's imports and functions.
-FILE_NAMES = frozenset({"self", "torch", "nn", "F", "loss", "Network"})
+FILE_NAMES = frozenset({"self", "torch", "nn", "F", "loss", "Network", "alibi_bias"})
 
 # Attributes of torch.nn.Module / nn.ModuleDict and of the generated class: a submodule cannot
 # take these names (torch's add_module refuses them). tests/test_torchgen.py checks this list
@@ -84,6 +84,7 @@ class TorchPlan:
     layers: list[TorchLayer]  # the live layers after the input, in topological order
     tensors: list[tuple[str, ParamSpec]]
     loss: str
+    helpers: list[str]  # module-level functions the forward calls (Op.torch_helpers), once each
 
 
 def _error(message: str, data: dict | None = None, hint: str | None = None) -> NetspecError:
@@ -188,7 +189,7 @@ def plan(net: Network) -> TorchPlan:
     order = net.order()
     vars_ = _layer_identifiers(order, FILE_NAMES)
     modules = _Modules()
-    layers, tensors = [], []
+    layers, tensors, helpers = [], [], []
     for name in order:
         data = g.nodes[name]
         op = REGISTRY[data["op"]]
@@ -206,13 +207,14 @@ def plan(net: Network) -> TorchPlan:
                 expr = op.torch_forward(data["attrs"], shapes, [vars_[i] for i in data["inputs"]],
                                         module)
                 layers.append(TorchLayer(name, vars_[name], module, expr, list(data["inputs"])))
+                helpers += [h for h in op.torch_helpers(data["attrs"]) if h not in helpers]
         except NoLowering as exc:
             raise _error(f"layer `{name}`: {exc} (define {type(op).__name__}.torch_module/"
                          f"torch_forward in netspec/ops/)", data) from None
     fn, kwargs = _loss(net)
     return TorchPlan(net.name, net.path, _class_name(net.name), vars_[inp], vars_[out],
                      tuple(g.nodes[inp]["shape"]), tuple(g.nodes[out]["shape"]), modules.lines,
-                     layers, tensors, _torch_loss(net, fn, kwargs))
+                     layers, tensors, _torch_loss(net, fn, kwargs), helpers)
 
 
 def _torch_loss(net: Network, fn: str, kwargs: list[str]) -> str:
@@ -359,6 +361,8 @@ def generate(net: Network, input_shape: tuple[int, ...] | None = None) -> str:
            "from torch.nn import functional as F",
            ""]
     out += _init_table(p)
+    for helper in p.helpers:
+        out += ["", "", helper]
     out += ["", "",
             "def loss(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:",
             ('    """The spec\'s loss of the scores (N, C) for the labels y (N,), mean over '

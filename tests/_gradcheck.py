@@ -641,6 +641,10 @@ SEQUENCE_CASES = [
     {"id": "attention-1-head", "op": "attention", "make": attention_inputs(2, 4, 3)},
     {"id": "attention-2-heads-causal", "op": "attention", "make": attention_inputs(2, 5, 4),
      "kwargs": {"heads": 2, "causal": True}},
+    {"id": "attention-2-heads-causal-alibi", "op": "attention",
+     "make": attention_inputs(2, 5, 4), "kwargs": {"heads": 2, "causal": True, "alibi": 2.0}},
+    {"id": "attention-3-heads-alibi", "op": "attention", "make": attention_inputs(2, 4, 6),
+     "kwargs": {"heads": 3, "alibi": 8.0}},
     {"id": "attention-3-heads-no-bias", "op": "attention",
      "make": attention_inputs(2, 3, 6, bias=False), "kwargs": {"heads": 3}},
     {  # seeded dropout on the weights: the same mask every call, so centred differences work

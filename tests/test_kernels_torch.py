@@ -65,6 +65,15 @@ def _attention(t, kw):
                               batch_first=True, dtype=torch.float64)
     params = {k: v for k, v in t.items() if k != "x" and v is not None}
     mask = torch.triu(torch.ones(t_len, t_len, dtype=torch.bool), 1) if kw.get("causal") else None
+    if kw.get("alibi"):  # Press et al.'s slopes 2^(-b h / H), written out here independently
+        heads = kw.get("heads", 1)
+        slopes = torch.tensor([2 ** (-kw["alibi"] * h / heads) for h in range(1, heads + 1)],
+                              dtype=torch.float64)
+        pos = torch.arange(t_len, dtype=torch.float64)
+        bias = -slopes[:, None, None] * (pos[None, :] - pos[:, None]).abs()
+        if mask is not None:
+            bias = bias.masked_fill(mask, float("-inf"))
+        mask = bias.repeat(x.shape[0], 1, 1)  # (N heads, T, T), batch-major
     out, _ = torch.func.functional_call(m, params, (x, x, x),
                                         {"attn_mask": mask, "need_weights": False})
     return out

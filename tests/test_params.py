@@ -70,6 +70,10 @@ HAND_COUNTS = {
     "gpt_tiny": 96 * 128 + 64 * 128 + 4 * ((4 * 128 * 128 + 4 * 128) + 4 * 128
                                            + (128 * 512 + 512) + (512 * 128 + 128))
     + 2 * 128 + (128 * 96 + 96),
+    # gpt_alibi: gpt_tiny without the position table (ALiBi has no parameters)
+    "gpt_alibi": 96 * 128 + 4 * ((4 * 128 * 128 + 4 * 128) + 4 * 128
+                                 + (128 * 512 + 512) + (512 * 128 + 128))
+    + 2 * 128 + (128 * 96 + 96),
     # ViT, d = 64: patch embedding 4 -> 64, class token, 17 positions; per block attention,
     # norms, feed-forward d -> 2d -> d; final norm; head 64 -> 10.
     "vit_digits": (4 * 64 + 64) + 64 + 17 * 64 + 4 * ((4 * 64 * 64 + 4 * 64) + 4 * 64

@@ -100,25 +100,34 @@ def test_digits_row_classifier_equals_torch(cell):
 
 
 class TinyGPT(nn.Module):
-    """The GPT of specs/gpt_tiny.net written in torch: the same names."""
+    """The GPT of specs/gpt_tiny.net written in torch: the same names. alibi=b: the GPT of
+    specs/gpt_alibi.net instead, no position table and ALiBi's penalty in the causal mask."""
 
-    def __init__(self, vocab, context, d, heads, layers):
+    def __init__(self, vocab, context, d, heads, layers, alibi=0.0):
         super().__init__()
         f64 = {"dtype": torch.float64}
         self.tok = nn.Embedding(vocab, d, **f64)
-        self.pos = nn.Module()
-        self.pos.weight = nn.Parameter(0.1 * torch.randn(context, d, **f64))
+        self.pos = None
+        if not alibi:
+            self.pos = nn.Module()
+            self.pos.weight = nn.Parameter(0.1 * torch.randn(context, d, **f64))
         layer = nn.TransformerEncoderLayer(d, heads, 4 * d, dropout=0.0, batch_first=True,
                                            norm_first=True, activation=nn.GELU(), **f64)
         self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False).layers
         self.norm = nn.LayerNorm(d, **f64)
         self.head = nn.Linear(d, vocab, **f64)
         self.mask = nn.Transformer.generate_square_subsequent_mask(context, **f64)
+        if alibi:  # Press et al. 2022: head h of H subtracts 2^(-b h / H) per step back
+            slopes = torch.tensor([2 ** (-alibi * h / heads) for h in range(1, heads + 1)],
+                                  **f64)
+            back = torch.arange(context)[:, None] - torch.arange(context)[None, :]
+            self.mask = self.mask - slopes[:, None, None] * back.clamp(min=0)
 
     def forward(self, x):
-        h = self.tok(x) + self.pos.weight
+        h = self.tok(x) + (self.pos.weight if self.pos is not None else 0)
+        mask = self.mask if self.mask.dim() == 2 else self.mask.repeat(x.shape[0], 1, 1)
         for layer in self.layers:
-            h = layer(h, src_mask=self.mask, is_causal=True)
+            h = layer(h, src_mask=mask, is_causal=self.mask.dim() == 2)
         return self.head(self.norm(h))
 
 
@@ -129,3 +138,27 @@ def test_gpt_spec_equals_torch_gpt():
     x = np.random.default_rng(5).integers(0, 11, (3, 6))
     gpt = TinyGPT(11, 6, 8, 2, 2)
     compare(model, gpt, x)
+
+
+@pytest.mark.parametrize("alibi", [1.0, 8.0])
+def test_alibi_gpt_spec_equals_torch_gpt_with_the_penalty_in_its_mask(alibi):
+    torch.manual_seed(5)
+    over = {"vocab": 11, "context": 7, "d": 12, "heads": 3, "layers": 2, "drop": 0.0,
+            "alibi": alibi}
+    model = netspec.compile(netspec.load("gpt_alibi", overrides=over), dtype="float64")
+    x = np.random.default_rng(6).integers(0, 11, (3, 7))
+    compare(model, TinyGPT(11, 7, 12, 3, 2, alibi=alibi), x)
+
+
+def test_alibi_slopes_are_the_papers():
+    """Press et al. 2022, section 3: for 8 heads the slopes are 1/2, 1/4, ..., 1/256, for 16
+    heads 1/2^0.5, 1/2, ..., 1/256 (base 8); a step j after i is masked when causal."""
+    from netspec.runtime.sequence import alibi_bias
+
+    for heads in (8, 16):
+        bias = alibi_bias(heads, 4, 8.0, True, np.dtype("float64"))
+        slopes = -bias[:, 1, 0]
+        np.testing.assert_allclose(slopes, [2 ** (-8 * h / heads) for h in range(1, heads + 1)])
+        assert slopes[-1] == 1 / 256 and (heads != 8 or slopes[0] == 0.5)
+        np.testing.assert_array_equal(bias[:, 3, 0], 3 * bias[:, 1, 0])
+        assert np.isneginf(bias[:, 0, 1]).all() and (np.diagonal(bias, axis1=1, axis2=2) == 0).all()

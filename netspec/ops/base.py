@@ -98,7 +98,7 @@ def _sides(name: str, v: Any) -> tuple[int, int, int, int]:
 class Arg:
     """One argument of an op: its name, type, default and meaning.
 
-    Types: int, posint (>= 1), float (finite), prob (0 <= p < 1), bool, pair (int or
+    Types: int, posint (>= 1), float (finite), nonneg (finite, >= 0), prob (0 <= p < 1), bool, pair (int or
     [h, w], >= 1), pad (int or [h, w] >= 0, or "same"), scale (a positive number or [h, w]
     of them), sides (int, [h, w] or [top, bottom, left, right], any sign), choice (one of
     `choices`).
@@ -127,6 +127,9 @@ class Arg:
             return v
         if t == "float" and (_is_int(v) or isinstance(v, float)) and math.isfinite(v):
             return float(v)
+        if t == "nonneg" and (_is_int(v) or isinstance(v, float)) and math.isfinite(v) \
+                and v >= 0:
+            return float(v)
         if t == "prob" and (_is_int(v) or isinstance(v, float)) and 0 <= v < 1:
             return float(v)
         if t == "bool" and isinstance(v, bool):
@@ -143,6 +146,7 @@ class Arg:
             return _sides(self.name, v)
         expected = {
             "int": "an integer", "posint": "a positive integer", "float": "a finite number",
+            "nonneg": "a number >= 0",
             "prob": "a probability in [0, 1)", "bool": "true or false",
             "choice": " or ".join(f'"{c}"' for c in self.choices),
         }[t]
@@ -339,6 +343,11 @@ class Op:
         """The expression of the layer's output in the generated forward: `xs` are the
         variables of its inputs, `module` the expression of its torch_module (`self.conv1`)."""
         raise NoLowering(self.name, "torch")
+
+    def torch_helpers(self, attrs: dict[str, Any]) -> tuple[str, ...]:
+        """Source of module-level functions the layer's torch_forward calls, each a whole
+        `def` (the generated file holds each once, after its imports)."""
+        return ()
 
     def onnx(self, g: Any, attrs: dict[str, Any], inputs: list[Shape], xs: list[str]) -> str:
         """Add the layer's eval-mode ONNX nodes to `g` (a netspec.onnxgen.Graph: g.node,

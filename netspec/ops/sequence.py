@@ -529,6 +529,10 @@ class Attention(Op):
         Arg("causal", "bool", False, doc="mask the future: step t attends to steps <= t"),
         Arg("dropout", "prob", 0.0, doc="dropout on the attention weights at train time"),
         Arg("bias", "bool", True, doc="learn in_proj_bias and out_proj.bias"),
+        Arg("alibi", "nonneg", 0.0, doc="ALiBi (Press et al. 2022): 0 = off; b > 0: head h "
+            "of H adds -2^(-b h / H) |i - j| to its scores, so far steps weigh less (the "
+            "paper's b is 8; smaller b, steeper slopes); a network using it needs no "
+            "position embedding"),
         Arg("init", "choice", "auto", doc="in_proj_weight and out_proj.weight init; auto = "
             "xavier", choices=INIT_ARG.choices),
     )
@@ -570,7 +574,9 @@ class Attention(Op):
 
     def extra_flops(self, attrs, inputs, out):
         t, d = inputs[0]
-        return 3 * attrs["heads"] * t * t + (4 * d * t if attrs["bias"] else 0)
+        # scale, max-subtract and normalize per score (+ the ALiBi add), and the two biases
+        per_score = 4 if attrs["alibi"] else 3
+        return per_score * attrs["heads"] * t * t + (4 * d * t if attrs["bias"] else 0)
 
     def saved(self, attrs, inputs, out):
         t, d = inputs[0]
@@ -587,7 +593,9 @@ class Attention(Op):
         return wider(reach, "past") if attrs["causal"] else "all"
 
     def kernel_args(self, attrs):
-        return {"heads": attrs["heads"], "causal": attrs["causal"], "dropout": attrs["dropout"]}
+        alibi = {"alibi": attrs["alibi"]} if attrs["alibi"] else {}
+        return {"heads": attrs["heads"], "causal": attrs["causal"], "dropout": attrs["dropout"],
+                **alibi}
 
     def torch_module(self, attrs, inputs):
         d = inputs[0][1]
@@ -597,9 +605,18 @@ class Attention(Op):
 
     def torch_forward(self, attrs, inputs, xs, module):
         x, t = xs[0], inputs[0][0]
-        mask = (f", attn_mask=torch.ones({t}, {t}, dtype=torch.bool, device={x}.device)"
-                ".triu(1)") if attrs["causal"] else ""
+        if attrs["alibi"]:  # a float mask per head: (N heads, T, T), batch-major as torch's
+            mask = (f", attn_mask=alibi_bias({attrs['heads']}, {t}, {attrs['alibi']!r}, "
+                    f"{attrs['causal']}, {x}).repeat({x}.shape[0], 1, 1)")
+        elif attrs["causal"]:
+            mask = (f", attn_mask=torch.ones({t}, {t}, dtype=torch.bool, device={x}.device)"
+                    ".triu(1)")
+        else:
+            mask = ""
         return f"{module}({x}, {x}, {x}, need_weights=False{mask})[0]"
+
+    def torch_helpers(self, attrs):
+        return (ALIBI_TORCH,) if attrs["alibi"] else ()
 
     def onnx(self, g, attrs, inputs, xs):
         """MatMul/Softmax per head, as nn.MultiheadAttention computes it in eval mode (no
@@ -618,7 +635,13 @@ class Attention(Op):
         k_t = g.node("Transpose", [k], suffix="k_t", perm=[0, 1, 3, 2])
         scores = g.node("Mul", [g.node("MatMul", [q, k_t], suffix="qk"),
                                 g.constant(1 / math.sqrt(dh), "scale")], suffix="scores")
-        if attrs["causal"]:
+        if attrs["alibi"]:  # the distance penalty per head (and the causal mask), broadcast
+            import numpy as np
+
+            from netspec.runtime.sequence import alibi_bias
+            penalty = alibi_bias(heads, t, attrs["alibi"], attrs["causal"], np.dtype("float32"))
+            scores = g.node("Add", [scores, g.constant(penalty, "alibi_bias")], suffix="masked")
+        elif attrs["causal"]:
             future = [[-math.inf if j > i else 0.0 for j in range(t)] for i in range(t)]
             scores = g.node("Add", [scores, g.constant(future, "causal_mask")],
                             suffix="masked")
@@ -632,7 +655,22 @@ class Attention(Op):
 
     def describe(self, attrs):
         text = f"attention {attrs['heads']} head" + ("s" if attrs["heads"] > 1 else "")
-        return text + (", causal" if attrs["causal"] else "")
+        return text + (", causal" if attrs["causal"] else "") + (
+            ", ALiBi" if attrs["alibi"] else "")
+
+
+# The torch form of netspec.runtime.sequence.alibi_bias, emitted once into a generated file
+# whose attention uses ALiBi.
+ALIBI_TORCH = '''def alibi_bias(heads: int, t: int, base: float, causal: bool, like: torch.Tensor
+               ) -> torch.Tensor:
+    """ALiBi (Press et al. 2022): (heads, t, t), what head h = 1..H adds to its scores at
+    (i, j): -2^(-base h / H) |i - j|; causal: -inf above the diagonal as well."""
+    h = torch.arange(1, heads + 1, dtype=torch.float64)
+    i = torch.arange(t, dtype=torch.float64)
+    bias = -(2.0 ** (-base * h / heads))[:, None, None] * (i[:, None] - i[None, :]).abs()
+    if causal:
+        bias = bias.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
+    return bias.to(dtype=like.dtype, device=like.device)'''
 
 
 OPS = [Embedding(), PosEmbedding(), Sinusoidal(), ClassToken(), Patches(), Mean(), First(),

@@ -9,6 +9,7 @@ time steps. Every kernel here sees its samples independently (batchwise_*), exce
 with dropout, which draws the mask of the whole batch so a split batch sees the unsplit draws.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -507,7 +508,23 @@ def gru_backward(dout, cache):
 # Multi-head self-attention (nn.MultiheadAttention with query = key = value)
 
 
-def _attention(x, w_in, b_in, w_out, b_out, heads: int, causal: bool, keep):
+@functools.lru_cache(maxsize=32)
+def alibi_bias(heads: int, t: int, base: float, causal: bool, dtype: np.dtype) -> np.ndarray:
+    """ALiBi (Press et al. 2022, "Train Short, Test Long"): (heads, t, t), what head h = 1..H
+    adds to its scores at (i, j): -m_h |i - j| with slope m_h = 2^(-base h / H) (the paper's
+    base is 8), so far steps weigh less; causal: -inf above the diagonal as well. Read-only
+    (cached: the same array for every batch)."""
+    slopes = 2.0 ** (-base * np.arange(1, heads + 1) / heads)
+    i = np.arange(t)
+    bias = -slopes[:, None, None] * np.abs(i[:, None] - i[None, :])
+    if causal:
+        bias[:, np.triu(np.ones((t, t), dtype=bool), 1)] = -np.inf
+    bias = bias.astype(dtype)
+    bias.flags.writeable = False
+    return bias
+
+
+def _attention(x, w_in, b_in, w_out, b_out, heads: int, causal: bool, alibi: float, keep):
     """One shard. keep: the scaled dropout keep-mask of the weights (N, heads, T, T) or None."""
     n, t, d = x.shape
     dh = d // heads
@@ -518,7 +535,9 @@ def _attention(x, w_in, b_in, w_out, b_out, heads: int, causal: bool, keep):
     q, k, v = qkv.reshape(n, t, 3, heads, dh).transpose(2, 0, 3, 1, 4)
     scale = 1 / math.sqrt(dh)
     scores = (q * scale) @ k.transpose(0, 1, 3, 2)
-    if causal:  # position i attends to j <= i; exp(-inf) = 0 exactly
+    if alibi:  # the distance penalty, and the causal mask with it
+        scores += alibi_bias(heads, t, alibi, causal, scores.dtype)
+    elif causal:  # position i attends to j <= i; exp(-inf) = 0 exactly
         scores[..., np.triu(np.ones((t, t), dtype=bool), 1)] = -np.inf
     scores -= scores.max(axis=-1, keepdims=True)  # the diagonal is never masked: finite
     p = np.exp(scores, out=scores)
@@ -533,7 +552,7 @@ def _attention(x, w_in, b_in, w_out, b_out, heads: int, causal: bool, keep):
 
 
 def attention_forward(x, w_in, b_in, w_out, b_out, heads: int = 1, causal: bool = False,
-                      dropout: float = 0.0, train: bool = False, rng=None):
+                      dropout: float = 0.0, alibi: float = 0.0, train: bool = False, rng=None):
     """Multi-head self-attention, softmax(Q Kᵀ / sqrt(d_head)) V per head, then out_proj.
 
     x: (N, T, D); w_in: (3D, D) = [W_q; W_k; W_v]; b_in: (3D,) or None; w_out: (D, D); b_out:
@@ -548,10 +567,10 @@ def attention_forward(x, w_in, b_in, w_out, b_out, heads: int = 1, causal: bool 
         keep = (rng.random((n, heads, t, t), dtype=np.float32) >= dropout).astype(dtype)
         keep *= 1 / (1 - dropout)
     if not split:
-        return _attention(x, w_in, b_in, w_out, b_out, heads, causal, keep)
+        return _attention(x, w_in, b_in, w_out, b_out, heads, causal, alibi, keep)
     keeps = split_like(keep, x.sizes) if keep is not None else [None] * len(x)
-    results = run(lambda xk, kk: _attention(xk, w_in, b_in, w_out, b_out, heads, causal, kk),
-                  x, keeps)
+    results = run(lambda xk, kk: _attention(xk, w_in, b_in, w_out, b_out, heads, causal, alibi,
+                                            kk), x, keeps)
     return Shards(r[0] for r in results), Shards(r[1] for r in results)
 
 
