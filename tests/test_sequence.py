@@ -419,3 +419,18 @@ def test_the_digits_are_read_row_by_row_by_a_sequence_network(tmp_path):
                    "--no-progress", "-o", "run", cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert os.path.exists(tmp_path / "run" / "last.npz")
+
+
+def test_alibi_gpt_weights_fit_any_context_and_a_prefix_scores_the_same():
+    """gpt_alibi has no position table: its weights trained at one context load into the
+    network at another, and (causal, penalties by distance only) the first T steps of a
+    longer window get exactly the scores of the T-step window alone."""
+    over = {"vocab": 11, "d": 16, "heads": 2, "layers": 2}
+    short = netspec.compile(netspec.load("gpt_alibi", overrides={**over, "context": 6}),
+                            dtype="float64", seed=0)
+    long = netspec.compile(netspec.load("gpt_alibi", overrides={**over, "context": 10}),
+                           dtype="float64", seed=1)
+    assert long.load_state_dict(short.state_dict()).ok
+    x = np.random.default_rng(7).integers(0, 11, (3, 10))
+    np.testing.assert_allclose(long.forward(x)[:, :6], short.forward(x[:, :6]), rtol=1e-10,
+                               atol=1e-12)
