@@ -660,17 +660,20 @@ class Attention(Op):
 
 
 # The torch form of netspec.runtime.sequence.alibi_bias, emitted once into a generated file
-# whose attention uses ALiBi.
+# whose attention uses ALiBi; built on the input's device (no host-to-GPU copy per call).
 ALIBI_TORCH = '''def alibi_bias(heads: int, t: int, base: float, causal: bool, like: torch.Tensor
                ) -> torch.Tensor:
     """ALiBi (Press et al. 2022): (heads, t, t), what head h = 1..H adds to its scores at
     (i, j): -2^(-base h / H) |i - j|; causal: -inf above the diagonal as well."""
-    h = torch.arange(1, heads + 1, dtype=torch.float64)
-    i = torch.arange(t, dtype=torch.float64)
+    on = {"device": like.device,
+          "dtype": torch.float64 if like.dtype == torch.float64 else torch.float32}
+    h = torch.arange(1, heads + 1, **on)
+    i = torch.arange(t, **on)
     bias = -(2.0 ** (-base * h / heads))[:, None, None] * (i[:, None] - i[None, :]).abs()
     if causal:
-        bias = bias.masked_fill(torch.ones(t, t, dtype=torch.bool).triu(1), float("-inf"))
-    return bias.to(dtype=like.dtype, device=like.device)'''
+        future = torch.ones(t, t, dtype=torch.bool, device=like.device).triu(1)
+        bias = bias.masked_fill(future, float("-inf"))
+    return bias.to(like.dtype)'''
 
 
 OPS = [Embedding(), PosEmbedding(), Sinusoidal(), ClassToken(), Patches(), Mean(), First(),
