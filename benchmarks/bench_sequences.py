@@ -15,6 +15,7 @@
   --json A.json` trains one model and saves its run; `--lm-reuse A.json [B.json]` takes the
   runs found there instead of training them again (same text, offset and steps, else
   refused), so the two runs of a long comparison can go one at a time or side by side.
+  --seed N trains both with seed N instead of the specs' 0 (runs of other seeds are refused).
 - sort: the GPT learning to sort 6-digit sequences, `netspec train gpt_tiny --data sort`
   (netspec.train.tasks: "d1..d6=s1..s6", per-token cross-entropy), then the sorted part
   decoded greedily from the prompt alone for the 4,000 unseen test sequences; target >= 99%
@@ -76,8 +77,8 @@ def corpus(out_dir: str) -> str:
     return path
 
 
-def train_lm(name: str, text: str, epochs: int | None, out: str, offset: str = "random"
-             ) -> dict:
+def train_lm(name: str, text: str, epochs: int | None, out: str, offset: str = "random",
+             seed: int | None = None) -> dict:
     """`netspec train NAME --data TEXT --param vocab=V` with the spec's own train section
     (epochs, the windows' offset: overrides); the validation loss after every epoch."""
     net = netspec.load(name)
@@ -89,11 +90,14 @@ def train_lm(name: str, text: str, epochs: int | None, out: str, offset: str = "
                                     "offset": offset}})
     if epochs:
         cfg = apply_overrides(cfg, {"epochs": epochs})
+    if seed is not None:
+        cfg = apply_overrides(cfg, {"seed": seed})
     data = load_dataset(cfg)
     model = netspec.compile(net, seed=cfg.seed)
     start = time.perf_counter()
     history = train(model, cfg, data, out, progress=False)
     return {"task": f"lm:{name}", "val_loss": history.last.val_loss, "offset": offset,
+            "seed": cfg.seed,
             "text_chars": len(Path(text).read_text(encoding="utf-8")), "epochs": cfg.epochs,
             "curve": [(r.iteration, round(r.val_loss, 4)) for r in history.records],
             "train_curve": [round(r.train_loss, 4) for r in history.records],
@@ -119,7 +123,7 @@ def compare_lm(args, tmp: str, out: str) -> dict:
     runs = {}
     for key, name in (("gpt", gpt_name), ("char_lstm", "char_lstm")):
         if args.lm_only == name or (key not in reused and not args.lm_only):
-            runs[key] = train_lm(name, text, epochs, f"{out}-{key}", args.offset)
+            runs[key] = train_lm(name, text, epochs, f"{out}-{key}", args.offset, args.seed)
         elif key in reused:
             runs[key] = reused[key]
     if len(runs) == 1:  # --lm-only without a run to compare with: this one, for --json
@@ -129,8 +133,8 @@ def compare_lm(args, tmp: str, out: str) -> dict:
               flush=True)
         return {"task": "lm", key: run}
     gpt, lstm = runs["gpt"], runs["char_lstm"]
-    same = {k: (gpt[k], lstm[k]) for k in ("steps", "text_chars", "offset")
-            if gpt[k] != lstm[k]}
+    keys = ("steps", "text_chars", "offset", "seed")  # runs saved without a seed had seed 0
+    same = {k: (gpt.get(k, 0), lstm.get(k, 0)) for k in keys if gpt.get(k, 0) != lstm.get(k, 0)}
     if same:
         raise SystemExit(f"the two runs differ in {same}: not comparable")
     r = {"task": "lm", "gpt": gpt, "char_lstm": lstm, "met": gpt["val_loss"] < lstm["val_loss"]}
@@ -207,6 +211,8 @@ def main(argv=None) -> int:
     p.add_argument("--offset", choices=("random", "fixed"), default="random",
                    help="lm: the training windows at a new random offset every epoch "
                         "(default) or fixed")
+    p.add_argument("--seed", type=int, help="lm: the runs' seed (initialization, shuffling, "
+                   "the windows' offsets; default: the specs' own, 0)")
     p.add_argument("--plot", metavar="OUT.png", help="lm: draw both loss curves into OUT.png")
     p.add_argument("--gpt", choices=LM_GPTS, default="gpt_alibi",
                    help="lm: the GPT to compare with the LSTM (default gpt_alibi)")
