@@ -6,16 +6,16 @@
   their own train sections; target >= 97% test accuracy.
 - vit: specs/vit_digits.net; target >= 97% test accuracy.
 - lm: a small GPT (--gpt: specs/gpt_alibi.net, the default, or gpt_tiny.net) against the
-  character LSTM (specs/char_lstm.net) on the same text (Python's reference text, the pydoc topics that ship with CPython, or
-  --text FILE; characters as tokens, split by position), each with its spec's own train
-  section (both: 4 epochs of batch 32, so the same steps; --lm-epochs N: N epochs each);
-  target: the GPT's validation loss below the LSTM's. The training windows move every epoch
-  (data offset "random", the default; --offset fixed: the same windows every epoch), the
-  same for both. Prints both validation curves (after every epoch). `--lm-only NAME
-  --json A.json` trains one model and saves its run; `--lm-reuse A.json [B.json]` takes the
-  runs found there instead of training them again (same text, offset and steps, else
-  refused), so the two runs of a long comparison can go one at a time or side by side.
-  --seed N trains both with seed N instead of the specs' 0 (runs of other seeds are refused).
+  character LSTM (specs/char_lstm.net) on the same text (Python's reference text, the pydoc
+  topics that ship with CPython, or --text FILE; characters as tokens, split by position),
+  each with its spec's own train section (both: 4 epochs of batch 32, so the same steps;
+  --lm-epochs N: N epochs each); target: the GPT's validation loss below the LSTM's. The
+  training windows move every epoch (data offset "random", the default; --offset fixed: the
+  same windows every epoch), the same for both. Prints both validation curves (after every
+  epoch). `--lm-only NAME --json A.json` trains one model and saves its run; `--lm-reuse
+  A.json [B.json]` takes the runs found there instead of training them again (same text,
+  offset, steps, seed and GPT, else refused), so the two runs of a long comparison can go
+  one at a time or side by side. --seed N trains both with seed N instead of the specs' 0.
 - sort: the GPT learning to sort 6-digit sequences, `netspec train gpt_tiny --data sort`
   (netspec.train.tasks: "d1..d6=s1..s6", per-token cross-entropy), then the sorted part
   decoded greedily from the prompt alone for the 4,000 unseen test sequences; target >= 99%

@@ -27,8 +27,11 @@ WIDTH = 100
 INDENT = "        "
 TARGET = "torch"
 
-# Names a layer's variable in forward never takes: the file's imports and functions.
-FILE_NAMES = frozenset({"self", "torch", "nn", "F", "loss", "Network", "alibi_bias"})
+# Names a layer's variable in forward never takes: the file's imports and functions, the
+# ops' helper functions included (Op.torch_helper_defs).
+FILE_NAMES = frozenset({"self", "torch", "nn", "F", "loss", "Network"} | {
+    source.removeprefix("def ").split("(", 1)[0]
+    for op in REGISTRY.values() for source in op.torch_helper_defs})
 
 # Attributes of torch.nn.Module / nn.ModuleDict and of the generated class: a submodule cannot
 # take these names (torch's add_module refuses them). tests/test_torchgen.py checks this list

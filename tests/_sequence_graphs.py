@@ -3,7 +3,8 @@
 graphs."""
 
 # Token ids through embeddings, a pre-norm causal attention block with dropout on the
-# weights and ALiBi, every recurrence, and a per-token head (a language model's per-token loss).
+# weights and ALiBi, every recurrence, and a per-token head (a language model's per-token
+# loss).
 TOKENS = """
 network tokens {
     input x: [5] int

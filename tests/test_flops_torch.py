@@ -179,7 +179,8 @@ def _counted(name: str) -> tuple:
     bmm it counts: Q Kᵀ and the weighted sum of V are the bmm's."""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    over = {"context": 16} if name in ("char_lstm", "gpt_alibi", "gpt_tiny") else {}  # T² still counts
+    # context 16 for the language models (T² still counts)
+    over = {"context": 16} if name in ("char_lstm", "gpt_alibi", "gpt_tiny") else {}
     net = netspec.load(name, overrides=over)
     analysis = netspec.analyze(net, flops="2mac")
     module = netspec.compile(netspec.load(name, overrides=over), target="torch").train()

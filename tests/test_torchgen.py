@@ -335,6 +335,24 @@ def test_forward_is_straight_line():
     assert sum(isinstance(s, ast.Assign) for s in forward.body) == len(netspec.load("resnet50")) - 1
 
 
+def test_a_layer_named_like_an_ops_helper_function_keeps_the_helper():
+    """alibi_bias (Op.torch_helper_defs) is a name of the generated file, as torch and loss
+    are: a layer called so gets another variable, and the attention still calls the helper."""
+    net = netspec.parse("""
+network n {
+    input x: [5] int
+    output x -> alibi_bias: embedding(7, 4) -> attn: attention(2, causal=true, alibi=2)
+        -> head: linear(7)
+}
+""", filename="specs/n.net")
+    assert "alibi_bias" in torchgen.FILE_NAMES
+    module = netspec.compile(net, dtype="float64", target="torch").eval()
+    model = netspec.compile(net, dtype="float64")
+    x = np.random.default_rng(0).integers(0, 7, (3, 5))
+    np.testing.assert_allclose(module(torch.from_numpy(x)).detach().numpy(), model.forward(x),
+                               rtol=RTOL, atol=ATOL)
+
+
 def test_hostile_layer_names_stay_data(tmp_path, monkeypatch):
     import builtins
 

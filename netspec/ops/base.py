@@ -98,10 +98,10 @@ def _sides(name: str, v: Any) -> tuple[int, int, int, int]:
 class Arg:
     """One argument of an op: its name, type, default and meaning.
 
-    Types: int, posint (>= 1), float (finite), nonneg (finite, >= 0), prob (0 <= p < 1), bool, pair (int or
-    [h, w], >= 1), pad (int or [h, w] >= 0, or "same"), scale (a positive number or [h, w]
-    of them), sides (int, [h, w] or [top, bottom, left, right], any sign), choice (one of
-    `choices`).
+    Types: int, posint (>= 1), float (finite), nonneg (finite, >= 0), prob (0 <= p < 1),
+    bool, pair (int or [h, w], >= 1), pad (int or [h, w] >= 0, or "same"), scale (a
+    positive number or [h, w] of them), sides (int, [h, w] or [top, bottom, left, right], any
+    sign), choice (one of `choices`).
     """
 
     name: str
@@ -344,9 +344,13 @@ class Op:
         variables of its inputs, `module` the expression of its torch_module (`self.conv1`)."""
         raise NoLowering(self.name, "torch")
 
+    # Every module-level function (the source of a whole `def`) the op's torch_forward may
+    # call; torchgen keeps their names from layer variables and emits those torch_helpers picks.
+    torch_helper_defs: tuple[str, ...] = ()
+
     def torch_helpers(self, attrs: dict[str, Any]) -> tuple[str, ...]:
-        """Source of module-level functions the layer's torch_forward calls, each a whole
-        `def` (the generated file holds each once, after its imports)."""
+        """The torch_helper_defs this layer's torch_forward calls (the generated file holds
+        each once, after its imports)."""
         return ()
 
     def onnx(self, g: Any, attrs: dict[str, Any], inputs: list[Shape], xs: list[str]) -> str:

@@ -517,6 +517,23 @@ class GRU(_Recurrent):
 
 # ---- attention --------------------------------------------------------------------------------
 
+# The torch form of netspec.runtime.sequence.alibi_bias, emitted once into a generated file
+# whose attention uses ALiBi; built on the input's device (no host-to-GPU copy per call).
+ALIBI_TORCH = '''def alibi_bias(heads: int, t: int, base: float, causal: bool, like: torch.Tensor
+               ) -> torch.Tensor:
+    """ALiBi (Press et al. 2022): (heads, t, t), what head h = 1..H adds to its scores at
+    (i, j): -2^(-base h / H) |i - j|; causal: -inf above the diagonal as well."""
+    on = {"device": like.device,
+          "dtype": torch.float64 if like.dtype == torch.float64 else torch.float32}
+    h = torch.arange(1, heads + 1, **on)
+    i = torch.arange(t, **on)
+    bias = -(2.0 ** (-base * h / heads))[:, None, None] * (i[:, None] - i[None, :]).abs()
+    if causal:
+        future = torch.ones(t, t, dtype=torch.bool, device=like.device).triu(1)
+        bias = bias.masked_fill(future, float("-inf"))
+    return bias.to(like.dtype)'''
+
+
 class Attention(Op):
     name = "attention"
     aliases = ("self_attention", "mha")
@@ -538,6 +555,7 @@ class Attention(Op):
     )
     kernel = "attention"
     kernel_params = ("in_proj_weight", "in_proj_bias", "out_proj.weight", "out_proj.bias")
+    torch_helper_defs = (ALIBI_TORCH,)
     uses_train = True
     uses_rng = True
 
@@ -616,7 +634,7 @@ class Attention(Op):
         return f"{module}({x}, {x}, {x}, need_weights=False{mask})[0]"
 
     def torch_helpers(self, attrs):
-        return (ALIBI_TORCH,) if attrs["alibi"] else ()
+        return self.torch_helper_defs if attrs["alibi"] else ()
 
     def onnx(self, g, attrs, inputs, xs):
         """MatMul/Softmax per head, as nn.MultiheadAttention computes it in eval mode (no
@@ -657,23 +675,6 @@ class Attention(Op):
         text = f"attention {attrs['heads']} head" + ("s" if attrs["heads"] > 1 else "")
         return text + (", causal" if attrs["causal"] else "") + (
             ", ALiBi" if attrs["alibi"] else "")
-
-
-# The torch form of netspec.runtime.sequence.alibi_bias, emitted once into a generated file
-# whose attention uses ALiBi; built on the input's device (no host-to-GPU copy per call).
-ALIBI_TORCH = '''def alibi_bias(heads: int, t: int, base: float, causal: bool, like: torch.Tensor
-               ) -> torch.Tensor:
-    """ALiBi (Press et al. 2022): (heads, t, t), what head h = 1..H adds to its scores at
-    (i, j): -2^(-base h / H) |i - j|; causal: -inf above the diagonal as well."""
-    on = {"device": like.device,
-          "dtype": torch.float64 if like.dtype == torch.float64 else torch.float32}
-    h = torch.arange(1, heads + 1, **on)
-    i = torch.arange(t, **on)
-    bias = -(2.0 ** (-base * h / heads))[:, None, None] * (i[:, None] - i[None, :]).abs()
-    if causal:
-        future = torch.ones(t, t, dtype=torch.bool, device=like.device).triu(1)
-        bias = bias.masked_fill(future, float("-inf"))
-    return bias.to(like.dtype)'''
 
 
 OPS = [Embedding(), PosEmbedding(), Sinusoidal(), ClassToken(), Patches(), Mean(), First(),
